@@ -1,0 +1,5 @@
+import sys
+
+from radiogen.cli import main
+
+sys.exit(main())

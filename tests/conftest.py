@@ -1,0 +1,46 @@
+"""Shared fixtures: the real data in ../shared/data, skipped with a reason when absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("RADIOGEN_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real data not available: {path} is missing (set RADIOGEN_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Root of the real radio data (FIRST, LoTSS DR1); skips when missing."""
+    return _require(SHARED_DATA)
+
+
+@pytest.fixture(scope="session")
+def first_zip() -> Path:
+    """The Griese et al. (2023) FIRST dataset zip."""
+    return _require(SHARED_DATA / "first" / "galaxy_data.zip")
+
+
+@pytest.fixture(scope="session")
+def first_fits_dir() -> Path:
+    """32 real FIRST FITS cutouts without beam keywords."""
+    return _require(SHARED_DATA / "first_fits")
+
+
+@pytest.fixture(scope="session")
+def lotss_dr1_dir() -> Path:
+    """Real LoTSS DR1 mosaic pieces, the DR1 catalogue rows and DR2 headers."""
+    return _require(SHARED_DATA / "lotss_dr1")
