@@ -3,6 +3,13 @@
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/lotss.smk"
+include: "workflow/rules/selection.smk"
+include: "workflow/rules/first.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/sample.smk"
+include: "workflow/rules/pybdsf.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 report: "workflow/report/workflow.rst"

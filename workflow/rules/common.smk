@@ -20,3 +20,20 @@ ALL_TARGETS = []
 def results(*parts):
     """Path under the configured results directory."""
     return os.path.join(RESULTS, *parts)
+
+
+# Image sets compared in evaluation: name -> HDF5 file with /images in [0, 1]
+# (training sets and generated sets share that layout; see README).
+def image_set_file(name):
+    if name == "lotss_real":
+        return results("lotss", "main", "training_set.h5")
+    if name == "lotss_classical":
+        return results("lotss", "classical", "training_set.h5")
+    if name == "lotss_generated":
+        return results("samples", "lotss", "samples.h5")
+    if name == "first_real":
+        return results("first", "training_set.h5")
+    if name.startswith("first_generated_w"):
+        omega = name.removeprefix("first_generated_w")
+        return results("samples", "first", f"omega{omega}", "samples.h5")
+    raise ValueError(f"unknown image set {name!r}")

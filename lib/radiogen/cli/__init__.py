@@ -16,7 +16,18 @@ from radiogen import __version__
 from radiogen.errors import RadiogenError
 
 #: Topic modules of :mod:`radiogen.cli`, each contributing subcommands.
-COMMAND_MODULES = ("data", "first", "train", "sample", "evaluate", "profile")
+COMMAND_MODULES = (
+    "simulate",
+    "lotss",
+    "selection",
+    "first",
+    "classifier",
+    "train",
+    "sample",
+    "pybdsf",
+    "evaluate",
+    "profile",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

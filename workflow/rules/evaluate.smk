@@ -1,0 +1,1 @@
+# Rules: evaluate (see the radiogen library for the logic).

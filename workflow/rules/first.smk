@@ -1,0 +1,1 @@
+# Rules: first (see the radiogen library for the logic).

@@ -1,0 +1,1 @@
+# Rules: lotss (see the radiogen library for the logic).

@@ -1,0 +1,1 @@
+# Rules: pybdsf (see the radiogen library for the logic).

@@ -1,0 +1,1 @@
+# Rules: sample (see the radiogen library for the logic).

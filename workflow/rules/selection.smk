@@ -1,0 +1,1 @@
+# Rules: selection (see the radiogen library for the logic).

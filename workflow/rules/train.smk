@@ -1,0 +1,1 @@
+# Rules: train (see the radiogen library for the logic).
