@@ -1,7 +1,13 @@
 # Validates the configuration and defines input functions; no rules here.
 import os
+import sys
 
 from snakemake.utils import min_version, validate
+
+# The workflow reads its own library (only radiogen.config, which needs PyYAML), so
+# the Snakemake environment itself does not need radiogen installed.
+sys.path.insert(0, os.path.join(workflow.basedir, "lib"))
+from radiogen.config import fill_defaults
 
 min_version("9.0")
 
@@ -10,6 +16,11 @@ configfile: "config.yaml"
 
 
 validate(config, schema="../schemas/config.schema.yaml")
+# Defaults inside the $ref'd section schemas (validate sets top-level ones only).
+fill_defaults(
+    config,
+    os.path.join(workflow.current_basedir, "..", "schemas", "config.schema.yaml"),
+)
 
 RESULTS = config["results"]
 

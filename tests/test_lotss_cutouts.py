@@ -1,0 +1,326 @@
+"""Catalogue checks, source assignment, cutouts and aggregation on real LoTSS pixels."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tracemalloc
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.io import fits
+from astropy.nddata import Cutout2D
+from astropy.table import Table
+
+from radiogen.cli import main as cli_main
+from radiogen.errors import CatalogueError, InputFileError
+from radiogen.io import read_table_hdf5
+from radiogen.lotss.catalogue import normalise_catalogue, read_catalogue
+from radiogen.lotss.cutouts import (
+    aggregate_shards,
+    assign_sources,
+    cut_mosaic,
+    extract_cutouts,
+    read_cutouts,
+)
+from radiogen.lotss.mosaic import open_mosaic
+
+MOSAICS = {"P205+55": "P205+55_400px.fits", "P218+55": "P218+55_200px.fits"}
+CATALOGUE = "LoTSS_DR1_srl_P205+55_P218+55.fits"
+
+
+@pytest.fixture(scope="module")
+def dr1(lotss_dr1_dir, tmp_path_factory):
+    """Real DR1 pieces cut end to end: sources, shards, aggregate."""
+    out = tmp_path_factory.mktemp("dr1")
+    paths = {mid: lotss_dr1_dir / name for mid, name in MOSAICS.items()}
+    summary = assign_sources(lotss_dr1_dir / CATALOGUE, paths, out / "sources.h5")
+    shards = []
+    for mid, path in paths.items():
+        cut_mosaic(path, out / "sources.h5", out / f"{mid}.h5", mosaic_id=mid, block_rows=64)
+        shards.append(out / f"{mid}.h5")
+    aggregate_shards(shards, out / "cutouts.h5", sources_path=out / "sources.h5")
+    return {"dir": out, "paths": paths, "summary": summary, "cutouts": read_cutouts(out / "cutouts.h5")}
+
+
+def test_assignment_counts_real_catalogue(dr1):
+    s = dr1["summary"]
+    assert s["n_catalogue"] == 12093
+    assert s["n_per_mosaic"] == {"P205+55": 27, "P218+55": 7}
+    assert s["n_off_mosaic"] == 12093 - 34
+    with h5py.File(dr1["dir"] / "sources.h5") as h5:
+        assert len(h5["off_mosaic_names"]) == s["n_off_mosaic"]
+        table = read_table_hdf5(h5["catalogue"])
+    # DR1 has no optical positions or LAS: centre from RA/DEC, LAS from DC_Maj.
+    assert (table["centre_from"] == "radio").all()
+    assert np.allclose(table["centre_ra"], table["RA"])
+    assert np.allclose(table["LAS"], table["DC_Maj"]) and (table["LAS_from"] == "DC_Maj").all()
+
+
+def test_aggregate_layout(dr1):
+    c = dr1["cutouts"]
+    n = 34
+    assert c["images"].shape == (n, 80, 80) and c["images"].dtype == np.float32
+    for name in ("source_name", "centre_ra", "centre_dec", "centre_from", "mosaic_id",
+                 "flag_nan", "flag_partial", "nan_fraction"):
+        assert len(c[name]) == n, name
+    assert c["flag_nan"].dtype == bool and c["flag_partial"].dtype == bool
+    assert list(c["mosaic_id"]) == ["P205+55"] * 27 + ["P218+55"] * 7
+    assert list(c["catalogue"]["Source_Name"]) == list(c["source_name"])
+    a = c["attrs"]
+    assert a["pixel_scale_arcsec"] == pytest.approx(1.5)
+    assert a["beam_arcsec"] == pytest.approx(6.0)
+    assert a["frequency_hz"] == pytest.approx(143.65e6)
+    assert a["n_catalogue"] == 12093 and a["n_off_mosaic"] == 12059 and a["n_cutouts"] == n
+    # The pieces are small (300" and 600"), so many cutouts hang over an edge:
+    # exactly those are NaN-filled and flagged, the rest are complete.
+    assert np.array_equal(c["flag_partial"], c["flag_nan"])
+    assert 0 < c["flag_partial"].sum() < n
+    assert not np.isnan(c["images"][~c["flag_partial"]]).any()
+
+
+def test_cutouts_equal_astropy_cutout2d(dr1):
+    c = dr1["cutouts"]
+    for mid, path in dr1["paths"].items():
+        full = fits.getdata(path).astype(float)
+        for i in np.flatnonzero(c["mosaic_id"] == mid):
+            ref = Cutout2D(full, (c["pixel_x"][i], c["pixel_y"][i]), 80, mode="partial", fill_value=np.nan)
+            assert np.array_equal(ref.data.astype(np.float32), c["images"][i], equal_nan=True)
+            assert ref.data.shape == (80, 80)
+
+
+def test_compact_sources_centred_with_catalogue_peak(dr1):
+    c = dr1["cutouts"]
+    cat = c["catalogue"]
+    ra, dec, peak = cat["RA"].to_numpy(), cat["DEC"].to_numpy(), cat["Peak_flux"].to_numpy()
+    checked = 0
+    for i in range(len(cat)):
+        if cat["S_Code"][i] != "S" or peak[i] < 1.0 or c["flag_partial"][i]:
+            continue
+        # Skip sources with a brighter catalogue neighbour inside the cutout.
+        sep = np.hypot((ra - ra[i]) * np.cos(np.deg2rad(dec[i])), dec - dec[i]) * 3600
+        if np.any((sep < 60) & (sep > 0) & (peak > peak[i])):
+            continue
+        image = c["images"][i]
+        iy, ix = np.unravel_index(np.nanargmax(image), image.shape)
+        assert abs(iy - 40) <= 1 and abs(ix - 40) <= 1, cat["Source_Name"][i]
+        # Catalogue mJy/beam vs pixel Jy/beam: same within pixelisation and noise.
+        assert image[iy, ix] * 1e3 == pytest.approx(peak[i], rel=0.12), cat["Source_Name"][i]
+        checked += 1
+    assert checked >= 3
+
+
+def test_block_size_does_not_change_cutouts(lotss_dr1_dir):
+    mosaic = open_mosaic(lotss_dr1_dir / MOSAICS["P205+55"])
+    x = np.array([10.0, 200.3, 399.0, 150.7])
+    y = np.array([5.2, 199.9, 390.0, -20.0])
+    results = [extract_cutouts(mosaic, x, y, block_rows=b) for b in (1, 7, 64, 4096)]
+    for images, partial, n_finite in results[1:]:
+        assert np.array_equal(images, results[0][0], equal_nan=True)
+        assert np.array_equal(partial, results[0][1]) and n_finite == 400 * 400
+    assert list(results[0][1]) == [True, False, True, True]
+
+
+def test_memory_bounded_by_block(tmp_path):
+    # 2000 x 2000 float64 = 32 MB on disk; reading in 50-row blocks must stay far below.
+    path = tmp_path / "big.fits"
+    rng = np.random.default_rng(0)
+    header = fits.Header.fromstring(
+        "NAXIS   = 2\nCTYPE1  = 'RA---SIN'\nCTYPE2  = 'DEC--SIN'\nCRPIX1  = 1000\nCRPIX2  = 1000\n"
+        "CRVAL1  = 180.0\nCRVAL2  = 55.0\nCDELT1  = -0.000416666666666667\n"
+        "CDELT2  = 0.000416666666666667\nBMAJ    = 0.001666666666666667\n", sep="\n")
+    fits.PrimaryHDU(rng.standard_normal((2000, 2000)), header=header).writeto(path)
+    mosaic = open_mosaic(path)
+    xy = rng.uniform(0, 2000, size=(2, 200))
+    tracemalloc.start()
+    images, _, _ = extract_cutouts(mosaic, xy[0], xy[1], block_rows=50)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < images.nbytes + 4 * 50 * 2000 * 8 + 2_000_000
+    assert peak < 32e6 / 2
+
+
+def test_scaled_integer_mosaic(lotss_dr1_dir, tmp_path):
+    # BSCALE/BZERO/BLANK would disable astropy's memmap; we scale per block instead.
+    with fits.open(lotss_dr1_dir / MOSAICS["P218+55"]) as hdul:
+        header, data = hdul[0].header.copy(), hdul[0].data.copy()
+    bscale = (data.max() - data.min()) / 60000.0
+    bzero = float(data.min() + data.max()) / 2.0
+    raw = np.round((data - bzero) / bscale).astype(np.int16)
+    raw[:3, :3] = -32768
+    for key in ("BSCALE", "BZERO", "BLANK"):
+        header.remove(key, ignore_missing=True)
+    path = tmp_path / "scaled.fits"
+    fits.PrimaryHDU(raw, header=header).writeto(path)
+    with fits.open(path, mode="update", do_not_scale_image_data=True) as hdul:
+        hdul[0].header["BSCALE"] = bscale
+        hdul[0].header["BZERO"] = bzero
+        hdul[0].header["BLANK"] = -32768
+    mosaic = open_mosaic(path)
+    expected = fits.getdata(path).astype(float)  # astropy applies BSCALE/BZERO/BLANK
+    got = mosaic.read()
+    assert np.array_equal(np.isnan(got), np.isnan(expected)) and np.isnan(got[:3, :3]).all()
+    assert np.allclose(got[3:], expected[3:], rtol=1e-6, atol=1e-9)  # astropy scales to float32
+    assert np.nanmax(np.abs(got[3:] - data[3:])) < bscale
+
+
+# --- bad input -------------------------------------------------------------------
+
+def _write_catalogue(path, rows):
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_catalogue_missing_column_names_it(tmp_path, lotss_dr1_dir):
+    table = Table.read(lotss_dr1_dir / CATALOGUE)[:5]
+    table.remove_column("Peak_flux")
+    path = tmp_path / "cat.fits"
+    table.write(path)
+    with pytest.raises(CatalogueError, match=r"cat\.fits.*missing required column\(s\) Peak_flux"):
+        assign_sources(path, {"P205+55": lotss_dr1_dir / MOSAICS["P205+55"]}, tmp_path / "s.h5")
+    assert not (tmp_path / "s.h5").exists()
+
+
+def test_catalogue_unreadable(tmp_path):
+    with pytest.raises(InputFileError, match="does not exist"):
+        read_catalogue(tmp_path / "none.csv")
+    bad = tmp_path / "bad.fits"
+    bad.write_text("not a table")
+    with pytest.raises(InputFileError, match=r"bad\.fits: not a readable"):
+        read_catalogue(bad)
+
+
+def test_duplicate_names_error_or_keep_first(tmp_path, lotss_dr1_dir):
+    rows = [dict(Source_Name="ILTJ1", RA=205.05, DEC=54.9, Peak_flux=1.0, Total_flux=1.0),
+            dict(Source_Name="ILTJ2", RA=205.06, DEC=54.9, Peak_flux=1.0, Total_flux=1.0),
+            dict(Source_Name="ILTJ1", RA=205.07, DEC=54.9, Peak_flux=2.0, Total_flux=2.0)]
+    path = _write_catalogue(tmp_path / "dup.csv", rows)
+    with pytest.raises(CatalogueError, match=r"dup\.csv: 1 duplicated Source_Name\(s\): ILTJ1"):
+        normalise_catalogue(read_catalogue(path), source=path)
+    kept = normalise_catalogue(read_catalogue(path), source=path, duplicates="keep_first")
+    assert list(kept["Source_Name"]) == ["ILTJ1", "ILTJ2"] and kept["Peak_flux"][0] == 1.0
+    assert cli_main(["lotss-assign", "--catalogue", str(path), "--mosaic", "P205+55",
+                     str(lotss_dr1_dir / MOSAICS["P205+55"]), "--out", str(tmp_path / "s.h5")]) == 1
+    assert not (tmp_path / "s.h5").exists()
+
+
+def test_bad_positions_named(tmp_path):
+    rows = [dict(Source_Name="ILTJ9", RA=np.nan, DEC=54.9, Peak_flux=1.0, Total_flux=1.0)]
+    path = _write_catalogue(tmp_path / "pos.csv", rows)
+    with pytest.raises(CatalogueError, match="missing RA/DEC.*ILTJ9"):
+        normalise_catalogue(read_catalogue(path), source=path)
+
+
+def test_sources_off_every_mosaic_counted_and_named(tmp_path, lotss_dr1_dir, caplog):
+    rows = [dict(Source_Name="ON", RA=205.0553, DEC=54.8982, Peak_flux=1.0, Total_flux=1.0),
+            dict(Source_Name="FAR_AWAY", RA=20.0, DEC=-30.0, Peak_flux=1.0, Total_flux=1.0),
+            dict(Source_Name="NEAR_MISS", RA=205.3, DEC=54.9, Peak_flux=1.0, Total_flux=1.0)]
+    path = _write_catalogue(tmp_path / "cat.csv", rows)
+    with caplog.at_level(logging.WARNING):
+        s = assign_sources(path, {"P205+55": lotss_dr1_dir / MOSAICS["P205+55"]}, tmp_path / "s.h5")
+    assert s["n_off_mosaic"] == 2 and s["n_per_mosaic"] == {"P205+55": 1}
+    assert "FAR_AWAY" in caplog.text and "NEAR_MISS" in caplog.text
+    with h5py.File(tmp_path / "s.h5") as h5:
+        assert sorted(v.decode() for v in h5["off_mosaic_names"][()]) == ["FAR_AWAY", "NEAR_MISS"]
+
+
+def test_optical_centre_preferred(tmp_path, lotss_dr1_dir):
+    rows = [dict(Source_Name="A", RA=205.0553, DEC=54.8982, optRA=205.06, optDec=54.899,
+                 Peak_flux=1.0, Total_flux=1.0, LAS=10.0, LAS_from="Maj"),
+            dict(Source_Name="B", RA=205.05, DEC=54.90, optRA=np.nan, optDec=np.nan,
+                 Peak_flux=1.0, Total_flux=1.0, LAS=10.0, LAS_from="Maj")]
+    path = _write_catalogue(tmp_path / "cat.csv", rows)
+    assign_sources(path, {"P205+55": lotss_dr1_dir / MOSAICS["P205+55"]}, tmp_path / "s.h5")
+    cut_mosaic(lotss_dr1_dir / MOSAICS["P205+55"], tmp_path / "s.h5", tmp_path / "c.h5", mosaic_id="P205+55")
+    c = read_cutouts(tmp_path / "c.h5")
+    assert list(c["centre_from"]) == ["optical", "radio"]
+    assert c["centre_ra"][0] == pytest.approx(205.06) and c["centre_ra"][1] == pytest.approx(205.05)
+
+
+def test_most_central_mosaic_wins(tmp_path, lotss_dr1_dir):
+    # Two overlapping mosaics: the full piece and its shifted copy; a source near the
+    # edge of the copy goes to the mosaic where it sits more centrally.
+    src = lotss_dr1_dir / MOSAICS["P205+55"]
+    with fits.open(src) as hdul:
+        header, data = hdul[0].header.copy(), hdul[0].data
+    header["CRPIX1"] += 150
+    shifted = tmp_path / "shifted.fits"
+    fits.PrimaryHDU(data, header=header).writeto(shifted)
+    rows = [dict(Source_Name="S", RA=205.0553, DEC=54.8982, Peak_flux=1.0, Total_flux=1.0)]
+    path = _write_catalogue(tmp_path / "cat.csv", rows)
+    s = assign_sources(path, {"A": src, "B": shifted}, tmp_path / "s.h5")
+    assert s["n_per_mosaic"] == {"A": 1, "B": 0}
+
+
+@pytest.mark.parametrize("problem", ["missing", "truncated", "not_fits", "no_wcs", "cube"])
+def test_bad_mosaic_files_named(problem, tmp_path, lotss_dr1_dir):
+    src = lotss_dr1_dir / MOSAICS["P218+55"]
+    path = tmp_path / f"{problem}.fits"
+    if problem == "truncated":
+        path.write_bytes(src.read_bytes()[: 2880 + 50_000])
+        match = "truncated FITS file"
+    elif problem == "not_fits":
+        path.write_text("SIMPLE? no, this is a text file\n" * 200)
+        match = "not a readable FITS file"
+    elif problem == "no_wcs":
+        fits.PrimaryHDU(np.zeros((50, 50), dtype=np.float32)).writeto(path)
+        match = "no celestial WCS"
+    elif problem == "cube":
+        fits.PrimaryHDU(np.zeros((3, 50, 50), dtype=np.float32)).writeto(path)
+        match = "non-degenerate extra axes"
+    else:
+        match = "does not exist"
+    with pytest.raises(InputFileError, match=f"{problem}\\.fits: .*{match}"):
+        open_mosaic(path)
+
+
+def test_all_nan_mosaic_is_an_error_and_output_untouched(tmp_path, lotss_dr1_dir):
+    src = lotss_dr1_dir / MOSAICS["P218+55"]
+    with fits.open(src) as hdul:
+        header = hdul[0].header.copy()
+    blank = tmp_path / "blank.fits"
+    fits.PrimaryHDU(np.full((200, 200), np.nan), header=header).writeto(blank)
+    rows = [dict(Source_Name="S", RA=218.5774625, DEC=54.9724, Peak_flux=1.0, Total_flux=1.0)]
+    cat = _write_catalogue(tmp_path / "cat.csv", rows)
+    assign_sources(cat, {"P218+55": blank}, tmp_path / "s.h5")
+    out = tmp_path / "shard.h5"
+    with pytest.raises(InputFileError, match=r"blank\.fits: every pixel of mosaic P218\+55 is NaN"):
+        cut_mosaic(blank, tmp_path / "s.h5", out, mosaic_id="P218+55")
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".shard")] == []
+    # The CLI turns it into exit code 1; a good rerun then produces the shard.
+    assert cli_main(["lotss-cutouts", "--mosaic", str(blank), "--mosaic-id", "P218+55",
+                     "--sources", str(tmp_path / "s.h5"), "--out", str(out)]) == 1
+    shutil.copy(src, blank)
+    assert cli_main(["lotss-cutouts", "--mosaic", str(blank), "--mosaic-id", "P218+55",
+                     "--sources", str(tmp_path / "s.h5"), "--out", str(out)]) == 0
+    assert read_cutouts(out)["images"].shape == (1, 80, 80)
+
+
+def test_mosaic_without_sources_gives_empty_shard(tmp_path, lotss_dr1_dir):
+    rows = [dict(Source_Name="S", RA=205.0553, DEC=54.8982, Peak_flux=1.0, Total_flux=1.0)]
+    cat = _write_catalogue(tmp_path / "cat.csv", rows)
+    paths = {mid: lotss_dr1_dir / name for mid, name in MOSAICS.items()}
+    assign_sources(cat, paths, tmp_path / "s.h5")
+    for mid, path in paths.items():
+        cut_mosaic(path, tmp_path / "s.h5", tmp_path / f"{mid}.h5", mosaic_id=mid)
+    assert read_cutouts(tmp_path / "P218+55.h5")["images"].shape == (0, 80, 80)
+    rc = cli_main(["lotss-aggregate", "--shards", str(tmp_path / "P205+55.h5"), str(tmp_path / "P218+55.h5"),
+                   "--sources", str(tmp_path / "s.h5"), "--out", str(tmp_path / "all.h5")])
+    assert rc == 0
+    agg = read_cutouts(tmp_path / "all.h5")
+    assert list(agg["source_name"]) == ["S"] and agg["attrs"]["n_mosaics"] == 2
+
+
+def test_aggregate_rejects_missing_or_mismatched_shards(tmp_path, dr1):
+    with pytest.raises(InputFileError, match=r"nope\.h5: file does not exist"):
+        aggregate_shards([dr1["dir"] / "P205+55.h5", tmp_path / "nope.h5"], tmp_path / "out.h5")
+    odd = tmp_path / "odd.h5"
+    shutil.copy(dr1["dir"] / "P218+55.h5", odd)
+    with h5py.File(odd, "a") as h5:
+        h5.attrs["beam_arcsec"] = 20.0
+    with pytest.raises(InputFileError, match=r"odd\.h5: beam_arcsec=20.0 differs"):
+        aggregate_shards([dr1["dir"] / "P205+55.h5", odd], tmp_path / "out.h5")
+    assert not (tmp_path / "out.h5").exists()

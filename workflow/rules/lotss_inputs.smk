@@ -1,0 +1,96 @@
+# LoTSS configuration (schema defaults filled in) and the input functions of
+# lotss.smk; the selection rules consume results/lotss/{survey}/cutouts.h5.
+import copy
+import json
+import os
+import shlex
+
+import yaml
+
+
+def _fill_schema_defaults(instance, schema):
+    # snakemake's validate() does not set defaults inside $ref'd schema files.
+    for key, sub in schema.get("properties", {}).items():
+        if "default" in sub and key not in instance:
+            instance[key] = copy.deepcopy(sub["default"])
+        if isinstance(instance.get(key), dict) and "properties" in sub:
+            _fill_schema_defaults(instance[key], sub)
+    return instance
+
+
+with open(workflow.source_path("../schemas/lotss.schema.yaml")) as fh:
+    LOTSS = _fill_schema_defaults(config.setdefault("lotss", {}), yaml.safe_load(fh))
+LOTSS_SIM = LOTSS["simulate"]
+LOTSS_DL = LOTSS["download"]
+# Simulation settings without the seed offsets (those choose the seed, not the survey).
+LOTSS_SIM_SETTINGS = json.dumps(
+    {
+        k: v
+        for k, v in LOTSS_SIM.items()
+        if k not in ("seed_offset", "classical_seed_offset")
+    },
+    sort_keys=True,
+)
+LOTSS_SIM_IDS = [f"SIM{i:03d}" for i in range(LOTSS_SIM["n_mosaics"])]
+LOTSS_CATALOGUE_EXT = (
+    os.path.splitext(LOTSS_DL["catalogue_url"].split("?")[0])[1] or ".fits"
+)
+
+
+def lotss_source(survey):
+    """`simulate`, `files` or `download` for a survey wildcard value."""
+    return LOTSS["source"] if survey == "main" else "simulate"
+
+
+def lotss_mosaic_ids(survey):
+    """Mosaic IDs of a survey, known from the config (one cutout job each)."""
+    source = lotss_source(survey)
+    if source == "simulate":
+        return LOTSS_SIM_IDS
+    if source == "files":
+        ids = list(LOTSS["files"]["mosaics"])
+        key = "lotss.files.mosaics"
+    else:
+        ids = list(LOTSS_DL["mosaics"])
+        key = "lotss.download.mosaics"
+    if not ids:
+        raise WorkflowError(f"lotss.source is {source!r} but {key} lists no mosaics")
+    return ids
+
+
+def lotss_mosaic_path(survey, mosaic):
+    if lotss_source(survey) == "files":
+        return LOTSS["files"]["mosaics"][mosaic]
+    return results("lotss", survey, "raw", "mosaics", f"{mosaic}.fits")
+
+
+def lotss_catalogue_path(survey):
+    source = lotss_source(survey)
+    if source == "files":
+        if not LOTSS["files"]["catalogue"]:
+            raise WorkflowError(
+                "lotss.source is 'files' but lotss.files.catalogue is not set"
+            )
+        return LOTSS["files"]["catalogue"]
+    if source == "download":
+        return results("lotss", survey, "raw", f"catalogue{LOTSS_CATALOGUE_EXT}")
+    return results("lotss", survey, "raw", "catalogue.csv")
+
+
+def lotss_simulation_seed(survey):
+    offset = "seed_offset" if survey == "main" else "classical_seed_offset"
+    return config["seed"] + LOTSS_SIM[offset]
+
+
+def lotss_download_args(name):
+    """CLI options checking one downloaded file (lotss.download.checksums[name])."""
+    checks = LOTSS_DL["checksums"].get(name, {})
+    args = [f"--{key} {shlex.quote(str(checks[key]))}" for key in sorted(checks)]
+    args += [f"--timeout-s {LOTSS_DL['timeout_s']}", f"--retries {LOTSS_DL['retries']}"]
+    return " ".join(args)
+
+
+LOTSS_DOWNLOAD_HINT = (
+    "Set lotss.download.mosaic_url / catalogue_url to a reachable mirror, or fetch the files "
+    "by hand and use lotss.source: files with lotss.files.mosaics and lotss.files.catalogue."
+)
