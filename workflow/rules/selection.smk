@@ -1,1 +1,112 @@
-# Rules: selection (see the radiogen library for the logic).
+# Rules: selection and preprocessing of the LoTSS cutouts (paper Sect. 3.1).
+# The cuts and the Box-Cox context live in radiogen.lotss.selection / .preprocess.
+import json
+
+import yaml
+
+# JSON of lotss.selection / lotss.preprocess with the schema defaults filled in,
+# so that a changed default reruns the step like a changed setting.
+LOTSS_STEP_SETTINGS = {}
+for _step in ("selection", "preprocess"):
+    with open(workflow.source_path(f"../schemas/lotss-{_step}.schema.yaml")) as _fh:
+        _props = yaml.safe_load(_fh)["properties"]
+    LOTSS_STEP_SETTINGS[_step] = json.dumps(
+        {
+            **{k: v["default"] for k, v in _props.items()},
+            **(config.get("lotss", {}).get(_step) or {}),
+        },
+        sort_keys=True,
+    )
+
+
+rule select_lotss:
+    input:
+        results("lotss", "{survey}", "cutouts.h5"),
+    output:
+        table=report(
+            results("lotss", "{survey}", "selection", "selection_table.csv"),
+            caption="../report/selection_table.rst",
+            category="LoTSS data",
+            subcategory="{survey}",
+            labels={"survey": "{survey}", "figure": "selection table"},
+        ),
+        per_image=results("lotss", "{survey}", "selection", "per_image.csv"),
+        selected=results("lotss", "{survey}", "selection", "selected.h5"),
+        figure=report(
+            results("lotss", "{survey}", "selection", "snr_sigma.png"),
+            caption="../report/selection_snr.rst",
+            category="LoTSS data",
+            subcategory="{survey}",
+            labels={"survey": "{survey}", "figure": "S/N_sigma distribution"},
+        ),
+        examples=report(
+            results("lotss", "{survey}", "selection", "removed_examples.png"),
+            caption="../report/selection_examples.rst",
+            category="LoTSS data",
+            subcategory="{survey}",
+            labels={"survey": "{survey}", "figure": "removed examples"},
+        ),
+    log:
+        results("logs", "lotss", "{survey}", "select.log"),
+    benchmark:
+        results("benchmarks", "lotss", "{survey}", "select.tsv")
+    wildcard_constraints:
+        survey="main|classical",
+    conda:
+        "../../envs/data.yaml"
+    threads: 2
+    resources:
+        mem_mb=lambda wildcards, threads: 1000 + 800 * threads,
+        runtime=60,
+    params:
+        settings=LOTSS_STEP_SETTINGS["selection"],
+        seed=config["seed"],
+    shell:
+        "radiogen lotss-select --cutouts {input} --table {output.table}"
+        " --per-image {output.per_image} --selected {output.selected}"
+        " --figure {output.figure} --examples {output.examples}"
+        " --settings '{params.settings}' --threads {threads} --seed {params.seed}"
+        " > {log} 2>&1"
+
+
+rule preprocess_lotss:
+    input:
+        results("lotss", "{survey}", "selection", "selected.h5"),
+    output:
+        training_set=results("lotss", "{survey}", "training_set.h5"),
+        figure=report(
+            results("lotss", "{survey}", "selection", "peak_flux_boxcox.png"),
+            caption="../report/selection_boxcox.rst",
+            category="LoTSS data",
+            subcategory="{survey}",
+            labels={"survey": "{survey}", "figure": "peak flux / Box-Cox"},
+        ),
+    log:
+        results("logs", "lotss", "{survey}", "preprocess.log"),
+    benchmark:
+        results("benchmarks", "lotss", "{survey}", "preprocess.tsv")
+    wildcard_constraints:
+        survey="main|classical",
+    conda:
+        "../../envs/data.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    params:
+        settings=LOTSS_STEP_SETTINGS["preprocess"],
+        seed=config["seed"],
+    shell:
+        "radiogen lotss-preprocess --selected {input} --output {output.training_set}"
+        " --figure {output.figure} --settings '{params.settings}' --seed {params.seed}"
+        " > {log} 2>&1"
+
+
+ALL_TARGETS.extend(
+    [
+        results("lotss", "main", "training_set.h5"),
+        results("lotss", "main", "selection", "selection_table.csv"),
+        results("lotss", "main", "selection", "snr_sigma.png"),
+        results("lotss", "main", "selection", "removed_examples.png"),
+        results("lotss", "main", "selection", "peak_flux_boxcox.png"),
+    ]
+)
