@@ -1,1 +1,243 @@
-# Rules: pybdsf (see the radiogen library for the logic).
+# Rules: PyBDSF per image in shards, image statistics, flux conditioning and their
+# figures (see radiogen.evaluation.{pybdsf,stats,flux,plots_pybdsf}).  Each metric
+# has its own rule and output, so re-plotting never reruns PyBDSF or sampling.
+import json
+
+from snakemake.utils import validate
+
+# The top-level validate() leaves defaults inside $ref'd sections unset; validating
+# the section against its own schema fills them.
+validate(config["evaluation"], schema="../schemas/evaluation.schema.yaml")
+EVAL = config["evaluation"]
+PYBDSF = EVAL["pybdsf"]
+# Seed offset of the PyBDSF stabilising noise and of the flux-distance subsampling.
+PYBDSF_SEED = config["seed"] + 600
+PYBDSF_SHARDS = range(PYBDSF["shards_per_set"])
+# Only the keys that change PyBDSF's results reach the shard jobs' params, so that
+# changing a plot setting or a resource request never reruns PyBDSF.
+PYBDSF_FIT_KEYS = [
+    "thresh",
+    "thresh_isl",
+    "thresh_pix",
+    "mean_map",
+    "rms_map",
+    "rms_box",
+    "noise_fraction",
+    "timeout_s",
+    "checkpoint_every",
+    "options",
+    "beam_arcsec",
+]
+PYBDSF_FIT_SETTINGS = json.dumps(
+    {key: PYBDSF[key] for key in PYBDSF_FIT_KEYS}, sort_keys=True
+)
+PYBDSF_PLOT_SETTINGS = json.dumps(
+    {key: PYBDSF[key] for key in ("n_examples", "bins")}, sort_keys=True
+)
+
+# Image sets compared per dataset; the first is the real (reference) set.
+EVAL_SETS = {
+    "lotss": ["lotss_real", "lotss_generated", "lotss_classical"],
+    "first": ["first_real", f"first_generated_w{float(EVAL['first_omega'])}"],
+}
+IMAGESET_RE = r"(lotss|first)_[a-z]+(_w[0-9.]+)?"
+
+# Per evaluated dataset: PyBDSF plot inputs (image set, merged table, shard models per
+# set) and image-statistics inputs, with the matching --set arguments of the CLI.
+PYBDSF_PLOT_FILES = {
+    evalset: {
+        name: [
+            image_set_file(name),
+            results("evaluation", "pybdsf", f"{name}.csv"),
+            *expand(
+                results("evaluation", "pybdsf", name, "shards", "{shard}_models.h5"),
+                shard=PYBDSF_SHARDS,
+            ),
+        ]
+        for name in names
+    }
+    for evalset, names in EVAL_SETS.items()
+}
+STATS_FILES = {
+    evalset: {
+        name: [
+            results("evaluation", "stats", f"{name}.csv"),
+            results("evaluation", "stats", f"{name}_pixels.json"),
+        ]
+        for name in names
+    }
+    for evalset, names in EVAL_SETS.items()
+}
+
+
+rule pybdsf_shard:
+    input:
+        lambda wildcards: image_set_file(wildcards.imageset),
+    output:
+        table=results("evaluation", "pybdsf", "{imageset}", "shards", "{shard}.csv"),
+        models=results(
+            "evaluation", "pybdsf", "{imageset}", "shards", "{shard}_models.h5"
+        ),
+    log:
+        results("logs", "pybdsf", "{imageset}", "shard_{shard}.log"),
+    benchmark:
+        results("benchmarks", "pybdsf", "{imageset}", "shard_{shard}.tsv")
+    wildcard_constraints:
+        imageset=IMAGESET_RE,
+        shard=r"\d+",
+    conda:
+        "../../envs/pybdsf.yaml"
+    threads: 1
+    resources:
+        mem_mb=PYBDSF["mem_mb"],
+        runtime=PYBDSF["runtime_min"],
+    params:
+        settings=PYBDSF_FIT_SETTINGS,
+        n_shards=PYBDSF["shards_per_set"],
+        seed=PYBDSF_SEED,
+    shell:
+        "radiogen pybdsf-shard --image-set {input} --shard {wildcards.shard}"
+        " --n-shards {params.n_shards} --output {output.table} --models {output.models}"
+        " --seed {params.seed} --settings '{params.settings}' > {log} 2>&1"
+
+
+rule merge_pybdsf:
+    input:
+        image_set=lambda wildcards: image_set_file(wildcards.imageset),
+        shards=lambda wildcards: expand(
+            results("evaluation", "pybdsf", "{imageset}", "shards", "{shard}.csv"),
+            imageset=wildcards.imageset,
+            shard=PYBDSF_SHARDS,
+        ),
+    output:
+        results("evaluation", "pybdsf", "{imageset}.csv"),
+    log:
+        results("logs", "pybdsf", "{imageset}_merge.log"),
+    wildcard_constraints:
+        imageset=IMAGESET_RE,
+    conda:
+        "../../envs/pybdsf.yaml"
+    shell:
+        "radiogen pybdsf-merge --image-set {input.image_set} --shards {input.shards}"
+        " --output {output} > {log} 2>&1"
+
+
+rule pybdsf_plots:
+    input:
+        lambda wildcards: sum(PYBDSF_PLOT_FILES[wildcards.evalset].values(), []),
+    output:
+        examples=report(
+            results("evaluation", "pybdsf", "{evalset}_examples.png"),
+            caption="../report/pybdsf_examples.rst",
+            category="PyBDSF",
+            labels={"dataset": "{evalset}", "figure": "examples"},
+        ),
+        distributions=report(
+            results("evaluation", "pybdsf", "{evalset}_distributions.png"),
+            caption="../report/pybdsf_distributions.rst",
+            category="PyBDSF",
+            labels={"dataset": "{evalset}", "figure": "model flux and A50"},
+        ),
+        json=results("evaluation", "pybdsf", "{evalset}_distributions.json"),
+    log:
+        results("logs", "pybdsf", "{evalset}_plots.log"),
+    wildcard_constraints:
+        evalset=r"lotss|first",
+    conda:
+        "../../envs/plotting.yaml"
+    params:
+        sets=lambda wildcards: " ".join(
+            f"--set {name}={','.join(files)}"
+            for name, files in PYBDSF_PLOT_FILES[wildcards.evalset].items()
+        ),
+        settings=PYBDSF_PLOT_SETTINGS,
+    shell:
+        "radiogen pybdsf-plots {params.sets} --examples {output.examples}"
+        " --distributions {output.distributions} --json {output.json}"
+        " --settings '{params.settings}' > {log} 2>&1"
+
+
+rule image_stats_set:
+    input:
+        lambda wildcards: image_set_file(wildcards.imageset),
+    output:
+        table=results("evaluation", "stats", "{imageset}.csv"),
+        pixels=results("evaluation", "stats", "{imageset}_pixels.json"),
+    log:
+        results("logs", "stats", "{imageset}.log"),
+    wildcard_constraints:
+        imageset=IMAGESET_RE,
+    conda:
+        "../../envs/data.yaml"
+    shell:
+        "radiogen image-stats-set --image-set {input} --output {output.table}"
+        " --pixels {output.pixels} > {log} 2>&1"
+
+
+rule image_stats:
+    input:
+        lambda wildcards: sum(STATS_FILES[wildcards.evalset].values(), []),
+    output:
+        figure=report(
+            results("evaluation", "stats", "{evalset}_image_stats.png"),
+            caption="../report/stats_image_stats.rst",
+            category="Image statistics",
+            labels={"dataset": "{evalset}"},
+        ),
+        json=results("evaluation", "stats", "{evalset}_image_stats.json"),
+    log:
+        results("logs", "stats", "{evalset}_image_stats.log"),
+    wildcard_constraints:
+        evalset=r"lotss|first",
+    conda:
+        "../../envs/plotting.yaml"
+    params:
+        sets=lambda wildcards: " ".join(
+            f"--set {name}={','.join(files)}"
+            for name, files in STATS_FILES[wildcards.evalset].items()
+        ),
+        settings=json.dumps(EVAL["stats"], sort_keys=True),
+    shell:
+        "radiogen image-stats {params.sets} --output {output.figure} --json {output.json}"
+        " --title {wildcards.evalset} --settings '{params.settings}' > {log} 2>&1"
+
+
+rule flux_conditioning:
+    input:
+        **{
+            name: results("evaluation", "pybdsf", f"{name}.csv")
+            for name in EVAL_SETS["lotss"]
+        },
+    output:
+        json=results("evaluation", "flux_conditioning.json"),
+        figure=report(
+            results("evaluation", "flux_conditioning.png"),
+            caption="../report/flux_conditioning.rst",
+            category="Flux conditioning",
+        ),
+    log:
+        results("logs", "flux_conditioning.log"),
+    conda:
+        "../../envs/plotting.yaml"
+    params:
+        sets=lambda wildcards, input: " ".join(
+            f"--set {name}={path}" for name, path in input.items()
+        ),
+        reference=EVAL_SETS["lotss"][0],
+        settings=json.dumps(EVAL["flux"], sort_keys=True),
+        seed=PYBDSF_SEED,
+    shell:
+        "radiogen flux-conditioning {params.sets} --reference {params.reference}"
+        " --output {output.json} --figure {output.figure} --seed {params.seed}"
+        " --settings '{params.settings}' > {log} 2>&1"
+
+
+ALL_TARGETS += expand(
+    results("evaluation", "pybdsf", "{evalset}_{kind}.png"),
+    evalset=EVAL_SETS,
+    kind=["examples", "distributions"],
+)
+ALL_TARGETS += expand(
+    results("evaluation", "stats", "{evalset}_image_stats.png"), evalset=EVAL_SETS
+)
+ALL_TARGETS += [results("evaluation", "flux_conditioning.json")]

@@ -1,0 +1,354 @@
+"""PyBDSF per image on real FIRST and LoTSS images: models, A50%, Delta+, shards, resume."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import warnings
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+# Not pytest.importorskip("bdsf"): a plain import would set numpy's global error
+# state to divide='raise' for every later test in this process.
+if importlib.util.find_spec("bdsf") is None:
+    pytest.skip("PyBDSF (bdsf) is not installed", allow_module_level=True)
+
+from radiogen.cli import main as cli_main  # noqa: E402
+from radiogen.errors import InputFileError  # noqa: E402
+from radiogen.evaluation import pybdsf as P  # noqa: E402
+from radiogen.evaluation.imagesets import open_image_set  # noqa: E402
+
+FIRST_BEAM, FIRST_PX = 5.4, 1.8
+LOTSS_BEAM, LOTSS_PX = 6.0, 1.5
+
+
+# ---------------------------------------------------------------- real data builders
+def first_crops(first_fits_dir: Path, n: int = 6, size: int = 80) -> tuple[np.ndarray, list[str]]:
+    """Central ``size`` crops of real FIRST FITS cutouts, min-max scaled to [0, 1]."""
+    from astropy.io import fits
+    from astropy.stats import sigma_clipped_stats
+
+    crops, names = [], []
+    for path in sorted(first_fits_dir.glob("*.fits"))[:n]:
+        header = fits.getheader(path)
+        assert "BMAJ" not in header  # the beam must come from configuration
+        data = np.nan_to_num(fits.getdata(path).squeeze().astype(np.float64))
+        cy, cx = data.shape[0] // 2, data.shape[1] // 2
+        crop = data[cy - size // 2: cy + size // 2, cx - size // 2: cx + size // 2]
+        # as in the FIRST dataset (Griese et al. 2023): clip below 3 x rms, min-max scale
+        _, _, rms = sigma_clipped_stats(crop)
+        crop = np.clip(crop, 3 * rms, None)
+        crop = (crop - crop.min()) / (crop.max() - crop.min())
+        crops.append(crop.astype(np.float32))
+        names.append(path.name)
+    return np.stack(crops), names
+
+
+def lotss_cutouts(lotss_dr1_dir: Path, size: int = 80) -> pd.DataFrame:
+    """80x80 cutouts (Jy/beam) of the real DR1 pixels centred on catalogue sources."""
+    from astropy.io import fits
+    from astropy.table import Table
+    from astropy.wcs import WCS
+
+    catalogue = Table.read(lotss_dr1_dir / "LoTSS_DR1_srl_P205+55_P218+55.fits")
+    rows = []
+    for name in ("P205+55_400px.fits", "P218+55_200px.fits"):
+        with fits.open(lotss_dr1_dir / name) as hdul:
+            header, data = hdul[0].header, np.asarray(hdul[0].data, dtype=np.float64).squeeze()
+        assert header["BMAJ"] * 3600 == pytest.approx(LOTSS_BEAM)
+        x, y = WCS(header).celestial.world_to_pixel_values(catalogue["RA"], catalogue["DEC"])
+        half = size // 2
+        inside = (x >= half) & (x < data.shape[1] - half) & (y >= half) & (y < data.shape[0] - half)
+        for source, xx, yy in zip(catalogue[inside], x[inside], y[inside]):
+            ix, iy = int(round(float(xx))), int(round(float(yy)))
+            cut = data[iy - half: iy + half, ix - half: ix + half]
+            rows.append({
+                "name": str(source["Source_Name"]),
+                "image": np.nan_to_num(cut).astype(np.float32),
+                "total_flux_mjy": float(source["Total_flux"]),
+                "peak_flux_mjy": float(source["Peak_flux"]),
+                "dc_maj": float(source["DC_Maj"]),
+                "s_code": str(source["S_Code"]),
+            })
+    return pd.DataFrame(rows)
+
+
+def write_image_set(path: Path, images: np.ndarray, *, dataset: str, peak_flux=None,
+                    labels=None, beam: bool = True) -> Path:
+    """A training-set-like HDF5 file in the shared layout."""
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("images", data=np.asarray(images, dtype=np.float32))
+        h5.create_dataset("split", data=np.zeros(len(images), dtype=np.uint8))
+        if peak_flux is not None:
+            h5.create_dataset("peak_flux", data=np.asarray(peak_flux, dtype=np.float32))
+            ctx = (np.log10(peak_flux) - np.log10(peak_flux).mean())[:, None]
+            h5.create_dataset("context", data=ctx.astype(np.float32))
+        if labels is not None:
+            h5.create_dataset("label", data=np.asarray(labels, dtype=np.int64))
+        h5.attrs["dataset"] = dataset
+        h5.attrs["pixel_scale_arcsec"] = LOTSS_PX if dataset == "lotss" else FIRST_PX
+        if beam:
+            h5.attrs["beam_arcsec"] = LOTSS_BEAM if dataset == "lotss" else FIRST_BEAM
+        h5.attrs["frequency_hz"] = 144e6 if dataset == "lotss" else 1.4e9
+        h5.attrs["seed"] = 1
+    return path
+
+
+def lotss_image_set(path: Path, cutouts: pd.DataFrame) -> Path:
+    """LoTSS-like set: cutouts scaled by their maximum, ``/peak_flux`` the maximum (Jy/beam)."""
+    images = np.stack(cutouts["image"].to_list())
+    peaks = images.reshape(len(images), -1).max(axis=1)
+    scaled = np.clip(images / peaks[:, None, None], 0, 1)
+    return write_image_set(path, scaled, dataset="lotss", peak_flux=peaks)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _frozen_gc():
+    # as in run_shard: PyBDSF's gc.collect() calls would otherwise walk all of pytest
+    with P.gc_frozen():
+        yield
+
+
+@pytest.fixture(scope="module")
+def lotss_table(lotss_dr1_dir):
+    return lotss_cutouts(lotss_dr1_dir)
+
+
+def _measure(image, *, index=0, dataset="first", **kw):
+    beam, px = (FIRST_BEAM, FIRST_PX) if dataset == "first" else (LOTSS_BEAM, LOTSS_PX)
+    return P.measure_image(image, index=index, seed=7, pixel_scale_arcsec=px, beam_arcsec=beam,
+                           frequency_hz=1.4e9 if dataset == "first" else 144e6,
+                           projection="TAN" if dataset == "first" else "SIN", **kw)
+
+
+# ---------------------------------------------------------------- pure functions
+def _gaussian(size, fwhm_px, *, centre=None, amplitude=1.0):
+    sigma = fwhm_px / np.sqrt(8 * np.log(2))
+    cy, cx = centre if centre is not None else ((size - 1) / 2, (size - 1) / 2)
+    yy, xx = np.mgrid[:size, :size]
+    return amplitude * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
+
+
+def test_a50_of_gaussian_is_half_flux_disc():
+    # Half of a circular Gaussian's flux lies within r = FWHM / 2: A50 = pi FWHM^2 / 4
+    # = ln 2 x beam area (2 pi sigma^2).
+    for fwhm in (4.0, 8.0, 16.0):
+        model = _gaussian(128, fwhm)
+        expected = np.pi * fwhm**2 / 4
+        assert P.a50_pixels(model) == pytest.approx(expected, rel=0.08)
+        mask = P.a50_mask(model)
+        assert model[mask].sum() >= 0.5 * model.sum()
+        # minimal: dropping the faintest selected pixel falls below half
+        assert model[mask].sum() - model[mask].min() < 0.5 * model.sum()
+    assert np.isnan(P.a50_pixels(np.zeros((10, 10))))
+
+
+def test_delta_plus_definition():
+    model = _gaussian(40, 5.0)
+    assert P.positive_residual(model, model) == 0.0
+    bump = np.zeros_like(model)
+    bump[3, 4] = 0.25
+    below = -0.1 * np.ones_like(model)
+    # only the positive difference counts; the negative -0.1 everywhere else is ignored
+    assert P.positive_residual(model + bump + below * (bump == 0), model) == pytest.approx(0.25)
+
+
+def test_shard_range_partitions():
+    for n_images in (0, 5, 17, 1000):
+        blocks = [P.shard_range(n_images, k, 4) for k in range(4)]
+        covered = [i for start, stop in blocks for i in range(start, stop)]
+        assert covered == list(range(n_images))
+
+
+def test_numpy_error_state_kept():
+    before = np.geterr()
+    assert before["divide"] != "raise"
+    P.import_bdsf()
+    assert np.geterr() == before
+    image = _gaussian(40, 3.0) + np.random.default_rng(0).normal(0, 0.01, (40, 40))
+    _measure(image.astype(np.float32))
+    assert np.geterr() == before
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert np.isinf(np.float64(1.0) / np.zeros(1))[0]  # no FloatingPointError
+
+
+# ---------------------------------------------------------------- real images
+def test_first_sources_found_beam_from_config(first_fits_dir, tmp_path):
+    crops, names = first_crops(first_fits_dir, n=4)
+    for crop, name in zip(crops, names):
+        row, model = _measure(crop)
+        assert row["status"] == "ok", (name, row["error"])
+        assert row["n_gaussians"] >= 1 and row["n_sources"] >= 1
+        # the brightest pixel of the crop is modelled
+        peak = np.unravel_index(np.argmax(crop), crop.shape)
+        assert model[peak] > 0.5 * crop[peak], name
+        # Gaussian fluxes, model image sum and image sum agree within a sensible range
+        assert row["model_flux"] == pytest.approx(row["model_image_sum"], rel=0.2)
+        assert 0.5 < row["model_flux"] / row["image_sum"] < 2.0, (name, row)
+        assert row["noise_sigma"] == pytest.approx(0.01)
+
+
+def test_lotss_point_and_extended_sources(lotss_table):
+    def fit(name):
+        source = lotss_table.set_index("name").loc[name]
+        image = source["image"]
+        peak = float(image.max())
+        row, model = _measure(image / peak, dataset="lotss")
+        assert row["status"] == "ok", row["error"]
+        return source, row, model, peak
+
+    # bright unresolved source (DC_Maj = 0): its model's A50 is the beam's half-flux disc
+    point, row, model, peak = fit("ILTJ143426.08+545730.5")
+    beam_fwhm_px = LOTSS_BEAM / LOTSS_PX
+    assert row["a50_pixels"] == pytest.approx(np.pi * beam_fwhm_px**2 / 4, rel=0.35)
+    # its Gaussian flux, back in Jy, matches the DR1 catalogue's total flux
+    assert row["model_flux"] * peak * 1e3 == pytest.approx(point["total_flux_mjy"], rel=0.3)
+    assert model.max() == pytest.approx(1.0, abs=0.3)
+    # a resolved multi-Gaussian source (S_Code M, 15 mJy) covers several times more pixels
+    _, row_ext, _, _ = fit("ILTJ133946.43+545753.2")
+    assert row_ext["n_gaussians"] > 1
+    assert row_ext["a50_pixels"] > 3 * row["a50_pixels"]
+
+
+def test_delta_plus_zero_when_image_is_its_model(lotss_table):
+    image = lotss_table["image"].iloc[0]
+    _, model = _measure(image / image.max(), dataset="lotss")
+    assert P.positive_residual(model, model) == 0.0
+    assert P.positive_residual(model + 0.5, model) == pytest.approx(0.5 * model.size)
+
+
+def test_blank_image_is_a_recorded_failure():
+    row, model = _measure(np.zeros((80, 80), np.float32))
+    assert row["status"] == "failed"
+    assert "rms" in row["error"].lower()
+    assert model is None and np.isnan(row["a50_pixels"])
+
+
+# ---------------------------------------------------------------- shards, resume, merge
+@pytest.fixture()
+def first_set(first_fits_dir, tmp_path):
+    crops, _ = first_crops(first_fits_dir, n=5)
+    images = np.concatenate([crops[:2], np.zeros((1, 80, 80), np.float32), crops[2:]])
+    return write_image_set(tmp_path / "first.h5", images, dataset="first",
+                           labels=np.arange(len(images)) % 4, beam=False)
+
+
+def test_shard_records_failure_and_resumes(first_set, tmp_path, monkeypatch):
+    settings = {**P.DEFAULT_SETTINGS, "checkpoint_every": 2}
+    out = tmp_path / "run"
+    reference = P.run_shard(first_set, shard=0, n_shards=1, output_csv=out / "ref.csv",
+                            output_models=out / "ref.h5", settings=settings, seed=3)
+    assert list(reference["index"]) == list(range(6))
+    assert reference.loc[2, "status"] == "failed" and reference.loc[2, "error"]
+    assert (reference.drop(index=2)["status"] == "ok").all()
+    assert not (out / "ref.part").exists()
+    with h5py.File(out / "ref.h5") as h5:
+        assert h5["models"].shape == (6, 80, 80)
+        assert not h5["models"][2].any() and h5["models"][0].any()
+
+    # interrupt a second run after 5 fits: two checkpoints of two images survive
+    real_measure = P.measure_image
+    calls = []
+
+    def crashing(*args, **kwargs):
+        calls.append(kwargs["index"])
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real_measure(*args, **kwargs)
+
+    monkeypatch.setattr(P, "measure_image", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        P.run_shard(first_set, shard=0, n_shards=1, output_csv=out / "s.csv",
+                    output_models=out / "s.h5", settings=settings, seed=3)
+    assert not (out / "s.csv").exists()
+    assert len(list((out / "s.part").glob("chunk-*.h5"))) == 2
+    calls.clear()
+    monkeypatch.setattr(P, "measure_image", lambda *a, **k: (calls.append(k["index"]),
+                                                             real_measure(*a, **k))[1])
+    resumed = P.run_shard(first_set, shard=0, n_shards=1, output_csv=out / "s.csv",
+                          output_models=out / "s.h5", settings=settings, seed=3)
+    assert calls == [4, 5]  # only the images without a checkpoint
+    columns = ["index", "status", "n_gaussians", "model_flux", "a50_pixels", "delta_plus",
+               "noise_sigma", "label"]
+    pd.testing.assert_frame_equal(resumed[columns], reference[columns])
+    assert (resumed["seconds"] >= 0).all()
+
+
+def test_checkpoints_of_other_settings_are_ignored(first_set, tmp_path):
+    out = tmp_path / "run"
+    settings = {**P.DEFAULT_SETTINGS, "checkpoint_every": 1}
+    part = out / "s.part"
+    part.mkdir(parents=True)
+    with open_image_set(first_set) as image_set:
+        key = P._settings_key({**settings, "thresh_isl": 3.0}, image_set, 3, 0, 6)
+    P._write_chunk(part / "chunk-000000000.h5",
+                   [{**{c: np.nan for c in P.RESULT_COLUMNS}, "index": 0, "status": "ok",
+                     "error": "", "n_gaussians": 99, "n_sources": 1}], [None], key, (80, 80))
+    table = P.run_shard(first_set, shard=0, n_shards=3, output_csv=out / "s.csv",
+                        output_models=out / "s.h5", settings=settings, seed=3)
+    assert list(table["index"]) == [0, 1] and table.loc[0, "n_gaussians"] != 99
+
+
+def test_cli_shards_and_merge(first_set, tmp_path):
+    out = tmp_path / "cli"
+    section = {"thresh_isl": 5.0, "thresh_pix": 0.5, "shards_per_set": 2, "mem_mb": 1000,
+               "beam_arcsec": {"lotss": 6.0, "first": 5.4}}
+    shards = []
+    for k in range(2):
+        table, models = out / f"{k}.csv", out / f"{k}_models.h5"
+        rc = cli_main(["pybdsf-shard", "--image-set", str(first_set), "--shard", str(k),
+                       "--n-shards", "2", "--output", str(table), "--models", str(models),
+                       "--seed", "3", "--settings", json.dumps(section)])
+        assert rc == 0
+        shards.append(str(table))
+    merged_path = out / "merged.csv"
+    assert cli_main(["pybdsf-merge", "--image-set", str(first_set), "--shards", *shards,
+                     "--output", str(merged_path)]) == 0
+    merged = pd.read_csv(merged_path, keep_default_na=False)
+    assert list(merged.columns) == P.RESULT_COLUMNS
+    assert list(merged["index"]) == list(range(6))
+    assert merged.loc[2, "status"] == "failed"
+    # a shard missing from the merge is an error naming the output
+    with pytest.raises(InputFileError, match="expected 0..5"):
+        P.merge_shards(shards[:1], out / "bad.csv", n_images=6)
+    # bad settings JSON is a one-line CLI error
+    assert cli_main(["pybdsf-shard", "--image-set", str(first_set), "--shard", "0",
+                     "--n-shards", "1", "--output", str(out / "x.csv"),
+                     "--models", str(out / "x.h5"), "--seed", "1", "--settings", "{"]) == 1
+
+
+def test_plots_from_real_fits(lotss_table, tmp_path):
+    from radiogen.evaluation.plots_pybdsf import distribution_figure, example_figure
+
+    # the brightest cutouts: after clipping negatives (as the LoTSS training set does) faint
+    # ones make PyBDSF fit dozens of noise Gaussians, which is slow
+    bright = lotss_table.assign(peak=[im.max() for im in lotss_table["image"]])
+    path = lotss_image_set(tmp_path / "lotss.h5", bright.nlargest(5, "peak"))
+    P.run_shard(path, shard=0, n_shards=1, output_csv=tmp_path / "t.csv",
+                output_models=tmp_path / "m.h5", seed=1)
+    sets = {"real": {"images": path, "table": tmp_path / "t.csv", "models": [tmp_path / "m.h5"]},
+            "again": {"images": path, "table": tmp_path / "t.csv",
+                      "models": [tmp_path / "m.h5"]}}
+    example_figure(sets, tmp_path / "ex.png", n=4)
+    result = distribution_figure({k: v["table"] for k, v in sets.items()}, tmp_path / "d.png",
+                                 output_json=tmp_path / "d.json")
+    assert (tmp_path / "ex.png").stat().st_size > 10_000
+    assert (tmp_path / "d.png").stat().st_size > 10_000
+    assert result["flux_column"] == "model_flux_jy"
+    hist = result["histograms"]["a50_pixels"]["real"]
+    assert hist["total"] == (pd.read_csv(tmp_path / "t.csv")["status"] == "ok").sum()
+
+
+def test_time_limit_is_a_recorded_failure(first_fits_dir):
+    crops, _ = first_crops(first_fits_dir, n=1)
+    row, model = _measure(crops[0], settings={"timeout_s": 1e-3})
+    assert row["status"] == "failed" and "time limit" in row["error"]
+    assert model is None
+    # the alarm is cleared: a later fit without a limit succeeds
+    row, _ = _measure(crops[0], settings={"timeout_s": None})
+    assert row["status"] == "ok"
