@@ -1,1 +1,247 @@
-# Rules: sample (see the radiogen library for the logic).
+# Rules: sample -- sharded generation of image sets from the trained models
+# (radiogen.sampler; CLI radiogen sample-*).  Each shard is one GPU job (CPU
+# locally); shard seeds derive from config["seed"] and the image indices, so
+# any shard can be rerun alone.  FIRST sets are one per guidance value w, in
+# results/samples/first/omega{w}/ with w formatted by omega_tag().
+from radiogen.sampler.workflow import (
+    first_total,
+    omega_tag,
+    sample_config,
+    shard_names,
+    shard_settings,
+)
+
+SAMPLE = sample_config(config, workflow.source_path("../schemas/sample.schema.yaml"))
+LOTSS_SHARDS = shard_names(
+    SAMPLE["lotss"]["n_images"], SAMPLE["lotss"]["images_per_shard"]
+)
+FIRST_SHARDS = shard_names(
+    first_total(SAMPLE["first"]), SAMPLE["first"]["images_per_shard"]
+)
+FIRST_MAIN_OMEGA = float(SAMPLE["first"]["guidance"])
+# Guidance sweep, also read by evaluate.smk (classifier accuracy per w).
+FIRST_GUIDANCE = sorted(
+    {float(w) for w in SAMPLE["first"]["guidance_values"]} | {FIRST_MAIN_OMEGA}
+)
+# Per-rule wildcard constraints (other rule files may use {shard} differently).
+SHARD_RE = r"\d+"
+OMEGA_RE = r"[0-9]+\.[0-9]+"
+FIRST_MAIN_SAMPLES = results(
+    "samples", "first", f"omega{omega_tag(FIRST_MAIN_OMEGA)}", "samples.h5"
+)
+
+
+rule sample_lotss_shard:
+    input:
+        model=results("models", "lotss", "model.pt"),
+    output:
+        results("samples", "lotss", "shards", "{shard}.h5"),
+    log:
+        results("logs", "sample", "lotss", "shard_{shard}.log"),
+    benchmark:
+        results("benchmarks", "sample", "lotss", "shard_{shard}.tsv")
+    wildcard_constraints:
+        shard=SHARD_RE,
+    conda:
+        "../../envs/torch.yaml"
+    threads: SAMPLE["threads"]
+    resources:
+        gpu=1,
+        mem_mb=SAMPLE["mem_mb"],
+        runtime=SAMPLE["runtime_min"],
+    params:
+        settings=shard_settings(SAMPLE, "lotss"),
+        seed=config["seed"],
+        guidance=SAMPLE["lotss"]["guidance"],
+    shell:
+        "radiogen sample-shard --model {input.model} --shard {wildcards.shard}"
+        " --seed {params.seed} --guidance {params.guidance} --threads {threads}"
+        " --settings '{params.settings}' --output {output} > {log} 2>&1"
+
+
+rule aggregate_samples_lotss:
+    input:
+        expand(results("samples", "lotss", "shards", "{shard}.h5"), shard=LOTSS_SHARDS),
+    output:
+        results("samples", "lotss", "samples.h5"),
+    log:
+        results("logs", "sample", "lotss", "aggregate.log"),
+    conda:
+        "../../envs/data.yaml"
+    shell:
+        "radiogen sample-aggregate --output {output} {input} > {log} 2>&1"
+
+
+rule sample_first_shard:
+    input:
+        model=results("models", "first", "model.pt"),
+    output:
+        results("samples", "first", "omega{omega}", "shards", "{shard}.h5"),
+    log:
+        results("logs", "sample", "first", "omega{omega}", "shard_{shard}.log"),
+    benchmark:
+        results("benchmarks", "sample", "first", "omega{omega}", "shard_{shard}.tsv")
+    wildcard_constraints:
+        shard=SHARD_RE,
+        omega=OMEGA_RE,
+    conda:
+        "../../envs/torch.yaml"
+    threads: SAMPLE["threads"]
+    resources:
+        gpu=1,
+        mem_mb=SAMPLE["mem_mb"],
+        runtime=SAMPLE["runtime_min"],
+    params:
+        settings=shard_settings(SAMPLE, "first"),
+        seed=config["seed"],
+    shell:
+        "radiogen sample-shard --model {input.model} --shard {wildcards.shard}"
+        " --seed {params.seed} --guidance {wildcards.omega} --threads {threads}"
+        " --settings '{params.settings}' --output {output} > {log} 2>&1"
+
+
+rule aggregate_samples_first:
+    input:
+        lambda wildcards: expand(
+            results("samples", "first", "omega{omega}", "shards", "{shard}.h5"),
+            omega=wildcards.omega,
+            shard=FIRST_SHARDS,
+        ),
+    output:
+        results("samples", "first", "omega{omega}", "samples.h5"),
+    log:
+        results("logs", "sample", "first", "omega{omega}", "aggregate.log"),
+    wildcard_constraints:
+        omega=OMEGA_RE,
+    conda:
+        "../../envs/data.yaml"
+    shell:
+        "radiogen sample-aggregate --output {output} {input} > {log} 2>&1"
+
+
+rule sample_figure_lotss:
+    input:
+        samples=results("samples", "lotss", "samples.h5"),
+        training=image_set_file("lotss_real"),
+    output:
+        report(
+            results("samples", "figures", "lotss_samples_vs_training.png"),
+            caption="../report/sample_lotss_grid.rst",
+            category="Generated images",
+            subcategory="LoTSS",
+            labels={"dataset": "LoTSS", "figure": "generated vs training"},
+        ),
+    log:
+        results("logs", "sample", "figure_lotss.log"),
+    conda:
+        "../../envs/plotting.yaml"
+    params:
+        n=SAMPLE["figures"]["n_per_panel"],
+        seed=config["seed"],
+    shell:
+        "radiogen sample-figure --samples {input.samples} --training {input.training}"
+        " --n {params.n} --seed {params.seed} --output {output} > {log} 2>&1"
+
+
+rule sample_figure_first:
+    input:
+        samples=FIRST_MAIN_SAMPLES,
+        training=image_set_file("first_real"),
+    output:
+        report(
+            results("samples", "figures", "first_samples_vs_training.png"),
+            caption="../report/sample_first_grid.rst",
+            category="Generated images",
+            subcategory="FIRST",
+            labels={"dataset": "FIRST", "figure": "generated vs training"},
+        ),
+    log:
+        results("logs", "sample", "figure_first.log"),
+    conda:
+        "../../envs/plotting.yaml"
+    params:
+        n=SAMPLE["figures"]["n_per_panel"],
+        seed=config["seed"],
+    shell:
+        "radiogen sample-figure --samples {input.samples} --training {input.training}"
+        " --n {params.n} --seed {params.seed} --output {output} > {log} 2>&1"
+
+
+rule sample_trajectory:
+    input:
+        model=results("models", "{dataset}", "model.pt"),
+    output:
+        report(
+            results("samples", "figures", "{dataset}_trajectory.png"),
+            caption="../report/sample_trajectory.rst",
+            category="Generated images",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "figure": "sampling trajectory"},
+        ),
+    log:
+        results("logs", "sample", "trajectory_{dataset}.log"),
+    wildcard_constraints:
+        dataset="lotss|first",
+    conda:
+        "../../envs/torch.yaml"
+    threads: SAMPLE["threads"]
+    params:
+        settings=lambda wildcards: shard_settings(SAMPLE, wildcards.dataset),
+        seed=config["seed"],
+        guidance=lambda wildcards: (
+            SAMPLE["lotss"]["guidance"]
+            if wildcards.dataset == "lotss"
+            else FIRST_MAIN_OMEGA
+        ),
+        index=SAMPLE["figures"]["trajectory_index"],
+    shell:
+        "radiogen sample-trajectory --model {input.model} --seed {params.seed}"
+        " --guidance {params.guidance} --index {params.index} --threads {threads}"
+        " --settings '{params.settings}' --output {output} > {log} 2>&1"
+
+
+rule export_fits:
+    input:
+        results("samples", "{sampleset}", "samples.h5"),
+    output:
+        directory(results("samples", "{sampleset}", "fits")),
+    log:
+        results("logs", "sample", "{sampleset}", "export_fits.log"),
+    wildcard_constraints:
+        sampleset=f"lotss|first/omega{OMEGA_RE}",
+    conda:
+        "../../envs/data.yaml"
+    params:
+        ra=SAMPLE["fits"]["ra_deg"],
+        dec=SAMPLE["fits"]["dec_deg"],
+        max_images=(
+            ""
+            if SAMPLE["fits"]["max_images"] is None
+            else f"--max-images {SAMPLE['fits']['max_images']}"
+        ),
+    shell:
+        "radiogen sample-export-fits --samples {input} --output-dir {output}"
+        " --ra {params.ra} --dec {params.dec} {params.max_images}"
+        " > {log} 2>&1"
+
+
+ALL_TARGETS.extend(
+    [
+        results("samples", "lotss", "samples.h5"),
+        *[
+            results("samples", "first", f"omega{omega_tag(w)}", "samples.h5")
+            for w in FIRST_GUIDANCE
+        ],
+        results("samples", "figures", "lotss_samples_vs_training.png"),
+        results("samples", "figures", "first_samples_vs_training.png"),
+        results("samples", "figures", "lotss_trajectory.png"),
+        results("samples", "figures", "first_trajectory.png"),
+    ]
+)
+if SAMPLE["fits"]["export"]:
+    ALL_TARGETS.extend(
+        [
+            results("samples", "lotss", "fits"),
+            os.path.join(os.path.dirname(FIRST_MAIN_SAMPLES), "fits"),
+        ]
+    )

@@ -1,0 +1,136 @@
+"""``radiogen sample-*``: sharded sampling, aggregation, FITS export and figures."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+from radiogen.errors import ConfigError
+
+log = logging.getLogger("radiogen.sample")
+
+
+def _settings(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--settings: not valid JSON ({err})") from err
+    if not isinstance(value, dict):
+        raise ConfigError("--settings: expected a JSON object")
+    return value
+
+
+def _threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(int(n))
+
+
+def _shard(args: argparse.Namespace) -> int:
+    from radiogen.sampler.generate import write_shard
+
+    _threads(args.threads)
+    settings = _settings(args.settings)
+    write_shard(
+        args.model,
+        args.output,
+        shard=args.shard,
+        seed=args.seed,
+        guidance=args.guidance,
+        settings=settings.get("dataset", {}),
+        sampler=settings.get("sampler"),
+        images_per_shard=int(settings.get("images_per_shard", 1000)),
+        batch_size=int(settings.get("batch_size", 32)),
+        device=settings.get("device", "auto"),
+        precision=settings.get("precision", "auto"),
+    )
+    return 0
+
+
+def _aggregate(args: argparse.Namespace) -> int:
+    from radiogen.sampler.generate import aggregate_shards
+
+    aggregate_shards(args.shards, args.output)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from radiogen.sampler.fits_export import export_fits
+
+    export_fits(args.samples, args.output_dir, ra_deg=args.ra, dec_deg=args.dec,
+                max_images=args.max_images)
+    return 0
+
+
+def _figure(args: argparse.Namespace) -> int:
+    from radiogen.sampler.plots import plot_samples_vs_training
+
+    plot_samples_vs_training(args.samples, args.training, args.output, n_per_panel=args.n,
+                             seed=args.seed)
+    return 0
+
+
+def _trajectory(args: argparse.Namespace) -> int:
+    from radiogen.sampler import generate
+    from radiogen.sampler.plots import plot_trajectory, record_trajectory
+
+    _threads(args.threads)
+    settings = _settings(args.settings)
+    device = generate.resolve_device(settings.get("device", "auto"))
+    net, meta = generate.load_sampling_model(args.model, device=device)
+    steps = record_trajectory(
+        net, meta, seed=args.seed, guidance=args.guidance, sampler=settings.get("sampler"),
+        settings=settings.get("dataset", {}), index=args.index, device=device,
+    )
+    plot_trajectory(steps, args.output)
+    return 0
+
+
+def register(subparsers) -> None:
+    settings_help = (
+        'JSON: {"sampler": {num_steps, sigma_min, sigma_max, rho, S_churn, S_min, S_max, S_noise}, '
+        '"dataset": <sample.lotss or sample.first block>, "images_per_shard", "batch_size", '
+        '"device", "precision"}'
+    )
+    p = subparsers.add_parser("sample-shard", help="generate one shard of a sample set (HDF5)")
+    p.add_argument("--model", required=True, help="trained model.pt")
+    p.add_argument("--shard", required=True, type=int, help="shard index (0-based)")
+    p.add_argument("--seed", required=True, type=int, help="global seed (config seed)")
+    p.add_argument("--guidance", required=True, type=float, help="classifier-free guidance w")
+    p.add_argument("--settings", default="{}", help=settings_help)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--output", required=True, help="shard HDF5 to write")
+    p.set_defaults(func=_shard)
+
+    p = subparsers.add_parser("sample-aggregate", help="merge sample shards into samples.h5")
+    p.add_argument("--output", required=True, help="samples.h5 to write")
+    p.add_argument("shards", nargs="+", help="shard HDF5 files (all shards of one set)")
+    p.set_defaults(func=_aggregate)
+
+    p = subparsers.add_parser("sample-export-fits", help="write generated images as FITS files")
+    p.add_argument("--samples", required=True, help="samples.h5")
+    p.add_argument("--output-dir", required=True, help="directory for sample_NNNNNN.fits")
+    p.add_argument("--ra", type=float, default=180.0, help="reference RA [deg] (SIN projection)")
+    p.add_argument("--dec", type=float, default=45.0, help="reference Dec [deg]")
+    p.add_argument("--max-images", type=int, default=None, help="export at most this many")
+    p.set_defaults(func=_export)
+
+    p = subparsers.add_parser("sample-figure", help="random generated vs training images")
+    p.add_argument("--samples", required=True)
+    p.add_argument("--training", required=True, help="training_set.h5 of the same dataset")
+    p.add_argument("--n", type=int, default=16, help="images per panel")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random selection")
+    p.add_argument("--output", required=True, help="figure (png/pdf/svg)")
+    p.set_defaults(func=_figure)
+
+    p = subparsers.add_parser("sample-trajectory", help="figure of one sampling trajectory")
+    p.add_argument("--model", required=True)
+    p.add_argument("--seed", required=True, type=int)
+    p.add_argument("--guidance", type=float, default=0.0)
+    p.add_argument("--index", type=int, default=0, help="global image index to follow")
+    p.add_argument("--settings", default="{}", help=settings_help)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--output", required=True)
+    p.set_defaults(func=_trajectory)

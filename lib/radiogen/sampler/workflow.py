@@ -1,0 +1,74 @@
+"""Helpers for ``workflow/rules/sample.smk``: config defaults, shard names, path tags.
+
+Kept in the library so the rule file holds rules only (snakemake --lint).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+from typing import Mapping
+
+import yaml
+
+__all__ = ["fill_defaults", "sample_config", "omega_tag", "shard_names", "first_total", "shard_settings"]
+
+#: Keys of each dataset block that change the images (and so the shard outputs).
+CONDITIONING_KEYS = {
+    "lotss": ("n_images", "conditioning", "peak_flux", "peak_flux_range", "range_space"),
+    "first": ("n_per_class",),
+}
+
+#: Classes of the FIRST model (Griese et al. 2023 labels), for the shard count.
+FIRST_N_CLASSES = 4
+
+
+def fill_defaults(section: dict, schema: Mapping) -> dict:
+    """Fill JSON-schema defaults into ``section`` in place, recursing into sub-objects."""
+    for key, sub in schema.get("properties", {}).items():
+        if key not in section and "default" in sub:
+            section[key] = copy.deepcopy(sub["default"])
+        if isinstance(section.get(key), dict) and "properties" in sub:
+            fill_defaults(section[key], sub)
+    return section
+
+
+def sample_config(config: dict, schema_path: str | Path) -> dict:
+    """``config["sample"]`` with every schema default filled in (modified in place)."""
+    with open(schema_path) as fh:
+        schema = yaml.safe_load(fh)
+    return fill_defaults(config.setdefault("sample", {}), schema)
+
+
+def omega_tag(omega: float) -> str:
+    """Guidance value as written in paths: Python float text (0.0, 0.75, 1.0, 2.0)."""
+    return str(float(omega))
+
+
+def shard_names(total: int, images_per_shard: int) -> list[str]:
+    """Zero-padded shard wildcards 0000, 0001, ... for ceil(total / per shard) shards."""
+    return [f"{i:04d}" for i in range(max(1, math.ceil(total / images_per_shard)))]
+
+
+def first_total(first: Mapping) -> int:
+    """Images in one FIRST set: n_per_class per class, or the sum of a per-class list."""
+    counts = first["n_per_class"]
+    return int(sum(counts)) if isinstance(counts, list) else FIRST_N_CLASSES * int(counts)
+
+
+def shard_settings(sample: Mapping, dataset: str) -> str:
+    """JSON for ``radiogen sample-shard --settings``: only what changes images or the job."""
+    block = sample[dataset]
+    return json.dumps(
+        {
+            "sampler": sample["sampler"],
+            "dataset": {k: block[k] for k in CONDITIONING_KEYS[dataset]},
+            "images_per_shard": block["images_per_shard"],
+            "batch_size": sample["batch_size"],
+            "device": sample["device"],
+            "precision": sample["precision"],
+        },
+        sort_keys=True,
+    )
