@@ -1,0 +1,134 @@
+"""Class conditioning: confusion matrices, accuracy table, scoring an image set."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from radiogen.errors import InputFileError, RadiogenError
+from radiogen.evaluation import classes
+
+CLASS_DIRS = {"FRI": 0, "FRII": 1, "Compact": 2, "Bent": 3}
+
+
+def first_dataset(zip_path, path, *, per_split: int = 12) -> None:
+    """A small FIRST ``dataset.h5`` from real PNGs: centre 80x80 crops, /label, /first_split."""
+    from PIL import Image
+
+    images, labels, splits = [], [], []
+    with zipfile.ZipFile(zip_path) as zf:
+        for split_value, split in enumerate(["train", "valid", "test"]):
+            names = sorted(m for m in zf.namelist() if m.endswith(".png") and f"/{split}/" in m)
+            for name in names[:: max(1, len(names) // per_split)][:per_split]:
+                image = np.asarray(Image.open(io.BytesIO(zf.read(name))).convert("L"), dtype=np.float32)
+                c = (image.shape[0] - 80) // 2
+                images.append(image[c : c + 80, c : c + 80] / 255.0)
+                labels.append(CLASS_DIRS[name.split("/")[-2]])
+                splits.append(split_value)
+    with h5py.File(path, "w") as h5:
+        h5["images"] = np.stack(images)
+        h5["label"] = np.array(labels, dtype=np.int64)
+        h5["first_split"] = np.array(splits, dtype=np.uint8)
+        h5.attrs["class_names"] = json.dumps(list(CLASS_DIRS))
+        h5.attrs["dataset"] = "first"
+
+
+def test_confusion_matrix_and_accuracy_on_known_labels():
+    true = np.array([0, 0, 1, 1, 2, 3, 3, 3])
+    pred = np.array([0, 3, 1, 0, 2, 3, 0, 3])
+    cm = classes.confusion_matrix(true, pred, n_classes=4)
+    expected = np.array([[1, 0, 0, 1], [1, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 2]])
+    np.testing.assert_array_equal(cm, expected)
+    assert classes.accuracy(true, pred) == pytest.approx(5 / 8)
+    m = classes.class_metrics(true, pred, class_names=list(CLASS_DIRS))
+    assert m["recall"] == pytest.approx({"FRI": 0.5, "FRII": 0.5, "Compact": 1.0, "Bent": 2 / 3})
+    with pytest.raises(RadiogenError, match="outside"):
+        classes.confusion_matrix(np.array([4]), np.array([0]), n_classes=4)
+
+
+def test_accuracy_table_and_figure(tmp_path):
+    real = classes.class_metrics([0, 1, 2, 3], [0, 1, 2, 2], class_names=list(CLASS_DIRS))
+    gen = classes.class_metrics([0, 1, 2, 3, 3], [0, 1, 2, 3, 3], class_names=list(CLASS_DIRS))
+    table = classes.accuracy_table([("real test split", np.nan, real), ("generated, omega=0.75", 0.75, gen)])
+    assert list(table["accuracy_percent"]) == pytest.approx([75.0, 100.0])
+    assert table.loc[1, "recall_Bent_percent"] == 100.0 and table.loc[0, "recall_Bent_percent"] == 0.0
+    path = tmp_path / "confusion.png"
+    classes.plot_confusions([("real", real["confusion"]), ("generated", gen["confusion"])], list(CLASS_DIRS), path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_read_images_selects_the_test_split(first_zip, tmp_path):
+    path = tmp_path / "dataset.h5"
+    first_dataset(first_zip, path)
+    data = classes.read_images(path, split_dataset="first_split", split_value=2)
+    assert data["images"].shape == (12, 80, 80) and data["class_names"] == list(CLASS_DIRS)
+    with h5py.File(path) as h5:
+        np.testing.assert_array_equal(data["label"], h5["label"][()][h5["first_split"][()] == 2])
+    sub = classes.read_images(path, max_images=5, seed=3)
+    assert len(sub["index"]) == 5 and np.all(np.diff(sub["index"]) > 0)
+    with pytest.raises(InputFileError, match="no rows"):
+        classes.read_images(path, split_dataset="first_split", split_value=7)
+
+
+def test_classify_file_with_a_real_classifier_network(first_zip, tmp_path):
+    """Scores real FIRST crops with an (untrained) ResNet-18 classifier file of the real format."""
+    from radiogen.classifier import MorphologyClassifier, save_classifier
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    model = MorphologyClassifier()
+    save_classifier(tmp_path / "classifier.pt", model, class_names=list(CLASS_DIRS), image_size=80,
+                    train_config={}, seed=0, best_epoch=None, metrics={})
+    dataset = tmp_path / "dataset.h5"
+    first_dataset(first_zip, dataset, per_split=6)
+    out = tmp_path / "scores.h5"
+    result = classes.classify_file(dataset, tmp_path / "classifier.pt", out, split_dataset="first_split",
+                                   split_value=2, batch_size=4)
+    scores = classes.read_scores(out)
+    assert scores["probabilities"].shape == (6, 4) and scores["embeddings"].shape == (6, 512)
+    np.testing.assert_allclose(scores["probabilities"].sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(scores["predicted"], scores["probabilities"].argmax(axis=1))
+    assert result["accuracy"] == pytest.approx(np.mean(scores["predicted"] == scores["label"]))
+    assert scores["class_names"] == list(CLASS_DIRS)
+
+    with h5py.File(tmp_path / "small.h5", "w") as h5:
+        h5["images"] = np.zeros((2, 40, 40), dtype=np.float32)
+    with pytest.raises(InputFileError, match="small.h5"):
+        classes.classify_file(tmp_path / "small.h5", tmp_path / "classifier.pt", tmp_path / "x.h5")
+
+
+def _scores(path, label, predicted, *, guidance=float("nan")):
+    with h5py.File(path, "w") as h5:
+        probabilities = np.eye(4, dtype=np.float32)[predicted]
+        h5["probabilities"] = probabilities
+        h5["embeddings"] = np.zeros((len(label), 512), dtype=np.float32)
+        h5["predicted"] = np.asarray(predicted, dtype=np.int64)
+        h5["label"] = np.asarray(label, dtype=np.int64)
+        h5.attrs["class_names"] = json.dumps(list(CLASS_DIRS))
+        h5.attrs["guidance"] = guidance
+
+
+def test_class_conditioning_cli_table_and_figure(tmp_path):
+    from radiogen.cli import main
+
+    _scores(tmp_path / "test.h5", [0, 1, 2, 3], [0, 1, 2, 0])
+    _scores(tmp_path / "w0.h5", [0, 0, 1, 1, 2, 2, 3, 3], [0, 3, 1, 0, 2, 2, 3, 0], guidance=0.0)
+    _scores(tmp_path / "w075.h5", [0, 0, 1, 1, 2, 2, 3, 3], [0, 0, 1, 1, 2, 2, 3, 0], guidance=0.75)
+    args = ["evaluate-class-conditioning", "--real", str(tmp_path / "test.h5"),
+            "--generated", str(tmp_path / "w075.h5"), str(tmp_path / "w0.h5"),
+            "--output-table", str(tmp_path / "a.csv"), "--output-html", str(tmp_path / "a.html"),
+            "--output-figure", str(tmp_path / "c.png")]
+    assert main([*args, "--main-omega", "0.75"]) == 0
+    table = pd.read_csv(tmp_path / "a.csv")
+    assert list(table["set"]) == ["real test split", "generated, omega=0", "generated, omega=0.75"]
+    assert list(table["accuracy_percent"]) == pytest.approx([75.0, 62.5, 87.5])
+    assert "Table 7" in (tmp_path / "a.html").read_text()
+    assert (tmp_path / "c.png").stat().st_size > 0
+    assert main([*args, "--main-omega", "0.5"]) == 1  # no set sampled at the main omega
