@@ -1,0 +1,318 @@
+"""EDM training: resumable runs, learning on a toy set, input checks, CLI, real FIRST pixels."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import zipfile
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from radiogen.cli import main as cli_main
+from radiogen.errors import ConfigError, InputFileError
+from radiogen.model import load_model
+from radiogen.model.data import (
+    augment,
+    batch_indices,
+    read_training_set,
+    to_model_range,
+    write_synthetic_training_set,
+)
+from radiogen.model.train import latest_checkpoint, launch, resolve_settings, train
+
+TINY_MODEL = {"base_channels": 8, "norm_groups": 4, "attention_head_channels": 8}
+TINY_TRAIN = {
+    "lr": 1e-3,
+    "ema_decay": 0.9,
+    "channels_last": False,
+    "log_every": 2,
+    "val_sigmas": [0.05, 0.5],
+    "val_max_images": 8,
+    "first": {"batch_size": 4, "steps": 6, "val_every": 3, "checkpoint_every": 100},
+    "lotss": {"batch_size": 4, "steps": 6, "val_every": 3, "checkpoint_every": 100},
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def toy_first(tmp_path_factory):
+    return write_synthetic_training_set(tmp_path_factory.mktemp("toy") / "first.h5", n=40, size=16, dataset="first")
+
+
+@pytest.fixture(scope="module")
+def toy_lotss(tmp_path_factory):
+    return write_synthetic_training_set(tmp_path_factory.mktemp("toy") / "lotss.h5", n=40, size=16, dataset="lotss")
+
+
+def _run(data, out, **kw):
+    kw.setdefault("train_settings", TINY_TRAIN)
+    kw.setdefault("model_settings", TINY_MODEL)
+    return train(data_path=data, out_path=out, seed=11, device="cpu", **kw)
+
+
+def test_resumed_run_equals_uninterrupted_run(toy_first, tmp_path):
+    ref = _run(toy_first, tmp_path / "a" / "model.pt")
+    assert ref == {"status": "done", "step": 6}
+
+    out = tmp_path / "b" / "model.pt"
+
+    def sigterm_at_2(step):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # as SLURM does before the walltime
+
+    first = _run(toy_first, out, on_step=sigterm_at_2)
+    assert first == {"status": "interrupted", "step": 2}
+    assert not out.exists()
+    assert latest_checkpoint(out.parent / "checkpoints").name == "ckpt-000000002.pt"
+    second = _run(toy_first, out, stop_after=2)  # a walltime-limited second job
+    assert second == {"status": "interrupted", "step": 4}
+    steps_seen = []
+    third = _run(toy_first, out, on_step=steps_seen.append)
+    assert third == {"status": "done", "step": 6}
+    assert steps_seen == [5, 6]  # only the remaining steps are trained
+
+    net_a, meta_a = load_model(tmp_path / "a" / "model.pt")
+    net_b, meta_b = load_model(out)
+    for (name, pa), pb in zip(net_a.state_dict().items(), net_b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    raw_a = torch.load(latest_checkpoint(tmp_path / "a" / "checkpoints"), weights_only=False)["model"]
+    raw_b = torch.load(latest_checkpoint(out.parent / "checkpoints"), weights_only=False)["model"]
+    assert all(torch.equal(raw_a[k], raw_b[k]) for k in raw_a)
+    assert meta_a["history"]["train_loss"] == meta_b["history"]["train_loss"]
+    assert meta_a["history"]["val_raw"] == meta_b["history"]["val_raw"]
+
+
+def test_model_file_carries_everything_for_sampling(toy_lotss, tmp_path):
+    out = tmp_path / "model.pt"
+    _run(toy_lotss, out)
+    net, meta = load_model(out)
+    data = read_training_set(toy_lotss)
+    assert meta["dataset"] == "lotss" and meta["step"] == 6
+    assert meta["image_size"] == [16, 16] and meta["channels"] == 1
+    assert meta["model_config"]["context_dim"] == 1
+    assert meta["normalisation"] == pytest.approx(
+        {k: float(data.attrs[k]) for k in ("boxcox_lambda", "boxcox_mean", "boxcox_std")}
+    )
+    hist = meta["context_histogram"]
+    assert hist["counts"].shape == (100,) and hist["counts"].sum() == data.train_index.size
+    assert hist["edges"][0] == pytest.approx(data.context[data.train_index, 0].min())
+    assert meta["train_config"]["batch_size"] == 4 and meta["train_config"]["lr"] == 1e-3
+    assert meta["class_names"] is None
+    x = torch.randn(2, 1, 16, 16)
+    assert net(x, 1.0, torch.zeros(2, 1)).shape == x.shape
+
+
+@pytest.mark.slow
+def test_tiny_model_lowers_validation_loss(tmp_path):
+    data = write_synthetic_training_set(tmp_path / "toy.h5", n=96, size=16, dataset="first", seed=3)
+    settings = {
+        **TINY_TRAIN,
+        "lr": 2e-3,
+        "val_sigmas": [0.1, 0.5],
+        "val_max_images": 32,
+        "first": {"batch_size": 16, "steps": 120, "val_every": 20, "checkpoint_every": 1000},
+    }
+    _run(data, tmp_path / "model.pt", train_settings=settings, model_settings={**TINY_MODEL, "dropout": 0.0})
+    _, meta = load_model(tmp_path / "model.pt")
+    val = np.mean(meta["history"]["val_raw"], axis=1)
+    assert meta["history"]["val_step"] == [0, 20, 40, 60, 80, 100, 120]
+    assert val[-1] < 0.7 * val[0], val
+    ema = np.mean(meta["history"]["val_ema"], axis=1)
+    assert ema[-1] < ema[0]
+
+
+def _write(path, **datasets):
+    with h5py.File(path, "w") as h5:
+        for name, value in datasets.items():
+            if name == "attrs":
+                h5.attrs.update(value)
+            else:
+                h5[name] = value
+    return path
+
+
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("missing_context", "missing required dataset.*context"),
+        ("nan_image", "NaN/inf"),
+        ("nan_context", "/context contains"),
+        ("out_of_range", r"\[0, 1\]"),
+        ("bad_split", "/split may only hold"),
+        ("no_train", "no training images"),
+        ("length", "/split has shape"),
+        ("no_dataset_attr", "attribute 'dataset'"),
+    ],
+)
+def test_bad_training_files_fail_before_any_step(tmp_path, case, match):
+    rng = np.random.default_rng(0)
+    images = rng.random((10, 16, 16), dtype=np.float32)
+    split = np.zeros(10, np.uint8)
+    context = np.eye(4, dtype=np.float32)[rng.integers(0, 4, 10)]
+    attrs = {"dataset": "first"}
+    if case == "nan_image":
+        images[3, 2, 2] = np.nan
+    if case == "nan_context":
+        context[1, 0] = np.nan
+    if case == "out_of_range":
+        images[0, 0, 0] = 3.0
+    if case == "bad_split":
+        split[0] = 2
+    if case == "no_train":
+        split[:] = 1
+    if case == "length":
+        split = split[:5]
+    if case == "no_dataset_attr":
+        attrs = {}
+    fields = {"images": images, "split": split, "context": context, "attrs": attrs}
+    if case == "missing_context":
+        del fields["context"]
+    path = _write(tmp_path / f"{case}.h5", **fields)
+    steps = []
+    with pytest.raises(InputFileError, match=match) as err:
+        _run(path, tmp_path / "model.pt", on_step=steps.append)
+    assert str(path) in str(err.value)
+    assert steps == [] and not (tmp_path / "checkpoints").exists()
+
+
+def test_image_size_the_network_cannot_take_fails_before_any_step(tmp_path):
+    path = write_synthetic_training_set(tmp_path / "odd.h5", n=8, size=18, dataset="first")
+    steps = []
+    with pytest.raises(ConfigError, match="18x18"):
+        _run(path, tmp_path / "model.pt", on_step=steps.append)
+    assert steps == []
+
+
+def test_settings_resolution_and_errors():
+    s = resolve_settings({"lr": 1e-4, "first": {"steps": 7}}, "first")
+    assert s["batch_size"] == 128 and s["steps"] == 7 and s["lr"] == 1e-4
+    assert resolve_settings({}, "lotss")["batch_size"] == 256
+    assert resolve_settings({}, "lotss")["steps"] == 200_000
+    with pytest.raises(ConfigError, match="unknown setting"):
+        resolve_settings({"lerning_rate": 1}, "first")
+    with pytest.raises(ConfigError, match="precision"):
+        resolve_settings({"precision": "fp8"}, "first")
+
+
+def test_fp16_on_cpu_is_a_config_error(toy_first, tmp_path):
+    with pytest.raises(ConfigError, match="fp16"):
+        _run(toy_first, tmp_path / "m.pt", train_settings={**TINY_TRAIN, "precision": "fp16"})
+
+
+def test_bf16_autocast_runs_on_cpu(toy_first, tmp_path):
+    settings = {**TINY_TRAIN, "precision": "bf16", "first": {**TINY_TRAIN["first"], "steps": 2}}
+    result = _run(toy_first, tmp_path / "m.pt", train_settings=settings)
+    assert result["status"] == "done"
+    net, meta = load_model(tmp_path / "m.pt")
+    assert meta["train_config"]["precision_used"] == "bf16"
+    assert all(p.dtype == torch.float32 for p in net.parameters())  # full-precision weights
+
+
+def test_batches_cover_epochs_and_split_over_ranks():
+    n, b = 10, 4
+    seen = np.concatenate([batch_indices(n, step=t, global_batch=b, seed=1) for t in range(5)])
+    # 20 draws = exactly two epochs, each a permutation of the training split
+    assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:]) == list(range(10))
+    full = batch_indices(n, step=3, global_batch=b, seed=1)
+    parts = [batch_indices(n, step=3, global_batch=b, seed=1, rank=r, world=2) for r in range(2)]
+    assert np.array_equal(np.concatenate(parts), full)
+
+
+def test_augmentation_is_flips_and_right_angle_rotations():
+    torch.manual_seed(0)
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4).repeat(64, 1, 1, 1)
+    out = augment(x)
+    # every output is one of the 8 dihedral transforms of its input
+    variants = []
+    for k in range(4):
+        r = torch.rot90(x, k, dims=(-2, -1))
+        variants += [r, r.flip(-1)]
+    match = torch.stack([(out == v).flatten(1).all(1) for v in variants], 1)
+    assert match.any(1).all()
+    assert (match.float().mean(0) > 0).all()  # all 8 occur
+    assert to_model_range(torch.tensor([0.0, 1.0])).tolist() == [-1.0, 1.0]
+
+
+def test_cli_train_and_plot(toy_first, tmp_path, caplog):
+    out = tmp_path / "model.pt"
+    args = [
+        "train", "--data", str(toy_first), "--out", str(out), "--settings", json.dumps(TINY_TRAIN),
+        "--model-settings", json.dumps(TINY_MODEL), "--seed", "5", "--device", "cpu", "--threads", "1",
+    ]
+    assert cli_main(args + ["--stop-after", "3"]) == 3
+    assert not out.exists()
+    assert cli_main(args) == 0
+    assert out.exists()
+    fig = tmp_path / "loss.png"
+    assert cli_main(["train-plot", "--model", str(out), "--out", str(fig)]) == 0
+    assert fig.stat().st_size > 10_000
+    bad = _write(tmp_path / "bad.h5", images=np.zeros((4, 16, 16), np.float32))
+    assert cli_main(["train", "--data", str(bad), "--out", str(tmp_path / "x.pt")]) == 1
+    assert "missing required dataset" in caplog.text
+
+
+@pytest.mark.slow
+def test_two_process_gloo_data_parallel(toy_first, tmp_path):
+    out = tmp_path / "model.pt"
+    settings = {**TINY_TRAIN, "first": {**TINY_TRAIN["first"], "steps": 4, "checkpoint_every": 2}}
+    result = launch(
+        nproc=2, data_path=str(toy_first), out_path=str(out), train_settings=settings,
+        model_settings=TINY_MODEL, seed=2, device="cpu",
+    )
+    assert result == {"status": "done", "step": 4}
+    _, meta = load_model(out)
+    assert meta["train_config"]["world_size"] == 2
+    ckpt = torch.load(latest_checkpoint(tmp_path / "checkpoints"), weights_only=False)
+    assert ckpt["step"] == 4
+
+
+def _first_pngs_training_set(zip_path, path, *, per_class=6, size=80):
+    """Training set from real FIRST PNGs (centre crop, [0, 1]) following the contract."""
+    from PIL import Image
+
+    names = ["FRI", "FRII", "Compact", "Bent"]
+    images, labels = [], []
+    with zipfile.ZipFile(zip_path) as z:
+        members = sorted(m for m in z.namelist() if m.endswith(".png") and "/train/" in m and "__MACOSX" not in m)
+        for label, name in enumerate(names):
+            chosen = [m for m in members if f"/{name}/" in m][:per_class]
+            for m in chosen:
+                img = np.asarray(Image.open(io.BytesIO(z.read(m))).convert("L"), dtype=np.float32) / 255.0
+                h0 = (img.shape[0] - size) // 2
+                crop = img[h0 : h0 + size, h0 : h0 + size]
+                images.append((crop - crop.min()) / max(crop.max() - crop.min(), 1e-6))
+                labels.append(label)
+    labels = np.asarray(labels)
+    split = (np.arange(labels.size) % 5 == 0).astype(np.uint8)
+    with h5py.File(path, "w") as h5:
+        h5["images"] = np.stack(images).astype(np.float32)
+        h5["split"] = split
+        h5["context"] = np.eye(4, dtype=np.float32)[labels]
+        h5["label"] = labels.astype(np.int64)
+        h5.attrs.update(dataset="first", class_names=json.dumps(names), pixel_scale_arcsec=1.8)
+    return path
+
+
+def test_training_on_real_first_pixels(first_zip, tmp_path):
+    data = _first_pngs_training_set(first_zip, tmp_path / "first.h5")
+    out = tmp_path / "model.pt"
+    settings = {**TINY_TRAIN, "first": {"batch_size": 4, "steps": 3, "val_every": 100, "checkpoint_every": 100}}
+    assert _run(data, out, train_settings=settings)["status"] == "done"
+    net, meta = load_model(out)
+    assert meta["image_size"] == [80, 80]
+    assert meta["class_names"] == ["FRI", "FRII", "Compact", "Bent"]
+    assert meta["context_histogram"] is None
+    assert meta["history"]["val_step"] == [0, 3]  # before the first step and at the end
+    assert np.isfinite(meta["history"]["val_raw"]).all()
