@@ -90,7 +90,8 @@ def test_slurm_profile_resources():
     for rule in GPU_RULES:
         assert rule in per_rule, f"GPU rule {rule} has no resources in profiles/slurm"
         resources = per_rule[rule]
-        assert resources.get("gpu") == 1 or resources.get("gres") == "gpu:1"
+        n_gpus = 2 if rule == "train_lotss" else 1  # LoTSS trains data-parallel (paper)
+        assert resources.get("gpu") == n_gpus or resources.get("gres") == f"gpu:{n_gpus}"
         assert not ("gpu" in resources and "gres" in resources), "both would request 2 GPUs"
         assert resources["runtime"] > 0 and resources["mem_mb"] > 0
     assert "gpu" not in per_rule["pybdsf_shard"] and "gres" not in per_rule["pybdsf_shard"]
