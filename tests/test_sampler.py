@@ -300,7 +300,10 @@ def test_workflow_helpers_and_paper_defaults(repo_root):
     assert wf.shard_names(7, 3) == ["0000", "0001", "0002"]
     assert wf.first_total({"n_per_class": 2000}) == 8000
     assert wf.first_total({"n_per_class": [1, 2, 3, 4]}) == 10
-    sample = wf.sample_config({}, repo_root / "workflow" / "schemas" / "sample.schema.yaml")
+    from radiogen.config import fill_defaults
+
+    schema = repo_root / "workflow" / "schemas" / "config.schema.yaml"
+    sample = fill_defaults({}, schema)["sample"]
     assert sample["sampler"] == {"num_steps": 25, "sigma_min": 0.002, "sigma_max": 80.0, "rho": 7.0,
                                  "S_churn": 0.0, "S_min": 0.0, "S_max": 1.0e6, "S_noise": 1.0}
     assert sample["lotss"]["n_images"] == 50000 and sample["lotss"]["guidance"] == 0.1
@@ -309,6 +312,5 @@ def test_workflow_helpers_and_paper_defaults(repo_root):
     settings = _json.loads(wf.shard_settings(sample, "first"))
     assert settings["dataset"] == {"n_per_class": 2000} and settings["sampler"]["num_steps"] == 25
     # a config value wins over the default, nested blocks are completed
-    partial = wf.sample_config({"sample": {"sampler": {"num_steps": 10}}},
-                               repo_root / "workflow" / "schemas" / "sample.schema.yaml")
+    partial = fill_defaults({"sample": {"sampler": {"num_steps": 10}}}, schema)["sample"]
     assert partial["sampler"]["num_steps"] == 10 and partial["sampler"]["rho"] == 7.0

@@ -4,15 +4,6 @@
 # its own rule and output, so rerunning one never repeats sampling or PyBDSF.
 import json
 
-from snakemake.utils import validate
-
-# The top-level validate() leaves defaults inside $ref'd files unset; validating each
-# section against its own schema fills them (also for the report captions).
-for _name in ("classes", "similarity", "summary"):
-    validate(
-        config["evaluation"].setdefault(_name, {}),
-        schema=f"../schemas/evaluation-{_name}.schema.yaml",
-    )
 CLASSES = config["evaluation"]["classes"]
 SIMILARITY = config["evaluation"]["similarity"]
 SUMMARY = config["evaluation"]["summary"]

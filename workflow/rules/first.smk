@@ -2,15 +2,8 @@
 # morphology classifier (paper Sects. 3.2, 5.3). Logic: radiogen.first, radiogen.classifier.
 import json
 
-from radiogen.first.config import section_settings
-
-# every key of the sections, schema defaults included
-FIRST = section_settings(
-    config, "first", workflow.source_path("../schemas/first.schema.yaml")
-)
-CLASSIFIER = section_settings(
-    config, "classifier", workflow.source_path("../schemas/classifier.schema.yaml")
-)
+FIRST = config["first"]
+CLASSIFIER = config["classifier"]
 
 
 rule fetch_first:

@@ -1,25 +1,11 @@
-# LoTSS configuration (schema defaults filled in) and the input functions of
+# LoTSS configuration (schema defaults filled in by common.smk) and the input functions of
 # lotss.smk; the selection rules consume results/lotss/{survey}/cutouts.h5.
-import copy
 import json
 import os
 import shlex
 
-import yaml
 
-
-def _fill_schema_defaults(instance, schema):
-    # snakemake's validate() does not set defaults inside $ref'd schema files.
-    for key, sub in schema.get("properties", {}).items():
-        if "default" in sub and key not in instance:
-            instance[key] = copy.deepcopy(sub["default"])
-        if isinstance(instance.get(key), dict) and "properties" in sub:
-            _fill_schema_defaults(instance[key], sub)
-    return instance
-
-
-with open(workflow.source_path("../schemas/lotss.schema.yaml")) as fh:
-    LOTSS = _fill_schema_defaults(config.setdefault("lotss", {}), yaml.safe_load(fh))
+LOTSS = config["lotss"]
 LOTSS_SIM = LOTSS["simulate"]
 LOTSS_DL = LOTSS["download"]
 # Simulation settings without the seed offsets (those choose the seed, not the survey).

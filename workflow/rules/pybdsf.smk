@@ -3,11 +3,6 @@
 # has its own rule and output, so re-plotting never reruns PyBDSF or sampling.
 import json
 
-from snakemake.utils import validate
-
-# The top-level validate() leaves defaults inside $ref'd sections unset; validating
-# the section against its own schema fills them.
-validate(config["evaluation"], schema="../schemas/evaluation.schema.yaml")
 EVAL = config["evaluation"]
 PYBDSF = EVAL["pybdsf"]
 # Seed offset of the PyBDSF stabilising noise and of the flux-distance subsampling.

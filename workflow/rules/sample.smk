@@ -6,12 +6,11 @@
 from radiogen.sampler.workflow import (
     first_total,
     omega_tag,
-    sample_config,
     shard_names,
     shard_settings,
 )
 
-SAMPLE = sample_config(config, workflow.source_path("../schemas/sample.schema.yaml"))
+SAMPLE = config["sample"]
 LOTSS_SHARDS = shard_names(
     SAMPLE["lotss"]["n_images"], SAMPLE["lotss"]["images_per_shard"]
 )

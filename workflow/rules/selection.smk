@@ -2,21 +2,12 @@
 # The cuts and the Box-Cox context live in radiogen.lotss.selection / .preprocess.
 import json
 
-import yaml
-
-# JSON of lotss.selection / lotss.preprocess with the schema defaults filled in,
-# so that a changed default reruns the step like a changed setting.
-LOTSS_STEP_SETTINGS = {}
-for _step in ("selection", "preprocess"):
-    with open(workflow.source_path(f"../schemas/lotss-{_step}.schema.yaml")) as _fh:
-        _props = yaml.safe_load(_fh)["properties"]
-    LOTSS_STEP_SETTINGS[_step] = json.dumps(
-        {
-            **{k: v["default"] for k, v in _props.items()},
-            **(config.get("lotss", {}).get(_step) or {}),
-        },
-        sort_keys=True,
-    )
+# JSON of lotss.selection / lotss.preprocess (schema defaults filled in by
+# common.smk), so that a changed default reruns the step like a changed setting.
+LOTSS_STEP_SETTINGS = {
+    step: json.dumps(config["lotss"][step], sort_keys=True)
+    for step in ("selection", "preprocess")
+}
 
 
 rule select_lotss:

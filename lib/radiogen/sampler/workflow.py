@@ -1,4 +1,4 @@
-"""Helpers for ``workflow/rules/sample.smk``: config defaults, shard names, path tags.
+"""Helpers for ``workflow/rules/sample.smk``: shard names, path tags, shard settings.
 
 Kept in the library so the rule file holds rules only (snakemake --lint).
 """
@@ -13,7 +13,7 @@ from typing import Mapping
 
 import yaml
 
-__all__ = ["fill_defaults", "sample_config", "omega_tag", "shard_names", "first_total", "shard_settings"]
+__all__ = ["omega_tag", "shard_names", "first_total", "shard_settings"]
 
 #: Keys of each dataset block that change the images (and so the shard outputs).
 CONDITIONING_KEYS = {
@@ -25,21 +25,6 @@ CONDITIONING_KEYS = {
 FIRST_N_CLASSES = 4
 
 
-def fill_defaults(section: dict, schema: Mapping) -> dict:
-    """Fill JSON-schema defaults into ``section`` in place, recursing into sub-objects."""
-    for key, sub in schema.get("properties", {}).items():
-        if key not in section and "default" in sub:
-            section[key] = copy.deepcopy(sub["default"])
-        if isinstance(section.get(key), dict) and "properties" in sub:
-            fill_defaults(section[key], sub)
-    return section
-
-
-def sample_config(config: dict, schema_path: str | Path) -> dict:
-    """``config["sample"]`` with every schema default filled in (modified in place)."""
-    with open(schema_path) as fh:
-        schema = yaml.safe_load(fh)
-    return fill_defaults(config.setdefault("sample", {}), schema)
 
 
 def omega_tag(omega: float) -> str:
