@@ -209,7 +209,7 @@ def test_resume_after_kill_repeats_no_epoch(tmp_path):
 
 @pytest.mark.slow
 def test_short_cpu_training_on_real_data_beats_chance(first_zip, tmp_path):
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # the suite runs 2 workers on 2 cores
     full = read_first_zip(first_zip)
     table = full.table
     rng = np.random.default_rng(0)

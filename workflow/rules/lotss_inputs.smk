@@ -4,7 +4,6 @@ import json
 import os
 import shlex
 
-
 LOTSS = config["lotss"]
 LOTSS_SIM = LOTSS["simulate"]
 LOTSS_DL = LOTSS["download"]

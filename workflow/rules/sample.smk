@@ -66,7 +66,7 @@ rule aggregate_samples_lotss:
     log:
         results("logs", "sample", "lotss", "aggregate.log"),
     conda:
-        "../../envs/data.yaml"
+        "../../envs/torch.yaml"
     shell:
         "radiogen sample-aggregate --output {output} {input} > {log} 2>&1"
 
@@ -113,7 +113,7 @@ rule aggregate_samples_first:
     wildcard_constraints:
         omega=OMEGA_RE,
     conda:
-        "../../envs/data.yaml"
+        "../../envs/torch.yaml"
     shell:
         "radiogen sample-aggregate --output {output} {input} > {log} 2>&1"
 
@@ -133,7 +133,7 @@ rule sample_figure_lotss:
     log:
         results("logs", "sample", "figure_lotss.log"),
     conda:
-        "../../envs/plotting.yaml"
+        "../../envs/torch.yaml"
     params:
         n=SAMPLE["figures"]["n_per_panel"],
         seed=config["seed"],
@@ -157,7 +157,7 @@ rule sample_figure_first:
     log:
         results("logs", "sample", "figure_first.log"),
     conda:
-        "../../envs/plotting.yaml"
+        "../../envs/torch.yaml"
     params:
         n=SAMPLE["figures"]["n_per_panel"],
         seed=config["seed"],

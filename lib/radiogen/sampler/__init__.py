@@ -8,6 +8,13 @@ aggregation, :mod:`~radiogen.sampler.fits_export` FITS output,
 :mod:`~radiogen.sampler.workflow` the helpers of ``workflow/rules/sample.smk``.
 """
 
-from radiogen.sampler.heun import StepInfo, guided_denoiser, sample, sigma_schedule
+import importlib
 
 __all__ = ["StepInfo", "guided_denoiser", "sample", "sigma_schedule"]
+
+
+def __getattr__(name):
+    # Lazy: aggregation, FITS export and figures run in envs without torch.
+    if name in __all__:
+        return getattr(importlib.import_module("radiogen.sampler.heun"), name)
+    raise AttributeError(f"module 'radiogen.sampler' has no attribute {name!r}")
