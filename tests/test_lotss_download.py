@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from radiogen.cli import main as cli_main
-from radiogen.lotss import download as dl
-from radiogen.lotss.download import DownloadError, download_file
+from radiogen import download as dl
+from radiogen.download import DownloadError, download_file
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB, position-dependent bytes
 

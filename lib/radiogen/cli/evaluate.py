@@ -16,13 +16,13 @@ and adds a fixed offset per use, listed in :data:`SEED_OFFSETS`.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
 import numpy as np
 import pandas as pd
 
+from radiogen.cli.options import json_object
 from radiogen.errors import ConfigError, InputFileError
 from radiogen.io import atomic_path, write_json_atomic
 
@@ -59,12 +59,7 @@ SUMMARY_DEFAULTS = {"max_pixels": 2_000_000}
 
 
 def _settings(text: str | None, defaults: dict, name: str) -> dict:
-    try:
-        given = json.loads(text) if text else {}
-    except ValueError as err:
-        raise ConfigError(f"--settings for {name}: not valid JSON ({err})") from err
-    if not isinstance(given, dict):
-        raise ConfigError(f"--settings for {name}: expected a JSON object")
+    given = json_object(text, option=f"--settings for {name}")
     unknown = sorted(set(given) - set(defaults))
     if unknown:
         raise ConfigError(f"evaluation.{name}: unknown key(s) {', '.join(unknown)}")
@@ -173,7 +168,12 @@ def cmd_classify(args) -> int:
 
 
 def cmd_class_conditioning(args) -> int:
-    from radiogen.evaluation.classes import accuracy_table, class_metrics, plot_confusions, read_scores
+    from radiogen.evaluation.classes import (
+        accuracy_table,
+        class_metrics,
+        plot_confusions,
+        read_scores,
+    )
     from radiogen.evaluation.summary import write_csv, write_table_html
 
     real = read_scores(args.real)
@@ -391,7 +391,11 @@ def cmd_noise_floor(args) -> int:
 
 def cmd_frechet(args) -> int:
     from radiogen.evaluation.classes import read_scores
-    from radiogen.evaluation.distances import frechet_distance, gaussian_fit, split_halves
+    from radiogen.evaluation.distances import (
+        frechet_distance,
+        gaussian_fit,
+        split_halves,
+    )
 
     real = read_scores(args.real)["embeddings"]
     gen = read_scores(args.generated)["embeddings"]

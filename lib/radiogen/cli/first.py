@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
+
+from radiogen.cli.options import json_object
 
 log = logging.getLogger("radiogen.first")
 
 
-def _settings(text: str | None) -> dict:
-    from radiogen.errors import ConfigError
-
-    try:
-        value = json.loads(text) if text else {}
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"--settings is not valid JSON ({err})") from err
-    if not isinstance(value, dict):
-        raise ConfigError("--settings must be a JSON object (the `first` config section)")
-    return value
 
 
 def cmd_fetch(args) -> int:
@@ -30,11 +21,15 @@ def cmd_fetch(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from radiogen.first.dataset import class_counts_table, read_first_zip, write_dataset_h5
+    from radiogen.first.dataset import (
+        class_counts_table,
+        read_first_zip,
+        write_dataset_h5,
+    )
     from radiogen.first.figures import plot_examples
     from radiogen.io import atomic_path
 
-    settings = _settings(args.settings)
+    settings = json_object(args.settings)
     crop = int(settings.get("crop_size", 80))
     dataset = read_first_zip(args.zip, crop_size=crop, image_size=int(settings.get("image_size", 300)))
     write_dataset_h5(dataset, args.output, source=str(settings.get("source", args.zip)), seed=args.seed)
@@ -54,7 +49,7 @@ def cmd_balance(args) -> int:
     from radiogen.first.balance import build_training_set, write_training_set
     from radiogen.first.dataset import read_dataset_h5
 
-    settings = _settings(args.settings)
+    settings = json_object(args.settings)
     dataset = read_dataset_h5(args.dataset)
     balance = settings.get("balance", "undersample")
     arrays = build_training_set(dataset, balance=balance,

@@ -83,7 +83,7 @@ def _plot(args):
 
 
 def _download(args):
-    from radiogen.lotss.download import download_file
+    from radiogen.download import download_file
 
     download_file(args.url, args.out, size=args.size, sha256=args.sha256, md5=args.md5,
                   timeout_s=args.timeout_s, retries=args.retries, hint=args.hint)

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 
+from radiogen.cli.options import json_object
 from radiogen.errors import ConfigError
 
 log = logging.getLogger("radiogen.pybdsf")
 
 
-def _settings(text: str | None) -> dict:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"--settings is not valid JSON ({err})") from err
-    if not isinstance(value, dict):
-        raise ConfigError("--settings must be a JSON object")
-    return value
 
 
 def _labelled(pairs: list[str], *, what: str, parts: int = 2) -> dict[str, list[str]]:
@@ -40,7 +30,7 @@ def _shard(args: argparse.Namespace) -> int:
     from radiogen.evaluation.pybdsf import DEFAULT_SETTINGS, run_shard
 
     # The config section also holds workflow keys (shards, resources); keep PyBDSF's.
-    section = _settings(args.settings)
+    section = json_object(args.settings)
     settings = {key: section.get(key, default) for key, default in DEFAULT_SETTINGS.items()}
     beam = section.get("beam_arcsec")
     run_shard(args.image_set, shard=args.shard, n_shards=args.n_shards,
@@ -74,7 +64,7 @@ def _stats_figure(args: argparse.Namespace) -> int:
     from radiogen.evaluation.stats import image_statistics_figure
     from radiogen.io import write_json_atomic
 
-    settings = _settings(args.settings)
+    settings = json_object(args.settings)
     sets = {k: tuple(v) for k, v in _labelled(args.set, what="--set").items()}
     result = image_statistics_figure(sets, args.output, bins=int(settings.get("bins", 50)),
                                      pixel_bins=int(settings.get("pixel_bins", 50)),
@@ -87,7 +77,7 @@ def _stats_figure(args: argparse.Namespace) -> int:
 def _flux(args: argparse.Namespace) -> int:
     from radiogen.evaluation.flux import flux_conditioning, scatter_figure
 
-    settings = _settings(args.settings)
+    settings = json_object(args.settings)
     tables = {k: v[0] for k, v in _labelled(args.set, what="--set", parts=1).items()}
     summary = flux_conditioning(tables, reference=args.reference, output_json=args.output,
                                 seed=args.seed, max_points=int(settings.get("max_points", 2000)))
@@ -99,7 +89,7 @@ def _flux(args: argparse.Namespace) -> int:
 def _plots(args: argparse.Namespace) -> int:
     from radiogen.evaluation.plots_pybdsf import distribution_figure, example_figure
 
-    settings = _settings(args.settings)
+    settings = json_object(args.settings)
     sets = {}
     for item in args.set:
         label, _, rest = item.partition("=")

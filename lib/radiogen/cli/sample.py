@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 
-from radiogen.errors import ConfigError
+from radiogen.cli.options import json_object
 
 log = logging.getLogger("radiogen.sample")
 
 
-def _settings(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"--settings: not valid JSON ({err})") from err
-    if not isinstance(value, dict):
-        raise ConfigError("--settings: expected a JSON object")
-    return value
 
 
 def _threads(n: int | None) -> None:
@@ -32,7 +23,7 @@ def _shard(args: argparse.Namespace) -> int:
     from radiogen.sampler.generate import write_shard
 
     _threads(args.threads)
-    settings = _settings(args.settings)
+    settings = json_object(args.settings)
     write_shard(
         args.model,
         args.output,
@@ -77,7 +68,7 @@ def _trajectory(args: argparse.Namespace) -> int:
     from radiogen.sampler.plots import plot_trajectory, record_trajectory
 
     _threads(args.threads)
-    settings = _settings(args.settings)
+    settings = json_object(args.settings)
     device = generate.resolve_device(settings.get("device", "auto"))
     net, meta = generate.load_sampling_model(args.model, device=device)
     steps = record_trajectory(

@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from radiogen.errors import ConfigError
-
-
-def _settings(text: str | None) -> dict:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"--settings is not valid JSON ({err})") from err
-    if not isinstance(value, dict):
-        raise ConfigError("--settings must be a JSON object")
-    return value
+from radiogen.cli.options import json_object
 
 
 def _select(args: argparse.Namespace) -> int:
     from radiogen.lotss.selection import SelectionSettings, run_selection
 
-    settings = SelectionSettings.from_mapping(_settings(args.settings), source="lotss.selection")
+    settings = SelectionSettings.from_mapping(json_object(args.settings), source="lotss.selection")
     run_selection(
         args.cutouts,
         table_path=args.table,
@@ -41,7 +28,7 @@ def _select(args: argparse.Namespace) -> int:
 def _preprocess(args: argparse.Namespace) -> int:
     from radiogen.lotss.preprocess import PreprocessSettings, run_preprocess
 
-    settings = PreprocessSettings.from_mapping(_settings(args.settings), source="lotss.preprocess")
+    settings = PreprocessSettings.from_mapping(json_object(args.settings), source="lotss.preprocess")
     run_preprocess(
         args.selected, args.output, settings=settings, seed=args.seed, figure_path=args.figure
     )

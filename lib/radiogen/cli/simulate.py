@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from radiogen.errors import ConfigError
+from radiogen.cli.options import json_object
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,9 +24,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _simulate(args: argparse.Namespace) -> int:
     from radiogen.simulate import SurveySettings, simulate_survey
 
-    try:
-        mapping = json.loads(args.settings)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"--settings: not valid JSON ({err})") from err
+    mapping = json_object(args.settings)
     simulate_survey(args.out_dir, settings=SurveySettings.from_mapping(mapping), seed=args.seed)
     return 0

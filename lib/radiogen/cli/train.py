@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 
-from radiogen.errors import ConfigError
+from radiogen.cli.options import json_object
 
 log = logging.getLogger("radiogen.train")
 
@@ -15,14 +14,6 @@ log = logging.getLogger("radiogen.train")
 EXIT_INTERRUPTED = 3
 
 
-def _json_object(text: str, option: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{option}: not valid JSON ({err})") from err
-    if not isinstance(value, dict):
-        raise ConfigError(f"{option}: expected a JSON object")
-    return value
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -40,8 +31,8 @@ def _train(args: argparse.Namespace) -> int:
         nproc=args.nproc,
         data_path=args.data,
         out_path=args.out,
-        train_settings=_json_object(args.settings, "--settings"),
-        model_settings=_json_object(args.model_settings, "--model-settings"),
+        train_settings=json_object(args.settings, option="--settings"),
+        model_settings=json_object(args.model_settings, option="--model-settings"),
         seed=args.seed,
         checkpoint_dir=args.checkpoint_dir,
         device=args.device,

@@ -10,16 +10,12 @@ be a readable zip before it is renamed onto ``output``.
 
 from __future__ import annotations
 
-import http.client
 import logging
-import os
 import shutil
-import time
-import urllib.error
-import urllib.request
 import zipfile
 from pathlib import Path
 
+from radiogen.download import DownloadError, download_file
 from radiogen.errors import InputFileError
 from radiogen.io import atomic_path
 
@@ -29,8 +25,6 @@ log = logging.getLogger(__name__)
 
 #: Public home of the Griese et al. (2023) dataset.
 ZENODO_URL = "https://zenodo.org/records/7689127/files/galaxy_data.zip"
-
-_CHUNK = 1 << 20
 
 
 def _is_url(source: str) -> bool:
@@ -103,50 +97,21 @@ def download(
     retries: int = 3,
     local_hint: str | Path | None = None,
 ) -> None:
-    """Download ``url`` to ``output`` with resume and size check (see module docstring)."""
+    """Download ``url`` to ``output`` with resume and size check (see module docstring).
+
+    ``retries`` counts attempts in total; a result that is not a zip is removed.
+    """
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    part = output.with_name(output.name + ".part")
-    last_error: Exception | None = None
-    for attempt in range(1, retries + 1):
-        try:
-            _download_once(url, part, timeout_s=timeout_s)
-            _check_zip(part, url)
-            os.replace(part, output)
-            log.info("downloaded %s -> %s (%d bytes)", url, output, output.stat().st_size)
-            return
-        except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as err:
-            last_error = err
-            log.warning("download attempt %d/%d of %s failed: %s", attempt, retries, url, err)
-            if attempt < retries:
-                time.sleep(min(30.0, 2.0**attempt))
-    hint = f", or place the archive at first.local_path ({local_hint})" if local_hint else ""
-    raise InputFileError(
-        f"{url}: download failed after {retries} attempt(s) ({last_error}); without internet "
-        f"access set first.source to a local copy of galaxy_data.zip{hint}"
-    )
-
-
-def _download_once(url: str, part: Path, *, timeout_s: float) -> None:
-    have = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"User-Agent": "radiogen"})
-    if have:
-        request.add_header("Range", f"bytes={have}-")
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:
-        status = getattr(response, "status", 200)
-        if have and status != 206:
-            have = 0  # the server ignored the Range request: start over
-        length = response.headers.get("Content-Length")
-        expected = have + int(length) if length is not None else None
-        mode = "ab" if have else "wb"
-        done, started = have, time.monotonic()
-        with open(part, mode) as handle:
-            while chunk := response.read(_CHUNK):
-                handle.write(chunk)
-                done += len(chunk)
-                if done // (50 * _CHUNK) != (done - len(chunk)) // (50 * _CHUNK):
-                    rate = (done - have) / max(time.monotonic() - started, 1e-6) / 1e6
-                    log.info("%s: %.0f MB (%.1f MB/s)", url, done / 1e6, rate)
-    size = part.stat().st_size
-    if expected is not None and size != expected:
-        raise OSError(f"incomplete download: {size} of {expected} bytes")
+    try:
+        download_file(url, output, timeout_s=timeout_s, retries=max(0, retries - 1))
+    except DownloadError as err:
+        hint = f", or place the archive at first.local_path ({local_hint})" if local_hint else ""
+        raise InputFileError(
+            f"{url}: download failed ({err}); without internet "
+            f"access set first.source to a local copy of galaxy_data.zip{hint}"
+        ) from err
+    try:
+        _check_zip(output, url)
+    except InputFileError:
+        output.unlink(missing_ok=True)
+        raise

@@ -1,4 +1,4 @@
-"""Fetch LoTSS-DR2 mosaics and the catalogue: resumable, verified, atomic.
+"""Resumable, verified, atomic downloads (LoTSS-DR2 mosaics and catalogue, the FIRST zip).
 
 A DR2 mosaic is ~400 MB, so an interrupted transfer is resumed with an HTTP
 ``Range`` request into ``<dest>.part`` instead of starting over; the file is
