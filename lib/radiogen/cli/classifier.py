@@ -15,13 +15,13 @@ def cmd_train(args) -> int:
     from radiogen.classifier import save_classifier
     from radiogen.classifier.metrics import plot_confusion_matrix, plot_training_curves
     from radiogen.classifier.train import train_classifier
-    from radiogen.cli.first import _settings
+    from radiogen.cli.options import json_object
     from radiogen.first.dataset import CLASS_NAMES, read_dataset_h5
     from radiogen.io import write_json_atomic
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = _settings(args.settings)
+    settings = json_object(args.settings)
     dataset = read_dataset_h5(args.dataset)
     started = time.monotonic()
     result = train_classifier(dataset, settings=settings, seed=args.seed, checkpoint_dir=args.checkpoint_dir,

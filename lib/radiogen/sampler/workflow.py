@@ -5,13 +5,10 @@ Kept in the library so the rule file holds rules only (snakemake --lint).
 
 from __future__ import annotations
 
-import copy
 import json
 import math
-from pathlib import Path
 from typing import Mapping
 
-import yaml
 
 __all__ = ["omega_tag", "shard_names", "first_total", "shard_settings"]
 
