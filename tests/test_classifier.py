@@ -123,6 +123,19 @@ def test_settings_validation():
         merged_settings({"epoch": 3})
     with pytest.raises(ConfigError, match=r"classifier.augment.flip: unknown"):
         merged_settings({"augment": {"flip": 1}})
+    with pytest.raises(ConfigError, match=r"classifier.lr_schedule"):
+        merged_settings({"lr_schedule": "step"})
+
+
+def test_cosine_schedule_decays_to_min_lr(tmp_path):
+    torch.set_num_threads(1)
+    settings = {"epochs": 3, "batch_size": 8, "learning_rate": 1e-3, "min_lr": 1e-5, "lr_schedule": "cosine",
+                "augment": {"enabled": False}}
+    result = train_classifier(_synthetic_dataset(), settings=settings, seed=1, checkpoint_dir=tmp_path, device="cpu")
+    lrs = [record["learning_rate"] for record in result["history"]]
+    # lr after epoch e: min + (lr0 - min) (1 + cos(pi e / E)) / 2
+    expected = [1e-5 + (1e-3 - 1e-5) * (1 + np.cos(np.pi * e / 3)) / 2 for e in (1, 2, 3)]
+    np.testing.assert_allclose(lrs, expected, rtol=1e-6)
 
 
 def _synthetic_dataset(size: int = 32, per_class: tuple[int, int, int] = (8, 3, 3)) -> FirstDataset:

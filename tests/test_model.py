@@ -230,3 +230,23 @@ def test_load_model_bad_files(tmp_path):
 def test_unknown_model_setting_is_rejected():
     with pytest.raises(ConfigError, match="base_chanels"):
         model_config_from({"base_chanels": 8}, image_channels=1, image_size=[16, 16], context_dim=0)
+
+
+def test_ema_rampup_half_life_grows_with_training():
+    model = torch.nn.Linear(3, 2)
+    ema = EMA(model, decay=0.999, rampup_ratio=0.05)
+    # half-life r t steps: beta_t ** (r t) == 0.5 until the cap is reached
+    for step in (20, 100, 400):
+        assert ema.decay_at(step) ** (0.05 * step) == pytest.approx(0.5)
+    assert ema.decay_at(10**6) == 0.999
+    assert ema.decay_at(1) < 1e-5  # the first update copies the weights almost exactly
+    with pytest.raises(ValueError, match="step count"):
+        ema.update(model)
+    w0 = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model, step=100)
+    beta = ema.decay_at(100)
+    torch.testing.assert_close(ema.module.weight, beta * w0 + (1 - beta) * (w0 + 1.0))
+    with pytest.raises(ValueError, match="ramp-up"):
+        EMA(model, decay=0.9, rampup_ratio=0.0)

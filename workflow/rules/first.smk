@@ -100,13 +100,15 @@ rule train_classifier:
         results("benchmarks", "classifier", "train_classifier.tsv")
     conda:
         "../../envs/torch.yaml"
-    threads: 4
+    threads: CLASSIFIER["threads"]
     resources:
         gpu=1,
         mem_mb=16000,
         runtime=720,
     params:
-        settings=json.dumps(CLASSIFIER, sort_keys=True),
+        settings=json.dumps(
+            {k: v for k, v in CLASSIFIER.items() if k != "threads"}, sort_keys=True
+        ),
         seed=config["seed"],
         checkpoints=results("classifier", "checkpoints"),
     shell:

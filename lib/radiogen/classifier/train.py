@@ -54,6 +54,7 @@ DEFAULT_SETTINGS = {
     "weight_decay": 0.0,
     "dropout": 0.5,
     "hidden_units": 256,
+    "lr_schedule": "plateau",
     "lr_factor": 0.5,
     "lr_patience": 10,
     "min_lr": 1e-7,
@@ -92,6 +93,8 @@ def merged_settings(settings: dict | None) -> dict:
         raise ConfigError("classifier.selection_metric must be 'accuracy' or 'loss'")
     if int(merged["epochs"]) < 1:
         raise ConfigError("classifier.epochs must be at least 1")
+    if merged["lr_schedule"] not in ("plateau", "cosine"):
+        raise ConfigError(f"classifier.lr_schedule must be 'plateau' or 'cosine', got {merged['lr_schedule']!r}")
     return merged
 
 
@@ -250,9 +253,14 @@ def train_classifier(
                                  dropout=float(settings["dropout"])).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=float(settings["learning_rate"]),
                                  weight_decay=float(settings["weight_decay"]))
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=float(settings["lr_factor"]), patience=int(settings["lr_patience"]),
-        min_lr=float(settings["min_lr"]))
+    if settings["lr_schedule"] == "cosine":
+        # a short run ends at a low learning rate instead of wherever the plateau rule left it
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=int(settings["epochs"]), eta_min=float(settings["min_lr"]))
+    else:
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=float(settings["lr_factor"]), patience=int(settings["lr_patience"]),
+            min_lr=float(settings["min_lr"]))
     augment = AugmentSettings.from_dict(settings["augment"])
     weights_device = class_weights.to(device)
 
@@ -309,7 +317,10 @@ def train_classifier(
         logits_valid, _ = predict(model, x_valid, batch_size=int(settings["eval_batch_size"]), device=device)
         valid_loss = float(F.cross_entropy(logits_valid, y_valid, weight=class_weights))
         valid_accuracy = float((logits_valid.argmax(1) == y_valid).float().mean())
-        scheduler.step(valid_loss)
+        if settings["lr_schedule"] == "cosine":
+            scheduler.step()
+        else:
+            scheduler.step(valid_loss)
         seconds = time.monotonic() - started
         record = {
             "epoch": epoch,

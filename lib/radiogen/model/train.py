@@ -56,6 +56,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "lr": 2.0e-5,
     "adam_betas": [0.9, 0.999],
     "ema_decay": 0.9999,
+    "ema_rampup_ratio": None,
     "p_mean": -2.5,
     "p_std": 1.8,
     "augment": True,
@@ -104,6 +105,8 @@ def resolve_settings(section: dict | None, dataset: str) -> dict:
         raise ConfigError(f"train.precision must be one of {PRECISIONS}, got {settings['precision']!r}")
     if not 0.0 <= float(settings["ema_decay"]) < 1.0:
         raise ConfigError(f"train.ema_decay must be in [0, 1), got {settings['ema_decay']}")
+    if settings["ema_rampup_ratio"] is not None and not float(settings["ema_rampup_ratio"]) > 0:
+        raise ConfigError(f"train.ema_rampup_ratio must be > 0 or null, got {settings['ema_rampup_ratio']}")
     if any(float(s) <= 0 for s in settings["val_sigmas"]):
         raise ConfigError("train.val_sigmas must all be > 0")
     return settings
@@ -283,7 +286,10 @@ def _set_rng_state(state: dict) -> None:
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # a checkpoint from a node with more GPUs (e.g. 2-GPU run resumed on 1); every
+        # step reseeds anyway, so restoring the visible devices' states is enough
+        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)
 
 
 def _save_checkpoint(directory: Path, step: int, payload: dict, keep: int) -> Path:
@@ -307,7 +313,8 @@ def _step_seed(seed: int, step: int, rank: int) -> int:
 def _resolve_precision(name: str, device: torch.device) -> str:
     if device.type == "cuda":
         if name == "auto":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            # emulated bf16 (pre-Ampere) is slow: those GPUs get fp16 with loss scaling
+            return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
         return name
     if name == "auto":
         return "fp32"
@@ -461,7 +468,8 @@ def _train(
     net.to(device)
     if channels_last:
         net.to(memory_format=torch.channels_last)
-    ema = EMA(net, decay=float(settings["ema_decay"]))
+    rampup = settings["ema_rampup_ratio"]
+    ema = EMA(net, decay=float(settings["ema_decay"]), rampup_ratio=None if rampup is None else float(rampup))
     optimizer = torch.optim.Adam(net.parameters(), lr=float(settings["lr"]), betas=tuple(settings["adam_betas"]))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     history: dict[str, list] = {
@@ -486,7 +494,8 @@ def _train(
                 f"{ckpt}: checkpoint was made for a different model config "
                 f"({state['model_config']} vs {model_config}); delete {ckpt_dir} to start afresh"
             )
-        for key in ("batch_size", "p_mean", "p_std", "ema_decay", "augment", "seed_offset"):
+        for key in ("batch_size", "p_mean", "p_std", "ema_decay", "ema_rampup_ratio", "augment",
+                    "seed_offset"):
             if state["train_config"].get(key) != settings[key]:
                 log.warning(
                     "%s: train.%s changed from %r to %r; the resumed run will differ from an uninterrupted one",
@@ -497,7 +506,8 @@ def _train(
         optimizer.load_state_dict(state["optimizer"])
         for group in optimizer.param_groups:
             group["lr"] = float(settings["lr"])
-        scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # empty when the checkpoint ran without loss scaling (fp32/bf16)
+            scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"])
         history = state["history"]
         step = int(state["step"])
@@ -603,8 +613,8 @@ def _train(
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            ema.update(net)
             step += 1
+            ema.update(net, step=step)
             steps_since_log += 1
             loss_sum += loss.detach()
             loss_count += 1
