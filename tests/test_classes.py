@@ -58,6 +58,8 @@ def test_accuracy_table_and_figure(tmp_path):
     gen = classes.class_metrics([0, 1, 2, 3, 3], [0, 1, 2, 3, 3], class_names=list(CLASS_DIRS))
     table = classes.accuracy_table([("real test split", np.nan, real), ("generated, omega=0.75", 0.75, gen)])
     assert list(table["accuracy_percent"]) == pytest.approx([75.0, 100.0])
+    # binomial standard error sqrt(p (1 - p) / n): 3 of 4 right; 5 of 5 right has none
+    assert list(table["accuracy_se_percent"]) == pytest.approx([100 * np.sqrt(0.75 * 0.25 / 4), 0.0])
     assert table.loc[1, "recall_Bent_percent"] == 100.0 and table.loc[0, "recall_Bent_percent"] == 0.0
     path = tmp_path / "confusion.png"
     classes.plot_confusions([("real", real["confusion"]), ("generated", gen["confusion"])], list(CLASS_DIRS), path)

@@ -1,4 +1,4 @@
-"""W1 / KS distances, seeded halves and the Frechet distance."""
+"""W1 / KS distances, size-matched partitions and floors, the Frechet distance and the KID."""
 
 from __future__ import annotations
 
@@ -9,7 +9,17 @@ import scipy.stats
 from astropy.io import fits
 
 from radiogen.errors import RadiogenError
-from radiogen.evaluation.distances import frechet_distance, gaussian_fit, one_d_distances, split_halves
+from radiogen.evaluation.distances import (
+    frechet_distance,
+    gaussian_fit,
+    kernel_inception_distance,
+    ks_statistic,
+    mmd2_unbiased,
+    one_d_distances,
+    polynomial_kernel,
+    size_matched,
+    size_matched_splits,
+)
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +33,12 @@ def test_one_d_distances_match_scipy_on_real_pixels(lotss_pixels):
     a, b = lotss_pixels[:40000], lotss_pixels[80000:120000]
     d = one_d_distances(a, b)
     assert d["w1"] == pytest.approx(scipy.stats.wasserstein_distance(a, b), rel=1e-12)
-    ks = scipy.stats.ks_2samp(a, b)
-    assert d["ks"] == pytest.approx(ks.statistic) and d["ks_pvalue"] == pytest.approx(ks.pvalue)
+    assert d["ks"] == pytest.approx(scipy.stats.ks_2samp(a, b).statistic, rel=1e-12)
+    # Ties (pixel values are often repeated) and unequal sizes: still scipy's statistic.
+    rng = np.random.default_rng(0)
+    ta, tb = rng.integers(0, 5, 300).astype(float), rng.integers(0, 6, 170).astype(float)
+    assert ks_statistic(ta, tb) == pytest.approx(scipy.stats.ks_2samp(ta, tb).statistic, rel=1e-12)
+    assert "ks_pvalue" not in d  # pixels within an image are correlated: no p-value (module docstring)
     assert d["n_a"] == a.size and d["n_b"] == b.size
     # A shift by c moves every quantile by c: W1 = |c|; KS is large.
     shifted = one_d_distances(a, a + 1e-3)
@@ -39,13 +53,74 @@ def test_non_finite_values_are_dropped_and_empty_is_an_error():
         one_d_distances([np.nan], [1.0], name="model flux")
 
 
-def test_split_halves_disjoint_seeded_complete():
-    a, b = split_halves(11, seed=5)
-    assert len(a) == 5 and len(b) == 6
-    assert set(a).isdisjoint(b) and set(a) | set(b) == set(range(11))
-    a2, _ = split_halves(11, seed=5)
-    np.testing.assert_array_equal(a, a2)
-    assert not np.array_equal(split_halves(1000, seed=1)[0], split_halves(1000, seed=2)[0])
+def test_size_matched_splits_partition_the_real_set_and_subsample_the_others():
+    splits = size_matched_splits(11, [4, 30], repeats=3, seed=5)
+    assert len(splits) == 3
+    for split in splits:
+        # m = min(4, 30, 11 // 2) = 4: A has 7 real rows, B 4, each compared set 4.
+        assert split.reference.size == 7 and split.held_out.size == 4
+        assert set(split.reference).isdisjoint(split.held_out)
+        assert set(split.reference) | set(split.held_out) == set(range(11))
+        np.testing.assert_array_equal(split.others[0], np.arange(4))  # a set of m rows is used whole
+        assert split.others[1].size == 4 and len(set(split.others[1])) == 4 and split.others[1].max() < 30
+    # Seeded, and the partitions differ between repeats.
+    again = size_matched_splits(11, [4, 30], repeats=3, seed=5)
+    for a, b in zip(splits, again):
+        np.testing.assert_array_equal(a.held_out, b.held_out)
+        np.testing.assert_array_equal(a.others[1], b.others[1])
+    assert len({tuple(s.held_out) for s in size_matched_splits(1000, [100], repeats=5, seed=1)}) == 5
+    # A compared set larger than half the real set: m = N // 2, so A is never smaller than B.
+    big = size_matched_splits(9, [50], repeats=1, seed=0)[0]
+    assert big.held_out.size == 4 and big.reference.size == 5 and big.others[0].size == 4
+    with pytest.raises(RadiogenError, match="size-match"):
+        size_matched_splits(1, [5], repeats=1, seed=0)
+    with pytest.raises(RadiogenError, match="repeats"):
+        size_matched_splits(10, [5], repeats=0, seed=0)
+
+
+def test_size_matched_floor_is_unbiased_at_unequal_sizes():
+    """Two independent draws of one distribution, N = 1392 real, M = 400 or 100 "generated".
+
+    Under the null hypothesis W1 and KS scale as sqrt(1/n_a + 1/n_b): the
+    size-matched ratio is about 1, and the floor has the Kolmogorov scale
+    E[D] ~ sqrt(pi/2) ln 2 sqrt(1/n_a + 1/n_b) at the matched sizes.  The
+    old design (all N real vs M generated over two halves of N/2) is biased,
+    by a factor ~2 at M = 100.
+    """
+    def metric(a, b):
+        return one_d_distances(a, b)
+
+    for m in (400, 100):
+        ratios, floors, halves = [], [], []
+        for seed in range(20):
+            rng = np.random.default_rng([m, seed])
+            real, gen = rng.lognormal(0.0, 1.0, 1392), rng.lognormal(0.0, 1.0, m)
+            result = size_matched(metric, real, [gen], repeats=10, seed=seed)
+            assert result["n_reference"] == 1392 - m and result["n_compared"] == m
+            ratios.append([np.median(result["others"][0][k]) / np.median(result["floor"][k]) for k in ("w1", "ks")])
+            floors.append(np.median(result["floor"]["ks"]))
+            order = rng.permutation(1392)
+            halves.append(one_d_distances(real, gen)["ks"] / one_d_distances(real[order[:696]], real[order[696:]])["ks"])
+        assert np.all((np.median(ratios, axis=0) > 0.8) & (np.median(ratios, axis=0) < 1.25)), (m, np.median(ratios, axis=0))
+        kolmogorov = np.sqrt(np.pi / 2) * np.log(2) * np.sqrt(1 / (1392 - m) + 1 / m)
+        assert np.median(floors) == pytest.approx(kolmogorov, rel=0.15)
+        if m == 100:
+            assert np.median(halves) > 1.5  # what the halves floor reported for an indistinguishable set
+
+
+def test_size_matched_rows_follow_dicts():
+    data = {"x": np.arange(10.0), "y": np.arange(10.0) * 2}
+    seen = []
+
+    def metric(a, b):
+        np.testing.assert_array_equal(a["y"], 2 * a["x"])  # rows of every array stay aligned
+        seen.append((a["x"].size, b["x"].size))
+        return {"n": float(b["x"].size)}
+
+    result = size_matched(metric, data, [{"x": np.zeros(3), "y": np.zeros(3)}], repeats=2, seed=0)
+    assert seen == [(7, 3)] * 4 and list(result["floor"]["n"]) == [3.0, 3.0]
+    with pytest.raises(RadiogenError, match="differ in length"):
+        size_matched(metric, {"x": np.zeros(4), "y": np.zeros(5)}, [data], repeats=1, seed=0)
 
 
 def test_frechet_identical_gaussians_is_zero():
@@ -83,28 +158,69 @@ def test_frechet_shape_mismatch_is_an_error():
         frechet_distance(np.zeros(2), np.eye(2), np.zeros(3), np.eye(3))
 
 
-def test_frechet_cli_with_noise_floor_and_classical(tmp_path):
+def test_mmd2_unbiased_matches_the_definition():
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(7, 3)), rng.normal(0.5, 1.0, size=(5, 3))
+
+    def k(u, v):
+        return (u @ v / 3 + 1.0) ** 3
+
+    xx = sum(k(x[i], x[j]) for i in range(7) for j in range(7) if i != j) / (7 * 6)
+    yy = sum(k(y[i], y[j]) for i in range(5) for j in range(5) if i != j) / (5 * 4)
+    xy = sum(k(x[i], y[j]) for i in range(7) for j in range(5)) / (7 * 5)
+    assert mmd2_unbiased(x, y) == pytest.approx(xx + yy - 2 * xy, rel=1e-12)
+    assert polynomial_kernel(x, y)[2, 3] == pytest.approx(k(x[2], y[3]))
+    with pytest.raises(RadiogenError, match="samples"):
+        mmd2_unbiased(x, y[:, :2])
+
+
+def test_kid_is_unbiased_on_equal_distributions_and_positive_on_shifted_ones():
+    rng = np.random.default_rng(6)
+    same = np.array([kernel_inception_distance(rng.normal(size=(150, 16)), rng.normal(size=(100, 16)), rng=rng)
+                     for _ in range(200)])
+    se = same.std(ddof=1) / np.sqrt(same.size)
+    assert abs(same.mean()) < 3 * se  # expectation 0 at any set size ...
+    assert (same < 0).mean() > 0.2  # ... so single values are often negative
+    shifted = np.array([kernel_inception_distance(rng.normal(size=(150, 16)), rng.normal(0.3, 1.0, size=(100, 16)), rng=rng)
+                        for _ in range(50)])
+    assert shifted.mean() > 10 * shifted.std(ddof=1) / np.sqrt(shifted.size) and np.all(shifted > 0)
+    # Subsets (sets larger than subset_size) keep it unbiased.
+    sub = np.array([kernel_inception_distance(rng.normal(size=(400, 8)), rng.normal(size=(300, 8)), subset_size=100,
+                                              subsets=4, rng=rng) for _ in range(100)])
+    assert abs(sub.mean()) < 3 * sub.std(ddof=1) / np.sqrt(sub.size)
+    with pytest.raises(RadiogenError, match="subset"):
+        kernel_inception_distance(np.zeros((3, 2)), np.zeros((3, 2)), subsets=0, rng=rng)
+
+
+def test_feature_distances_cli_with_floor_and_classical(tmp_path):
     import h5py
+    import pandas as pd
 
     from radiogen.cli import main
     from radiogen.cli.evaluate import SEED_OFFSETS
+    from radiogen.evaluation.summary import feature_distance_table
 
     rng = np.random.default_rng(3)
-    sets = {"real": rng.normal(0, 1, (300, 3)), "gen": rng.normal(0.3, 1, (200, 3)), "cla": rng.normal(1.0, 2, (200, 3))}
+    sets = {"real": rng.normal(0, 1, (300, 3)), "gen": rng.normal(0.3, 1, (200, 3)), "cla": rng.normal(1.0, 2, (250, 3))}
     for name, emb in sets.items():
         with h5py.File(tmp_path / f"{name}.h5", "w") as h5:
             h5["embeddings"] = emb.astype(np.float32)
             h5["probabilities"] = np.full((len(emb), 4), 0.25, dtype=np.float32)
             h5["predicted"] = np.zeros(len(emb), dtype=np.int64)
             h5["label"] = np.full(len(emb), -1, dtype=np.int64)
-    assert main(["evaluate-frechet", "--real", str(tmp_path / "real.h5"), "--generated", str(tmp_path / "gen.h5"),
-                 "--classical", str(tmp_path / "cla.h5"), "--seed", "4", "--output", str(tmp_path / "fd.json")]) == 0
-    import json
-
-    result = json.loads((tmp_path / "fd.json").read_text())
+    settings = '{"floor_repeats": 4, "kid_subset_size": 1000, "kid_subsets": 5}'
+    assert main(["evaluate-feature-distances", "--real", str(tmp_path / "real.h5"), "--generated", str(tmp_path / "gen.h5"),
+                 "--classical", str(tmp_path / "cla.h5"), "--settings", settings, "--seed", "4",
+                 "--output", str(tmp_path / "fd.csv")]) == 0
+    table = pd.read_csv(tmp_path / "fd.csv").set_index("metric")
+    assert list(table.index) == ["Frechet", "KID"]
+    # m = min(200, 250, 300 // 2) = 150 images of each set against the other 150 real ones, 4 partitions.
+    assert set(table["n_reference"]) == {150} and set(table["n_compared"]) == {150} and set(table["repeats"]) == {4}
     f32 = {k: v.astype(np.float32) for k, v in sets.items()}
-    assert result["generated"] == pytest.approx(frechet_distance(*gaussian_fit(f32["real"]), *gaussian_fit(f32["gen"])), rel=1e-6)
-    assert result["classical"] == pytest.approx(frechet_distance(*gaussian_fit(f32["real"]), *gaussian_fit(f32["cla"])), rel=1e-6)
-    a, b = split_halves(300, seed=4 + SEED_OFFSETS["halves"])
-    assert result["real_halves"] == pytest.approx(frechet_distance(*gaussian_fit(f32["real"][a]), *gaussian_fit(f32["real"][b])), rel=1e-6)
-    assert result["real_halves"] < result["generated"] < result["classical"]
+    expected = feature_distance_table(f32["real"], f32["gen"], classical=f32["cla"], repeats=4,
+                                      seed=4 + SEED_OFFSETS["feature_partitions"], kid_subsets=5).set_index("metric")
+    pd.testing.assert_frame_equal(table, expected, check_dtype=False)
+    for metric in ("Frechet", "KID"):
+        row = table.loc[metric]
+        assert row["real_vs_real_floor"] < row["real_vs_generated"] < row["real_vs_classical"]
+    assert abs(table.loc["KID", "real_vs_real_floor"]) < 3 * table.loc["KID", "floor_sd"]  # about 0: unbiased

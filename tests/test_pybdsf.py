@@ -339,7 +339,9 @@ def test_plots_from_real_fits(lotss_table, tmp_path):
                                  output_json=tmp_path / "d.json")
     assert (tmp_path / "ex.png").stat().st_size > 10_000
     assert (tmp_path / "d.png").stat().st_size > 10_000
-    assert result["flux_column"] == "model_flux_jy"
+    # the paper's scaled model flux first, the Jy version beside it (LoTSS has peak fluxes)
+    assert result["flux_columns"] == ["model_flux", "model_flux_jy"]
+    assert set(result["histograms"]) == {"model_flux", "model_flux_jy", "a50_pixels"}
     hist = result["histograms"]["a50_pixels"]["real"]
     assert hist["total"] == (pd.read_csv(tmp_path / "t.csv")["status"] == "ok").sum()
 

@@ -1,8 +1,8 @@
 """The evaluation rules run under Snakemake and `snakemake --report` builds one HTML file.
 
 The real rule files (common.smk and evaluate.smk, with the real captions and
-config schemas) run the class-conditioning, similarity, distance, Frechet and
-summary rules on small real inputs made here (FIRST crops, LoTSS DR1 cutouts,
+config schemas) run the class-conditioning, similarity, size-matched distance,
+feature-distance (Frechet, KID), summary and overview rules on small real inputs made here (FIRST crops, LoTSS DR1 cutouts,
 an untrained classifier of the real format, PyBDSF tables from the real PyBDSF
 runner), then build the report.  The upstream rule files are left out so that
 the pre-made inputs are source files; the report of the whole workflow is
@@ -36,6 +36,7 @@ TARGETS = [
     "results/evaluation/similarity/lotss_memorisation.html",
     "results/evaluation/summary/first.html",
     "results/evaluation/summary/lotss.html",
+    "results/evaluation/overview.html",
 ]
 
 
@@ -165,14 +166,17 @@ def test_evaluation_rules_and_single_file_report(repo_root, first_zip, lotss_dr1
     for target in TARGETS:
         assert (root / target).stat().st_size > 0
     summary = (root / "results/evaluation/summary/lotss.csv").read_text()
-    assert "Frechet" in summary and "real_vs_classical" in summary
+    assert "Frechet" in summary and "KID" in summary and "real_vs_classical" in summary
+    assert "real_vs_real_floor" in summary and "ks_pvalue" not in summary
+    overview = (root / "results/evaluation/overview.csv").read_text()
+    assert "81.5" in overview and "not given" in overview
 
     report = _snakemake(root, "--report", "report.html")
     assert report.returncode == 0, report.stderr[-4000:]
     page = (root / "report.html").read_text(errors="replace")
     assert len(page) > 100_000  # images and tables are embedded: one self-contained file
     for name in ("confusion.png", "first_nearest.png", "lotss_nearest.png", "lotss.html", "accuracy.html",
-                 "lotss_memorisation.html"):
+                 "lotss_memorisation.html", "overview.html", "0. Overview"):
         assert name in page, name
-    for caption_text in ("Memorisation number", "noise floor", "Confusion matrices", "Table 7"):
+    for caption_text in ("Memorisation number", "noise floor", "Confusion matrices", "Table 7", "What this run achieved"):
         assert caption_text in page, caption_text

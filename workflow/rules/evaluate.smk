@@ -1,7 +1,10 @@
-# Rules: class conditioning, similarity / memorisation, distances with noise floor
-# and classical baseline, Frechet distance and summary tables (radiogen.evaluation.
-# {classes,similarity,distances,summary}; CLI radiogen evaluate-*).  Every metric is
-# its own rule and output, so rerunning one never repeats sampling or PyBDSF.
+# Rules: class conditioning, similarity / memorisation, size-matched distances with
+# their noise floor and the classical baseline, Frechet distance and KID, summary
+# tables and the overview (radiogen.evaluation.{classes,similarity,distances,summary,
+# overview}; CLI radiogen evaluate-*).  Every metric is its own rule and output, so
+# rerunning one never repeats sampling or PyBDSF.  The floor depends on the size of
+# the compared sets, so each distances rule reads the real, generated and classical
+# sets together and computes comparisons and floor on the same partitions.
 import json
 
 CLASSES = config["evaluation"]["classes"]
@@ -15,6 +18,14 @@ SETTINGS_JSON = {
     )
     for name in ("classes", "similarity")
 }
+# Only the keys each rule uses, so that changing one reruns only what depends on it.
+DISTANCE_SETTINGS = json.dumps(
+    {k: SUMMARY[k] for k in ("max_pixels", "floor_repeats")}, sort_keys=True
+)
+FEATURE_SETTINGS = json.dumps(
+    {k: SUMMARY[k] for k in ("floor_repeats", "kid_subset_size", "kid_subsets")},
+    sort_keys=True,
+)
 MAIN_OMEGA = float(config["evaluation"].get("first_omega", 0.75))
 # Guidance sweep of the FIRST sets (FIRST_GUIDANCE from sample.smk), always with the
 # main w; paths use float text (omega0.75), as sample.smk's omega_tag().
@@ -29,39 +40,33 @@ CLASSICAL_SET = {"lotss": "lotss_classical"}
 SCORED_SET_RE = r"first_test|(lotss|first)_[a-z]+(_w[0-9.]+)?"
 SCORES = results("evaluation", "classes", "scores", "{name}.h5")
 PYBDSF_TABLE = results("evaluation", "pybdsf", "{name}.csv")
-DISTANCES = results("evaluation", "distances", "{name}.csv")
+DISTANCES = results("evaluation", "distances", "{dataset}.csv")
+FEATURES = results("evaluation", "features", "{dataset}.csv")
+SUMMARY_CSV = results("evaluation", "summary", "{dataset}.csv")
 
-# Inputs of the Frechet and summary rules per dataset.
-FRECHET_INPUTS = {
+# Image sets of each dataset's comparison by role; LoTSS also has the classical one.
+COMPARED_SETS = {
     dataset: {
-        "real": SCORES.format(name=REAL_SET[dataset]),
-        "generated": SCORES.format(name=GENERATED_SET[dataset]),
-        **(
-            {"classical": SCORES.format(name=CLASSICAL_SET[dataset])}
-            if dataset in CLASSICAL_SET
-            else {}
-        ),
+        "real": REAL_SET[dataset],
+        "generated": GENERATED_SET[dataset],
+        **({"classical": CLASSICAL_SET[dataset]} if dataset in CLASSICAL_SET else {}),
     }
     for dataset in REAL_SET
 }
-SUMMARY_INPUTS = {
+# Inputs of the distance and feature-distance rules per dataset.
+DISTANCE_INPUTS = {
     dataset: {
-        "generated": DISTANCES.format(
-            name=f"{REAL_SET[dataset]}_vs_{GENERATED_SET[dataset]}"
-        ),
-        "floor": DISTANCES.format(name=f"{REAL_SET[dataset]}_halves"),
-        "frechet": results("evaluation", "frechet", f"{dataset}.json"),
-        **(
-            {
-                "classical": DISTANCES.format(
-                    name=f"{REAL_SET[dataset]}_vs_{CLASSICAL_SET[dataset]}"
-                )
-            }
-            if dataset in CLASSICAL_SET
-            else {}
-        ),
+        **{role: image_set_file(name) for role, name in sets.items()},
+        **{
+            f"{role}_pybdsf": PYBDSF_TABLE.format(name=name)
+            for role, name in sets.items()
+        },
     }
-    for dataset in REAL_SET
+    for dataset, sets in COMPARED_SETS.items()
+}
+FEATURE_INPUTS = {
+    dataset: {role: SCORES.format(name=name) for role, name in sets.items()}
+    for dataset, sets in COMPARED_SETS.items()
 }
 
 
@@ -181,57 +186,40 @@ rule similarity:
 
 rule distances:
     input:
-        real=lambda wildcards: image_set_file(wildcards.real),
-        other=lambda wildcards: image_set_file(wildcards.other),
-        real_pybdsf=PYBDSF_TABLE.format(name="{real}"),
-        other_pybdsf=PYBDSF_TABLE.format(name="{other}"),
+        unpack(lambda wildcards: DISTANCE_INPUTS[wildcards.dataset]),
     output:
-        results("evaluation", "distances", "{real}_vs_{other}.csv"),
+        DISTANCES,
     log:
-        results("logs", "evaluation", "distances_{real}_vs_{other}.log"),
+        results("logs", "evaluation", "distances_{dataset}.log"),
     wildcard_constraints:
-        real=r"lotss_real|first_real",
-        other=r"(lotss|first)_[a-z]+(_w[0-9.]+)?",
+        dataset=r"lotss|first",
     conda:
         "../../envs/data.yaml"
     params:
-        settings=json.dumps(SUMMARY, sort_keys=True),
+        classical=lambda wildcards, input: (
+            f"--classical {input.classical}"
+            f" --classical-pybdsf {input.classical_pybdsf}"
+            if "classical" in input.keys()
+            else ""
+        ),
+        settings=DISTANCE_SETTINGS,
         seed=config["seed"],
     shell:
-        "radiogen evaluate-distances --real {input.real} --other {input.other}"
-        " --real-pybdsf {input.real_pybdsf} --other-pybdsf {input.other_pybdsf}"
-        " --settings '{params.settings}' --seed {params.seed} --output {output}"
-        " > {log} 2>&1"
+        "radiogen evaluate-distances --real {input.real} --generated {input.generated}"
+        " --real-pybdsf {input.real_pybdsf} --generated-pybdsf {input.generated_pybdsf}"
+        " {params.classical} --settings '{params.settings}' --seed {params.seed}"
+        " --output {output} > {log} 2>&1"
 
 
-rule noise_floor:
+rule feature_distances:
     input:
-        real=lambda wildcards: image_set_file(wildcards.real),
-        real_pybdsf=PYBDSF_TABLE.format(name="{real}"),
+        unpack(lambda wildcards: FEATURE_INPUTS[wildcards.dataset]),
     output:
-        results("evaluation", "distances", "{real}_halves.csv"),
+        FEATURES,
     log:
-        results("logs", "evaluation", "noise_floor_{real}.log"),
-    wildcard_constraints:
-        real=r"lotss_real|first_real",
-    conda:
-        "../../envs/data.yaml"
-    params:
-        settings=json.dumps(SUMMARY, sort_keys=True),
-        seed=config["seed"],
-    shell:
-        "radiogen evaluate-noise-floor --real {input.real}"
-        " --real-pybdsf {input.real_pybdsf} --settings '{params.settings}'"
-        " --seed {params.seed} --output {output} > {log} 2>&1"
-
-
-rule frechet:
-    input:
-        unpack(lambda wildcards: FRECHET_INPUTS[wildcards.dataset]),
-    output:
-        results("evaluation", "frechet", "{dataset}.json"),
-    log:
-        results("logs", "evaluation", "frechet_{dataset}.log"),
+        results("logs", "evaluation", "feature_distances_{dataset}.log"),
+    benchmark:
+        results("benchmarks", "evaluation", "feature_distances_{dataset}.tsv")
     wildcard_constraints:
         dataset=r"lotss|first",
     conda:
@@ -240,18 +228,22 @@ rule frechet:
         classical=lambda wildcards, input: (
             f"--classical {input.classical}" if "classical" in input.keys() else ""
         ),
+        settings=FEATURE_SETTINGS,
         seed=config["seed"],
     shell:
-        "radiogen evaluate-frechet --real {input.real} --generated {input.generated}"
-        " {params.classical} --seed {params.seed} --output {output} > {log} 2>&1"
+        "radiogen evaluate-feature-distances --real {input.real}"
+        " --generated {input.generated} {params.classical}"
+        " --settings '{params.settings}' --seed {params.seed} --output {output}"
+        " > {log} 2>&1"
 
 
 rule summary:
     input:
-        unpack(lambda wildcards: SUMMARY_INPUTS[wildcards.dataset]),
+        distances=DISTANCES,
+        features=FEATURES,
     output:
         csv=report(
-            results("evaluation", "summary", "{dataset}.csv"),
+            SUMMARY_CSV,
             caption="../report/summary_table.rst",
             category="Summary tables",
             labels={"dataset": "{dataset}", "table": "distances (CSV)"},
@@ -269,16 +261,45 @@ rule summary:
     conda:
         "../../envs/data.yaml"
     params:
-        classical=lambda wildcards, input: (
-            f"--classical {input.classical}" if "classical" in input.keys() else ""
-        ),
         title=lambda wildcards: (
             f"{REAL_SET[wildcards.dataset]} vs {GENERATED_SET[wildcards.dataset]}"
         ),
     shell:
-        "radiogen evaluate-summary --generated {input.generated}"
-        " --noise-floor {input.floor} --frechet {input.frechet} {params.classical}"
-        " --title '{params.title}' --output-csv {output.csv}"
+        "radiogen evaluate-summary --distances {input.distances}"
+        " --features {input.features} --title '{params.title}'"
+        " --output-csv {output.csv} --output-html {output.html} > {log} 2>&1"
+
+
+rule overview:
+    input:
+        accuracy=results("evaluation", "classes", "accuracy.csv"),
+        summaries=expand(SUMMARY_CSV, dataset=REAL_SET),
+    output:
+        csv=report(
+            results("evaluation", "overview.csv"),
+            caption="../report/overview.rst",
+            category="0. Overview",
+            labels={"table": "what this run achieved (CSV)"},
+        ),
+        html=report(
+            results("evaluation", "overview.html"),
+            caption="../report/overview.rst",
+            category="0. Overview",
+            labels={"table": "what this run achieved"},
+        ),
+    log:
+        results("logs", "evaluation", "overview.log"),
+    conda:
+        "../../envs/data.yaml"
+    params:
+        summaries=" ".join(
+            f"--summary {dataset}={SUMMARY_CSV.format(dataset=dataset)}"
+            for dataset in REAL_SET
+        ),
+        omega=MAIN_OMEGA,
+    shell:
+        "radiogen evaluate-overview --accuracy {input.accuracy} {params.summaries}"
+        " --main-omega {params.omega} --output-csv {output.csv}"
         " --output-html {output.html} > {log} 2>&1"
 
 
@@ -290,3 +311,4 @@ ALL_TARGETS += expand(
 ALL_TARGETS += expand(
     results("evaluation", "summary", "{dataset}.html"), dataset=["lotss", "first"]
 )
+ALL_TARGETS += [results("evaluation", "overview.html")]

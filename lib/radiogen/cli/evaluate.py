@@ -5,10 +5,10 @@ Subcommands (each one workflow rule, each writing its own outputs):
 * ``evaluate-classify``            classifier probabilities + embeddings of one image set
 * ``evaluate-class-conditioning``  accuracy-vs-omega table, confusion matrices (Fig. 19, Table 7)
 * ``evaluate-similarity``          nearest training images by SSIM, memorisation number (App. A)
-* ``evaluate-distances``           W1 / KS between a real and another image set
-* ``evaluate-noise-floor``         W1 / KS between two halves of a real set
-* ``evaluate-frechet``             Frechet distance of classifier embeddings
-* ``evaluate-summary``             one table per generated set from the above
+* ``evaluate-distances``           size-matched W1 / KS: real vs generated (and classical) and the floor
+* ``evaluate-feature-distances``   size-matched Frechet distance and KID of classifier embeddings
+* ``evaluate-summary``             one table per generated set from the two above
+* ``evaluate-overview``            the report's first page: judge accuracy and floor ratios
 
 Seeds: every subcommand takes ``--seed`` (the workflow passes ``config["seed"]``)
 and adds a fixed offset per use, listed in :data:`SEED_OFFSETS`.
@@ -34,9 +34,10 @@ SEED_OFFSETS = {
     "similarity_generated": 602,
     "similarity_reference": 603,
     "similarity_figure": 604,
-    "halves": 605,
+    "partitions": 605,
     "pixels": 606,
     "similarity_training": 607,
+    "feature_partitions": 608,
 }
 
 CLASSES_DEFAULTS = {"batch_size": 256, "device": "cpu", "max_images": None, "threads": 2}
@@ -55,7 +56,7 @@ SIMILARITY_DEFAULTS = {
     "show": "most_similar",
     "threads": 2,
 }
-SUMMARY_DEFAULTS = {"max_pixels": 2_000_000}
+SUMMARY_DEFAULTS = {"max_pixels": 2_000_000, "floor_repeats": 10, "kid_subset_size": 1000, "kid_subsets": 20}
 
 
 def _settings(text: str | None, defaults: dict, name: str) -> dict:
@@ -101,41 +102,43 @@ def register(subparsers) -> None:
     p.add_argument("--output-html", required=True, help="memorisation number as an HTML table")
     p.set_defaults(func=cmd_similarity)
 
-    p = sub.add_parser("evaluate-distances", help="W1 and KS between a real and another image set")
-    p.add_argument("--real", required=True)
-    p.add_argument("--other", required=True)
+    p = sub.add_parser("evaluate-distances", help="size-matched W1 and KS of real vs generated (and classical) with the floor")
+    p.add_argument("--real", required=True, help="real image set")
+    p.add_argument("--generated", required=True, help="generated image set")
+    p.add_argument("--classical", default=None, help="classical simulated image set (LoTSS)")
     p.add_argument("--real-pybdsf", default=None, help="PyBDSF CSV of the real set")
-    p.add_argument("--other-pybdsf", default=None, help="PyBDSF CSV of the other set")
+    p.add_argument("--generated-pybdsf", default=None, help="PyBDSF CSV of the generated set")
+    p.add_argument("--classical-pybdsf", default=None, help="PyBDSF CSV of the classical set")
     p.add_argument("--settings", default=None, help="JSON of evaluation.summary")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", required=True, help="CSV")
     p.set_defaults(func=cmd_distances)
 
-    p = sub.add_parser("evaluate-noise-floor", help="W1 and KS between two halves of a real set")
-    p.add_argument("--real", required=True)
-    p.add_argument("--real-pybdsf", default=None)
-    p.add_argument("--settings", default=None, help="JSON of evaluation.summary")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", required=True, help="CSV")
-    p.set_defaults(func=cmd_noise_floor)
-
-    p = sub.add_parser("evaluate-frechet", help="Frechet distance of classifier embeddings")
+    p = sub.add_parser("evaluate-feature-distances", help="size-matched Frechet distance and KID of classifier embeddings")
     p.add_argument("--real", required=True, help="scores (classify output) of the real set")
     p.add_argument("--generated", required=True, help="scores of the generated set")
     p.add_argument("--classical", default=None, help="scores of the classical simulation")
+    p.add_argument("--settings", default=None, help="JSON of evaluation.summary")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", required=True, help="JSON")
-    p.set_defaults(func=cmd_frechet)
+    p.add_argument("--output", required=True, help="CSV")
+    p.set_defaults(func=cmd_feature_distances)
 
     p = sub.add_parser("evaluate-summary", help="summary table of one generated set")
-    p.add_argument("--generated", required=True, help="distances CSV real vs generated")
-    p.add_argument("--noise-floor", required=True, help="noise-floor CSV of the real set")
-    p.add_argument("--classical", default=None, help="distances CSV real vs classical")
-    p.add_argument("--frechet", default=None, help="Frechet JSON")
+    p.add_argument("--distances", required=True, help="CSV of evaluate-distances")
+    p.add_argument("--features", default=None, help="CSV of evaluate-feature-distances")
     p.add_argument("--title", required=True)
     p.add_argument("--output-csv", required=True)
     p.add_argument("--output-html", required=True)
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("evaluate-overview", help="one-page table of what the run achieved")
+    p.add_argument("--accuracy", required=True, help="accuracy CSV of evaluate-class-conditioning")
+    p.add_argument("--summary", action="append", required=True, metavar="DATASET=CSV",
+                   help="summary CSV of one dataset (repeatable), e.g. first=results/evaluation/summary/first.csv")
+    p.add_argument("--main-omega", type=float, required=True, help="omega of the main generated FIRST set")
+    p.add_argument("--output-csv", required=True)
+    p.add_argument("--output-html", required=True)
+    p.set_defaults(func=cmd_overview)
 
 
 def _set_threads(threads) -> None:
@@ -203,7 +206,8 @@ def cmd_class_conditioning(args) -> int:
         args.output_html,
         title="Classifier accuracy on the real FIRST test split and on class-conditioned generated sets",
         notes=[
-            "accuracy_percent: share of images whose predicted class equals the true (real) or conditioned (generated) class.",
+            "accuracy_percent: share of images whose predicted class equals the true (real) or conditioned (generated) class; "
+            "accuracy_se_percent: its binomial standard error sqrt(p (1 - p) / n).",
             "recall_<class>_percent: the same within one class (diagonal of the row-normalised confusion matrix).",
             "Paper (Table 7): 81.5% on the real test split, 83.4% at omega = 0.75.",
         ],
@@ -340,115 +344,117 @@ def cmd_similarity(args) -> int:
     return 0
 
 
-def _read_pybdsf(path) -> pd.DataFrame | None:
-    if path is None:
-        return None
+def _read_csv(path, what: str) -> pd.DataFrame:
     try:
         return pd.read_csv(path)
     except (OSError, ValueError) as err:
-        raise InputFileError(f"{path}: cannot read PyBDSF table ({err})") from err
-
-
-def _flux_unit(column: str) -> str:
-    return "Jy" if column == "model_flux_jy" else "scaled image units x beam"
+        raise InputFileError(f"{path}: cannot read {what} ({err})") from err
 
 
 def cmd_distances(args) -> int:
     from radiogen.evaluation import summary as sm
+    from radiogen.evaluation.imagesets import open_image_set
+    from radiogen.evaluation.pybdsf import model_flux_columns
 
     s = _settings(args.settings, SUMMARY_DEFAULTS, "summary")
-    seed = args.seed + SEED_OFFSETS["pixels"]
-    real = sm.image_set_distributions(args.real, max_pixels=s["max_pixels"], seed=seed)
-    other = sm.image_set_distributions(args.other, max_pixels=s["max_pixels"], seed=seed + 1)
-    real_t, other_t = _read_pybdsf(args.real_pybdsf), _read_pybdsf(args.other_pybdsf)
-    column = None
-    if real_t is not None and other_t is not None:
-        column = sm.flux_column_for(real_t, other_t)
-        real.update(sm.pybdsf_distributions(real_t, flux_column=column, path=args.real_pybdsf))
-        other.update(sm.pybdsf_distributions(other_t, flux_column=column, path=args.other_pybdsf))
-    table = sm.distance_table(real, other)
-    if column:
-        table.loc[table["distribution"] == "model_flux", "unit"] = _flux_unit(column)
-    sm.write_csv(table, args.output)
-    log.info("distances %s vs %s:\n%s", args.real, args.other, table.to_string(index=False))
-    return 0
-
-
-def cmd_noise_floor(args) -> int:
-    from radiogen.evaluation import summary as sm
-
-    s = _settings(args.settings, SUMMARY_DEFAULTS, "summary")
-    stats = sm.image_set_distributions(args.real, max_pixels=s["max_pixels"], seed=args.seed + SEED_OFFSETS["pixels"])
-    table_in = _read_pybdsf(args.real_pybdsf)
-    column = sm.flux_column_for(table_in) if table_in is not None else "model_flux"
-    table = sm.noise_floor_table(stats, table_in, flux_column=column, seed=args.seed + SEED_OFFSETS["halves"])
-    if table_in is not None:
-        table.loc[table["distribution"] == "model_flux", "unit"] = _flux_unit(column)
-    sm.write_csv(table, args.output)
-    log.info("noise floor of %s:\n%s", args.real, table.to_string(index=False))
-    return 0
-
-
-def cmd_frechet(args) -> int:
-    from radiogen.evaluation.classes import read_scores
-    from radiogen.evaluation.distances import (
-        frechet_distance,
-        gaussian_fit,
-        split_halves,
-    )
-
-    real = read_scores(args.real)["embeddings"]
-    gen = read_scores(args.generated)["embeddings"]
-    fit_real = gaussian_fit(real)
-    result = {
-        "generated": frechet_distance(*fit_real, *gaussian_fit(gen)),
-        "n_real": len(real),
-        "n_generated": len(gen),
-        "embedding_dim": int(real.shape[1]),
-        "real_file": str(args.real),
-        "generated_file": str(args.generated),
-    }
-    a, b = split_halves(len(real), seed=args.seed + SEED_OFFSETS["halves"])
-    result["real_halves"] = frechet_distance(*gaussian_fit(real[a]), *gaussian_fit(real[b]))
-    result["classical"] = None
+    if args.classical_pybdsf and not args.classical:
+        raise ConfigError("--classical-pybdsf needs --classical")
+    paths = {"real": args.real, "generated": args.generated}
+    pybdsf = {"real": args.real_pybdsf, "generated": args.generated_pybdsf}
     if args.classical:
-        classical = read_scores(args.classical)["embeddings"]
-        result["classical"] = frechet_distance(*fit_real, *gaussian_fit(classical))
-        result["n_classical"] = len(classical)
-    write_json_atomic(result, args.output)
-    log.info("Frechet distance: %s", result)
+        paths["classical"], pybdsf["classical"] = args.classical, args.classical_pybdsf
+    with open_image_set(args.real) as real_set:
+        n_real = real_set.n_images
+    # One pixel count per image for every set, so that equal image counts mean equal pixel counts.
+    per_image = sm.pixels_per_image(s["max_pixels"], n_real)
+    seed = args.seed + SEED_OFFSETS["pixels"]
+    sets = {name: sm.image_set_distributions(path, pixels_per_image=per_image, seed=seed + k)
+            for k, (name, path) in enumerate(paths.items())}
+    given = [name for name, path in pybdsf.items() if path is not None]
+    if given and len(given) != len(pybdsf):
+        raise ConfigError(f"PyBDSF tables given for {', '.join(given)} only: give one for every set or none")
+    if given:
+        tables = {name: _read_csv(path, "PyBDSF table") for name, path in pybdsf.items()}
+        columns = model_flux_columns(*tables.values())
+        for name, table in tables.items():
+            sets[name].update(sm.pybdsf_per_image(table, len(sets[name]["image_mean"]), flux_columns=columns, path=pybdsf[name]))
+    table = sm.matched_distance_table(
+        sets["real"], sets["generated"], classical=sets.get("classical"),
+        repeats=int(s["floor_repeats"]), seed=args.seed + SEED_OFFSETS["partitions"],
+    )
+    sm.write_csv(table, args.output)
+    log.info("distances (%s pixels per image):\n%s", "all" if per_image is None else per_image, table.to_string(index=False))
+    return 0
+
+
+def cmd_feature_distances(args) -> int:
+    from radiogen.evaluation import summary as sm
+    from radiogen.evaluation.classes import read_scores
+
+    s = _settings(args.settings, SUMMARY_DEFAULTS, "summary")
+    table = sm.feature_distance_table(
+        read_scores(args.real)["embeddings"],
+        read_scores(args.generated)["embeddings"],
+        classical=read_scores(args.classical)["embeddings"] if args.classical else None,
+        repeats=int(s["floor_repeats"]),
+        seed=args.seed + SEED_OFFSETS["feature_partitions"],
+        kid_subset_size=int(s["kid_subset_size"]),
+        kid_subsets=int(s["kid_subsets"]),
+    )
+    sm.write_csv(table, args.output)
+    log.info("feature distances:\n%s", table.to_string(index=False))
     return 0
 
 
 def cmd_summary(args) -> int:
     from radiogen.evaluation import summary as sm
 
-    def read(path):
-        try:
-            return pd.read_csv(path)
-        except (OSError, ValueError) as err:
-            raise InputFileError(f"{path}: cannot read distance table ({err})") from err
-
-    frechet = sm.read_json(args.frechet) if args.frechet else None
     table = sm.summary_table(
-        read(args.generated),
-        read(args.noise_floor),
-        classical=read(args.classical) if args.classical else None,
-        frechet=frechet,
+        _read_csv(args.distances, "distance table"),
+        _read_csv(args.features, "feature-distance table") if args.features else None,
     )
     sm.write_csv(table, args.output_csv)
+    first = table.iloc[0] if len(table) else None
+    sizes = (f"{int(first['n_reference'])} reference real images against {int(first['n_compared'])} of each "
+             f"compared set, {int(first['repeats'])} partitions") if first is not None else "no rows"
     notes = [
         "W1: Wasserstein-1 distance (area between the empirical CDFs, in the unit of the quantity); "
-        "KS: two-sample Kolmogorov-Smirnov statistic (largest CDF difference, 0..1). Smaller is closer.",
-        "real_vs_real_halves: the same distance between two disjoint seeded halves of the real set, "
-        "the noise floor (each half has half the images, so the floor is slightly pessimistic).",
-        "generated_over_floor: real_vs_generated / real_vs_real_halves; about 1 means indistinguishable at this sample size.",
-        "Frechet: distance between Gaussian fits of the FIRST morphology classifier's 512-d embeddings "
-        "(for LoTSS a generic feature space: the classifier never saw LoTSS images).",
+        "KS: two-sample Kolmogorov-Smirnov statistic (largest CDF difference, 0..1). Smaller is closer. "
+        "No KS p-values: pixels of one image are correlated, so a p-value counting them as independent would be false precision.",
+        "Size-matched: each of R seeded partitions splits the real set into a reference part A and a held-out part B "
+        "of m = min(generated images, real images / 2) images; real_vs_generated = d(A, m generated images), "
+        "real_vs_real_floor = d(A, B), real_vs_classical = d(A, m classical images). Values are medians over the "
+        f"partitions ({sizes}); floor_sd is the floor's spread over them.",
+        "generated_over_floor: real_vs_generated / real_vs_real_floor; about 1 means indistinguishable at this sample size. "
+        "generated_floor_z: (real_vs_generated - real_vs_real_floor) / floor_sd; within about +-2 is sampling noise.",
+        "Feature distances on the FIRST morphology classifier's embeddings (for LoTSS a generic feature space: the "
+        "classifier never saw LoTSS images). Read KID: the unbiased MMD^2 with kernel (x.y/d + 1)^3 (Binkowski et al. 2018), "
+        "expectation 0 for equal distributions at any size (it can be negative), so its ratio to the floor is not given; "
+        "read its z. Frechet (FID-like) is biased upwards at these set sizes; only its ratio to the size-matched floor means something.",
+        "PyBDSF model flux is that of the min-max-scaled images, as in the paper's Fig. 15; "
+        "'PyBDSF model flux (Jy)' (LoTSS) undoes the scaling with each image's peak flux. "
         "PyBDSF rows use only images PyBDSF modelled (status ok).",
     ]
-    if args.classical:
-        notes.append("real_vs_classical: the classical simulated survey; generated_beats_classical is True where the diffusion model is closer to the real data.")
-    sm.write_table_html(table, args.output_html, title=args.title, notes=notes)
+    if table["real_vs_classical"].notna().any():
+        notes.append("real_vs_classical: the classical simulated survey at the same sizes; generated_beats_classical "
+                     "is True where the diffusion model is closer to the real data.")
+    sm.write_table_html(table.drop(columns=["distribution"]), args.output_html, title=args.title, notes=notes)
     log.info("summary:\n%s", table.to_string(index=False))
+    return 0
+
+
+def cmd_overview(args) -> int:
+    from radiogen.evaluation import overview as ov
+    from radiogen.evaluation.summary import write_csv
+
+    summaries = {}
+    for item in args.summary:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--summary expects DATASET=CSV, got {item!r}")
+        summaries[name] = _read_csv(path, "summary table")
+    table = ov.overview_table(_read_csv(args.accuracy, "accuracy table"), summaries, main_omega=args.main_omega)
+    write_csv(table, args.output_csv)
+    ov.write_overview_html(table, args.output_html)
+    log.info("overview:\n%s", table.to_string(index=False))
     return 0

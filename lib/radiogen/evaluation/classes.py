@@ -8,7 +8,8 @@ from / labelled with), per-class recall, and the confusion matrix
 81.5% on the real test split, 83.4% on images generated at omega = 0.75).
 
 The same pass keeps the classifier's penultimate-layer embeddings, which
-:mod:`radiogen.evaluation.distances` turns into a Frechet distance.
+:mod:`radiogen.evaluation.distances` turns into the Frechet distance and
+the KID.
 """
 
 from __future__ import annotations
@@ -199,15 +200,19 @@ def accuracy_table(entries) -> pd.DataFrame:
 
     ``entries``: iterable of (set name, omega or NaN, metrics from
     :func:`class_metrics`).  Columns: set, guidance_omega, n_images,
-    accuracy_percent, then ``recall_<class>_percent``.
+    accuracy_percent, accuracy_se_percent (binomial standard error), then
+    ``recall_<class>_percent``.
     """
     rows = []
     for name, omega, metrics in entries:
+        p, n = metrics["accuracy"], metrics["n_images"]
         row = {
             "set": name,
             "guidance_omega": omega,
-            "n_images": metrics["n_images"],
-            "accuracy_percent": 100.0 * metrics["accuracy"],
+            "n_images": n,
+            "accuracy_percent": 100.0 * p,
+            # Binomial standard error of a proportion, sqrt(p (1 - p) / n).
+            "accuracy_se_percent": 100.0 * float(np.sqrt(p * (1.0 - p) / n)),
         }
         for cls, value in metrics["recall"].items():
             row[f"recall_{cls}_percent"] = 100.0 * value

@@ -3,7 +3,11 @@
 * :func:`example_figure`: images of each set with their Gaussian model below,
   picked at increasing A50% quantiles, the A50% region outlined in white;
 * :func:`distribution_figure`: model flux and A50% histograms of several sets
-  on shared logarithmic bins with 1-sigma Poisson bands.
+  on shared logarithmic bins with 1-sigma Poisson bands.  The model flux is
+  that of the min-max-scaled images, as in the paper's Fig. 15; where every
+  set has a peak flux (LoTSS) a third panel shows it in Jy.  The columns come
+  from :func:`radiogen.evaluation.pybdsf.model_flux_columns`, the rule the
+  summary tables use too.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from radiogen.evaluation.imagesets import open_image_set
-from radiogen.evaluation.pybdsf import a50_mask, read_models
+from radiogen.evaluation.pybdsf import MODEL_FLUX_UNITS, a50_mask, model_flux_columns, read_models
 from radiogen.evaluation.stats import histogram_with_errors, plot_histograms, shared_bins
 from radiogen.io import atomic_path, write_json_atomic
 
@@ -84,20 +88,16 @@ def example_figure(sets: dict[str, dict], output: str | os.PathLike, *, n: int =
     plt.close(fig)
 
 
-def _flux_column(tables: dict[str, pd.DataFrame]) -> str:
-    # Physical fluxes only when every set has a peak flux; otherwise the scaled unit.
-    if all(np.isfinite(t.loc[t["status"] == "ok", "model_flux_jy"]).any() for t in tables.values()):
-        return "model_flux_jy"
-    return "model_flux"
-
-
 def distribution_figure(tables: dict[str, str | os.PathLike], output: str | os.PathLike, *,
                         output_json: str | os.PathLike | None = None, bins: int = 40) -> dict:
     """Model flux and A50% distributions of several sets (paper Figs. 15 and 16).
 
-    Only images with status ``ok`` enter; the failure counts are printed in the legend
-    title.  Bins are logarithmic and shared between sets.  Returns (and optionally
-    writes as JSON) the histograms with their Poisson bounds and the status counts.
+    Panels: model flux of the scaled images (Fig. 15), A50% (Fig. 16), and the
+    model flux in Jy when every set has it (LoTSS).  Only images with status
+    ``ok`` enter; the failure counts are printed in the figure title.  Bins are
+    logarithmic and shared between sets.  Returns (and optionally writes as
+    JSON) ``flux_columns``, the histograms per column with their Poisson bounds
+    and the status counts.
     """
     import matplotlib
 
@@ -106,19 +106,18 @@ def distribution_figure(tables: dict[str, str | os.PathLike], output: str | os.P
     import seaborn as sns
 
     frames = {label: pd.read_csv(path) for label, path in tables.items()}
-    flux_column = _flux_column(frames)
-    result: dict = {"flux_column": flux_column, "status_counts": {}, "histograms": {}}
+    flux_columns = model_flux_columns(*frames.values())
+    result: dict = {"flux_columns": flux_columns, "status_counts": {}, "histograms": {}}
     ok = {label: t[t["status"] == "ok"] for label, t in frames.items()}
     for label, table in frames.items():
         result["status_counts"][label] = {k: int(v) for k, v in
                                           table["status"].value_counts().items()}
     sns.set_theme(style="ticks", context="paper")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
-    for ax, column, xlabel in (
-        (axes[0], flux_column, "PyBDSF model flux " + (
-            "[Jy]" if flux_column.endswith("_jy") else "[scaled units x beam]")),
-        (axes[1], "a50_pixels", "A50% [pixels]"),
-    ):
+    panels = [("model_flux", f"PyBDSF model flux [{MODEL_FLUX_UNITS['model_flux']}]"),
+              ("a50_pixels", "A50% [pixels]")]
+    panels += [(c, f"PyBDSF model flux [{MODEL_FLUX_UNITS[c]}]") for c in flux_columns[1:]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), constrained_layout=True)
+    for ax, (column, xlabel) in zip(axes, panels):
         edges = shared_bins(*[t[column] for t in ok.values()], bins=bins, log=True)
         hists = {label: histogram_with_errors(t[column][t[column] > 0], edges)
                  for label, t in ok.items()}

@@ -70,6 +70,8 @@ __all__ = [
     "run_shard",
     "merge_shards",
     "read_models",
+    "MODEL_FLUX_UNITS",
+    "model_flux_columns",
 ]
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,11 @@ RESULT_COLUMNS = [
     "label",
     "seconds",
 ]
+
+#: Model-flux columns of the tables and their units.  ``model_flux`` is the
+#: total flux of the min-max-scaled image, the quantity of the paper's Fig. 15;
+#: ``model_flux_jy`` undoes the scaling with the image's peak flux (LoTSS only).
+MODEL_FLUX_UNITS = {"model_flux": "scaled image units x beam", "model_flux_jy": "Jy"}
 
 _BDSF = None
 _BDSF_ERRSTATE: dict | None = None
@@ -708,3 +715,29 @@ def read_models(paths: list[str | os.PathLike], indices) -> dict[int, np.ndarray
             for pos in np.flatnonzero(np.isin(index, list(wanted))):
                 found[int(index[pos])] = h5["models"][pos]
     return found
+
+
+def model_flux_columns(*tables: pd.DataFrame) -> list[str]:
+    """Model-flux columns to compare between PyBDSF tables (summary tables and figures alike).
+
+    Always ``model_flux`` (scaled images, as the paper compares them), then
+    ``model_flux_jy`` when every table has it finite on all its ``ok`` rows
+    (LoTSS sets carry a peak flux; FIRST sets do not).
+
+    Parameters
+    ----------
+    *tables : DataFrame
+        Merged PyBDSF tables of the compared sets.
+
+    Returns
+    -------
+    list of str
+        Column names, paper quantity first.
+    """
+    if not tables:
+        return ["model_flux"]
+    for table in tables:
+        ok = table[table["status"] == "ok"] if "status" in table.columns else table
+        if "model_flux_jy" not in table.columns or not np.all(np.isfinite(ok["model_flux_jy"].to_numpy(dtype=float))):
+            return ["model_flux"]
+    return ["model_flux", "model_flux_jy"]

@@ -2,17 +2,23 @@
 
 For each distribution of the paper's evaluation (pixel values, image mean,
 image std, PyBDSF model flux, A50%, Delta+) the distances of
-:mod:`radiogen.evaluation.distances` are computed between
+:mod:`radiogen.evaluation.distances` are computed, size-matched, between
 
-* the real training set and a generated set,
-* two disjoint seeded halves of the real set (the noise floor), and
-* for LoTSS, the real set and the classical simulated survey (the baseline
-  the paper argues against),
+* a reference part A of the real set and a subsample of the generated set,
+* A and a held-out part B of the real set of the same size (the noise floor),
+* for LoTSS, A and a subsample of the classical simulated survey (the
+  baseline the paper argues against), of the same size again,
 
-plus the Frechet distance between Gaussian fits of classifier embeddings.
-:func:`summary_table` puts them side by side, one row per (distribution,
-metric), so a reader sees whether the diffusion model beats the classical
-simulation and how far it is above the noise floor.
+over R seeded partitions (medians reported), plus the Frechet distance and
+the KID of classifier embeddings.  :func:`summary_table` puts them side by
+side, one row per (distribution, metric), so a reader sees whether the
+diffusion model beats the classical simulation and how far it is above the
+noise floor.
+
+Every per-image quantity is kept row-aligned with the image set (PyBDSF rows
+follow their image ``index``; images PyBDSF did not model are NaN and drop out
+of the distances), so one partition of the image rows partitions every
+distribution alike.
 """
 
 from __future__ import annotations
@@ -20,23 +26,33 @@ from __future__ import annotations
 import html
 import json
 import logging
+import warnings
 
 import numpy as np
 import pandas as pd
 
-from radiogen.errors import InputFileError
-from radiogen.evaluation.distances import one_d_distances, split_halves
+from radiogen.errors import InputFileError, RadiogenError
+from radiogen.evaluation.distances import (
+    frechet_distance,
+    gaussian_fit,
+    kernel_inception_distance,
+    one_d_distances,
+    size_matched,
+)
+from radiogen.evaluation.pybdsf import MODEL_FLUX_UNITS
 from radiogen.io import atomic_path
 
 __all__ = [
     "DISTRIBUTIONS",
+    "UNBIASED_METRICS",
+    "DISTANCE_COLUMNS",
+    "pixels_per_image",
     "image_distributions",
     "image_set_distributions",
-    "select_rows",
-    "flux_column_for",
-    "pybdsf_distributions",
-    "distance_table",
-    "noise_floor_table",
+    "pybdsf_per_image",
+    "distance_rows",
+    "matched_distance_table",
+    "feature_distance_table",
     "summary_table",
     "write_table_html",
     "write_csv",
@@ -50,11 +66,46 @@ DISTRIBUTIONS = [
     ("pixel_value", "pixel values", "scaled 0..1"),
     ("image_mean", "image mean", "scaled 0..1"),
     ("image_std", "image std", "scaled 0..1"),
-    ("model_flux", "PyBDSF model flux", "see model_flux_unit"),
+    ("model_flux", "PyBDSF model flux", MODEL_FLUX_UNITS["model_flux"]),
+    ("model_flux_jy", "PyBDSF model flux (Jy)", MODEL_FLUX_UNITS["model_flux_jy"]),
     ("a50_pixels", "A50% (PyBDSF model)", "pixels"),
     ("delta_plus", "positive residual Delta+", "scaled 0..1 x pixels"),
 ]
-_PYBDSF_KEYS = ("model_flux", "a50_pixels", "delta_plus")
+_PYBDSF_KEYS = ("model_flux", "model_flux_jy", "a50_pixels", "delta_plus")
+
+#: Metrics whose estimate has expectation 0 for equal distributions: their
+#: floor is about 0, so a ratio to it means nothing (read the z column).
+UNBIASED_METRICS = frozenset({"KID"})
+
+#: Columns of :func:`matched_distance_table` and :func:`feature_distance_table`.
+DISTANCE_COLUMNS = [
+    "distribution",
+    "label",
+    "metric",
+    "unit",
+    "real_vs_generated",
+    "real_vs_real_floor",
+    "floor_sd",
+    "real_vs_classical",
+    "n_reference",
+    "n_compared",
+    "repeats",
+]
+
+
+def pixels_per_image(max_pixels: int | None, n_images: int) -> int | None:
+    """Pixels drawn from every image so that the real set gives about ``max_pixels``.
+
+    The same number is drawn from every image of every compared set, so that
+    equal numbers of images mean equal numbers of pixels (the size matching
+    of :mod:`radiogen.evaluation.distances` counts images).  None keeps every
+    pixel.
+    """
+    if max_pixels is None:
+        return None
+    if n_images < 1:
+        raise RadiogenError("an empty image set has no pixels to sample")
+    return max(1, -(-int(max_pixels) // int(n_images)))
 
 
 def image_distributions(images, *, pixels_per_image: int | None, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -63,7 +114,7 @@ def image_distributions(images, *, pixels_per_image: int | None, rng: np.random.
     ``pixel_value`` is (N, p): ``pixels_per_image`` pixels drawn without
     replacement from each image (all pixels when None).  Every image has the
     same number of pixels, so pooling equal-size per-image samples is an
-    unbiased sample of the pooled pixel distribution, and halves of the set
+    unbiased sample of the pooled pixel distribution, and parts of the set
     select their pixels simply by rows.
     """
     images = np.asarray(images, dtype=np.float32)
@@ -76,11 +127,19 @@ def image_distributions(images, *, pixels_per_image: int | None, rng: np.random.
     return {"pixel_value": pixels, "image_mean": flat.mean(axis=1), "image_std": flat.std(axis=1)}
 
 
-def image_set_distributions(path, *, max_pixels: int | None, seed: int, chunk: int = 2048) -> dict[str, np.ndarray]:
+def image_set_distributions(path, *, pixels_per_image: int | None, seed: int, chunk: int = 2048) -> dict[str, np.ndarray]:
     """:func:`image_distributions` of a whole image-set file, read in chunks.
 
-    ``max_pixels`` bounds the total pixel sample (``ceil(max_pixels / N)``
-    pixels per image); None keeps every pixel.
+    Parameters
+    ----------
+    path : path-like
+        Image-set HDF5 (``/images`` in [0, 1]).
+    pixels_per_image : int or None, keyword-only
+        Pixels sampled per image (see :func:`pixels_per_image`); None keeps all.
+    seed : int, keyword-only
+        Seed of the pixel sample.
+    chunk : int, keyword-only
+        Images read at a time.
     """
     from radiogen.evaluation.imagesets import open_image_set
 
@@ -90,141 +149,211 @@ def image_set_distributions(path, *, max_pixels: int | None, seed: int, chunk: i
         n = image_set.n_images
         if n == 0:
             raise InputFileError(f"{path}: image set is empty")
-        per_image = None if max_pixels is None else max(1, -(-int(max_pixels) // n))
         for start in range(0, n, chunk):
-            parts.append(image_distributions(image_set.images(start, min(n, start + chunk)), pixels_per_image=per_image, rng=rng))
+            parts.append(image_distributions(image_set.images(start, min(n, start + chunk)), pixels_per_image=pixels_per_image, rng=rng))
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
-def select_rows(distributions: dict[str, np.ndarray], rows) -> dict[str, np.ndarray]:
-    """The per-image distributions of a subset of images."""
-    return {key: value[rows] for key, value in distributions.items()}
+def pybdsf_per_image(table: pd.DataFrame, n_images: int, *, flux_columns, path="PyBDSF table") -> dict[str, np.ndarray]:
+    """PyBDSF quantities aligned with the image rows (NaN where PyBDSF did not model the image).
 
+    Parameters
+    ----------
+    table : DataFrame
+        Merged PyBDSF table (``index`` = image row).
+    n_images : int
+        Number of images in the set.
+    flux_columns : list of str, keyword-only
+        From :func:`radiogen.evaluation.pybdsf.model_flux_columns`.
+    path : keyword-only
+        Name of the table, for errors.
 
-def pybdsf_distributions(table: pd.DataFrame, *, flux_column: str, path="PyBDSF table") -> dict[str, np.ndarray]:
-    """Model flux, A50% and Delta+ of the images PyBDSF modelled (``status == "ok"``)."""
-    needed = ["index", "status", flux_column, "a50_pixels", "delta_plus"]
-    missing = [c for c in needed if c not in table.columns]
+    Returns
+    -------
+    dict
+        (n_images,) float arrays: the flux columns, ``a50_pixels`` and
+        ``delta_plus``; only rows with ``status == "ok"`` are finite.
+    """
+    columns = [*flux_columns, "a50_pixels", "delta_plus"]
+    missing = [c for c in ["index", "status", *columns] if c not in table.columns]
     if missing:
         raise InputFileError(f"{path}: missing column(s) {', '.join(missing)}")
-    ok = table[table["status"] == "ok"]
-    return {
-        "model_flux": ok[flux_column].to_numpy(dtype=np.float64),
-        "a50_pixels": ok["a50_pixels"].to_numpy(dtype=np.float64),
-        "delta_plus": ok["delta_plus"].to_numpy(dtype=np.float64),
-    }
+    index = table["index"].to_numpy(dtype=np.int64)
+    if index.size and (index.min() < 0 or index.max() >= n_images):
+        raise InputFileError(f"{path}: image indices outside 0..{n_images - 1}")
+    ok = (table["status"] == "ok").to_numpy()
+    out = {}
+    for column in columns:
+        values = np.full(n_images, np.nan)
+        values[index[ok]] = table[column].to_numpy(dtype=np.float64)[ok]
+        out[column] = values
+    return out
 
 
-def flux_column_for(*tables: pd.DataFrame) -> str:
-    """``model_flux_jy`` (Jy) when every table has it finite for its ok rows, else ``model_flux``."""
-    for table in tables:
-        ok = table[table["status"] == "ok"] if "status" in table.columns else table
-        if "model_flux_jy" not in table.columns or not np.all(np.isfinite(ok["model_flux_jy"].to_numpy(dtype=float))):
-            return "model_flux"
-    return "model_flux_jy"
+def distance_rows(a: dict, b: dict) -> dict[str, float]:
+    """W1 and KS between matching distributions of two sets (dicts key -> per-image values).
 
-
-def _compare(a: dict, b: dict) -> pd.DataFrame:
-    rows = []
-    for key, label, unit in DISTRIBUTIONS:
+    Returns ``{"<key>/w1": ..., "<key>/ks": ...}``; a distribution with no
+    finite values on one side (e.g. PyBDSF failed everywhere) gives NaN.
+    """
+    out = {}
+    for key, label, _ in DISTRIBUTIONS:
         if key not in a or key not in b:
             continue
         try:
             d = one_d_distances(a[key], b[key], name=label)
-        except Exception as err:  # an empty distribution (e.g. PyBDSF failed everywhere) is a row, not a crash
+        except RadiogenError as err:  # an empty distribution is a NaN row, not a crash
             log.warning("%s: %s", label, err)
-            d = {"w1": np.nan, "ks": np.nan, "ks_pvalue": np.nan, "n_a": int(np.size(a[key])), "n_b": int(np.size(b[key]))}
-        rows.append({"distribution": key, "label": label, "unit": unit, **d})
-    return pd.DataFrame(rows, columns=["distribution", "label", "unit", "w1", "ks", "ks_pvalue", "n_a", "n_b"])
+            d = {"w1": np.nan, "ks": np.nan}
+        out[f"{key}/w1"], out[f"{key}/ks"] = d["w1"], d["ks"]
+    return out
 
 
-def distance_table(real: dict, other: dict) -> pd.DataFrame:
-    """W1 and KS between matching distributions of two sets (dicts key -> values)."""
-    return _compare(real, other)
+def _median(values) -> float:
+    values = np.asarray(values, dtype=np.float64)
+    return float(np.median(values[np.isfinite(values)])) if np.isfinite(values).any() else np.nan
 
 
-def noise_floor_table(image_stats: dict, table: pd.DataFrame | None, *, flux_column: str, seed: int) -> pd.DataFrame:
-    """W1 and KS between two disjoint seeded halves of one real set.
+def _sd(values) -> float:
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return float(np.std(values, ddof=1)) if values.size > 1 else np.nan
 
-    ``image_stats`` comes from :func:`image_set_distributions`.  The halves
-    split the image rows; the PyBDSF rows follow their ``index`` column into
-    the same halves.
+
+def _rows(result: dict, entries, *, classical: bool) -> pd.DataFrame:
+    """Rows of DISTANCE_COLUMNS from a :func:`size_matched` result.
+
+    ``entries``: (result key, distribution, label, metric, unit) per row.
     """
-    n = len(image_stats["image_mean"])
-    half_a, half_b = split_halves(n, seed=seed)
-    a = select_rows(image_stats, half_a)
-    b = select_rows(image_stats, half_b)
-    if table is not None:
-        in_a = np.isin(table["index"].to_numpy(), half_a)
-        a.update(pybdsf_distributions(table[in_a], flux_column=flux_column))
-        b.update(pybdsf_distributions(table[~in_a], flux_column=flux_column))
-    return _compare(a, b)
+    rows = []
+    for name, key, label, metric, unit in entries:
+        if name not in result["floor"]:
+            continue
+        rows.append({
+            "distribution": key,
+            "label": label,
+            "metric": metric,
+            "unit": unit,
+            "real_vs_generated": _median(result["others"][0][name]),
+            "real_vs_real_floor": _median(result["floor"][name]),
+            "floor_sd": _sd(result["floor"][name]),
+            "real_vs_classical": _median(result["others"][1][name]) if classical else np.nan,
+            "n_reference": result["n_reference"],
+            "n_compared": result["n_compared"],
+            "repeats": result["repeats"],
+        })
+    return pd.DataFrame(rows, columns=DISTANCE_COLUMNS)
 
 
-def summary_table(
-    generated: pd.DataFrame,
-    floor: pd.DataFrame,
-    *,
-    classical: pd.DataFrame | None = None,
-    frechet: dict | None = None,
-) -> pd.DataFrame:
-    """One row per (distribution, metric) with the three comparisons side by side.
+def matched_distance_table(real: dict, generated: dict, *, classical: dict | None = None, repeats: int, seed: int) -> pd.DataFrame:
+    """Size-matched W1 and KS of every distribution, real vs generated (and classical) and the floor.
 
     Parameters
     ----------
-    generated, floor, classical : DataFrame
-        Outputs of :func:`distance_table` (real vs generated, real vs
-        classical) and :func:`noise_floor_table`.
-    frechet : dict, optional
-        ``{"generated": FD, "real_halves": FD, "classical": FD or None}``.
+    real, generated, classical : dict
+        Row-aligned per-image distributions (key -> array with one row per
+        image), from :func:`image_set_distributions` and
+        :func:`pybdsf_per_image`.
+    repeats, seed : int, keyword-only
+        Number of seeded partitions and their seed
+        (:func:`radiogen.evaluation.distances.size_matched_splits`).
 
     Returns
     -------
     DataFrame
-        Columns ``distribution, metric, unit, real_vs_generated,
-        real_vs_real_halves, real_vs_classical, generated_over_floor,
-        generated_beats_classical, n_real, n_generated``.
+        One row per (distribution, metric) with the columns
+        :data:`DISTANCE_COLUMNS`: medians over the partitions of
+        ``d(A, generated)``, ``d(A, B)`` (floor), ``d(A, classical)``, the
+        floor's standard deviation over the partitions, ``n_reference``
+        (images in A), ``n_compared`` (images in B and in each compared
+        subsample) and ``repeats``.
     """
-    rows = []
-    floor = floor.set_index("distribution")
-    classical = classical.set_index("distribution") if classical is not None else None
-    for _, g in generated.iterrows():
-        key = g["distribution"]
-        for metric, unit in (("w1", g["unit"]), ("ks", "dimensionless")):
-            gen = float(g[metric])
-            flo = float(floor.loc[key, metric]) if key in floor.index else np.nan
-            cla = float(classical.loc[key, metric]) if classical is not None and key in classical.index else np.nan
-            rows.append(_row(g["label"], "W1" if metric == "w1" else "KS", unit, gen, flo, cla, g["n_a"], g["n_b"]))
-    if frechet:
-        cla = frechet.get("classical")
-        rows.append(
-            _row(
-                "classifier embeddings",
-                "Frechet",
-                "squared embedding units",
-                frechet["generated"],
-                frechet.get("real_halves", np.nan),
-                np.nan if cla is None else cla,
-                frechet.get("n_real", np.nan),
-                frechet.get("n_generated", np.nan),
-            )
-        )
-    return pd.DataFrame(rows)
+    others = [generated] + ([classical] if classical is not None else [])
+    result = size_matched(distance_rows, real, others, repeats=repeats, seed=seed)
+    entries = [
+        (f"{key}/{m}", key, label, metric, unit if m == "w1" else "dimensionless")
+        for key, label, unit in DISTRIBUTIONS
+        for m, metric in (("w1", "W1"), ("ks", "KS"))
+    ]
+    return _rows(result, entries, classical=classical is not None)
 
 
-def _row(label, metric, unit, gen, floor, classical, n_real, n_gen) -> dict:
-    return {
-        "distribution": label,
-        "metric": metric,
-        "unit": unit,
-        "real_vs_generated": gen,
-        "real_vs_real_halves": floor,
-        "real_vs_classical": classical,
-        "generated_over_floor": gen / floor if floor and np.isfinite(floor) and floor > 0 else np.nan,
-        "generated_beats_classical": (bool(gen < classical) if np.isfinite(classical) and np.isfinite(gen) else None),
-        "n_real": n_real,
-        "n_generated": n_gen,
-    }
+def feature_distance_table(
+    real,
+    generated,
+    *,
+    classical=None,
+    repeats: int,
+    seed: int,
+    kid_subset_size: int = 1000,
+    kid_subsets: int = 20,
+) -> pd.DataFrame:
+    """Size-matched Frechet distance and KID of classifier embeddings, with their floors.
+
+    Parameters
+    ----------
+    real, generated, classical : array_like
+        Embeddings (N, d) of the real, generated and (optional) classical sets.
+    repeats, seed : int, keyword-only
+        Seeded partitions, as in :func:`matched_distance_table`; the KID
+        subsets use ``default_rng([seed, 2**32 - 1])``.
+    kid_subset_size, kid_subsets : int, keyword-only
+        See :func:`radiogen.evaluation.distances.kernel_inception_distance`.
+
+    Returns
+    -------
+    DataFrame
+        Two rows (``Frechet``, ``KID``) with the columns :data:`DISTANCE_COLUMNS`.
+    """
+    rng = np.random.default_rng([int(seed), 2**32 - 1])
+
+    def metric(a, b) -> dict:
+        return {
+            "frechet": frechet_distance(*gaussian_fit(a), *gaussian_fit(b)),
+            "kid": kernel_inception_distance(a, b, subset_size=kid_subset_size, subsets=kid_subsets, rng=rng),
+        }
+
+    arrays = [np.asarray(x, dtype=np.float64) for x in (real, generated, *(() if classical is None else (classical,)))]
+    result = size_matched(metric, arrays[0], arrays[1:], repeats=repeats, seed=seed)
+    entries = [
+        ("frechet", "embeddings", "classifier embeddings", "Frechet", "squared embedding units"),
+        ("kid", "embeddings", "classifier embeddings", "KID", "squared kernel units"),
+    ]
+    return _rows(result, entries, classical=classical is not None)
+
+
+def summary_table(distances: pd.DataFrame, features: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per (distribution, metric) with the comparisons and their reading side by side.
+
+    Parameters
+    ----------
+    distances, features : DataFrame
+        Outputs of :func:`matched_distance_table` and
+        :func:`feature_distance_table`.
+
+    Returns
+    -------
+    DataFrame
+        The input columns plus ``generated_over_floor`` (real_vs_generated /
+        real_vs_real_floor; NaN for unbiased metrics, whose floor is about 0),
+        ``generated_floor_z`` ((real_vs_generated - real_vs_real_floor) /
+        floor_sd, floor spreads above the floor), ``classical_over_floor``
+        and ``generated_beats_classical`` (None without a classical set).
+    """
+    table = pd.concat([t for t in (distances, features) if t is not None], ignore_index=True)
+    gen, floor = table["real_vs_generated"].to_numpy(float), table["real_vs_real_floor"].to_numpy(float)
+    cla, sd = table["real_vs_classical"].to_numpy(float), table["floor_sd"].to_numpy(float)
+    biased = ~table["metric"].isin(UNBIASED_METRICS).to_numpy()
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        positive = biased & np.isfinite(floor) & (floor > 0)
+        table["generated_over_floor"] = np.where(positive, gen / np.where(positive, floor, 1.0), np.nan)
+        table["generated_floor_z"] = np.where(np.isfinite(sd) & (sd > 0), (gen - floor) / sd, np.nan)
+        table["classical_over_floor"] = np.where(positive, cla / np.where(positive, floor, 1.0), np.nan)
+    table["generated_beats_classical"] = [
+        bool(g < c) if np.isfinite(g) and np.isfinite(c) else None for g, c in zip(gen, cla)
+    ]
+    return table
 
 
 def write_table_html(table: pd.DataFrame, path, *, title: str, notes: list[str]) -> None:

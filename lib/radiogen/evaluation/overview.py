@@ -1,0 +1,168 @@
+"""One-page overview of what a run achieved: the first page of the report.
+
+It gathers, beside the paper's number where the paper gives one,
+
+* the judge: accuracy of the FIRST morphology classifier on the real FIRST
+  test split (paper Sect. 6.3: 81.5%), with its binomial standard error
+  ``sqrt(p (1 - p) / n)``;
+* class conditioning: the same accuracy on the generated FIRST sets, one row
+  per guidance omega (paper Sect. 6.3: 83.4% on the set generated at the best
+  omega, 0.75; the other values of its Table 7 are not in the paper's text);
+* fidelity: the size-matched ratios ``generated_over_floor`` of the image mean
+  and std distances (W1 and KS) and the KID's distance from its floor, per
+  dataset, from the summary tables of :mod:`radiogen.evaluation.summary` (the
+  paper shows these distributions only as histograms, so it gives no numbers).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from radiogen.errors import InputFileError
+from radiogen.evaluation.summary import write_table_html
+
+__all__ = [
+    "PAPER_REAL_TEST_ACCURACY",
+    "PAPER_GENERATED_ACCURACY",
+    "NOT_GIVEN",
+    "OVERVIEW_COLUMNS",
+    "overview_table",
+    "write_overview_html",
+]
+
+#: Classifier accuracy on the real FIRST test split, percent (paper Sect. 6.3).
+PAPER_REAL_TEST_ACCURACY = 81.5
+#: Accuracy on generated FIRST sets per omega, percent (paper Sect. 6.3 text;
+#: Table 7's other rows are not given in the text).
+PAPER_GENERATED_ACCURACY = {0.75: 83.4}
+NOT_GIVEN = "not given"
+
+OVERVIEW_COLUMNS = ["section", "dataset", "quantity", "value", "uncertainty", "paper", "reading"]
+
+#: (distribution key, metric) of the summary rows shown, in order.
+_FIDELITY_ROWS = [("image_mean", "W1"), ("image_mean", "KS"), ("image_std", "W1"), ("image_std", "KS")]
+
+
+def _accuracy_rows(accuracy: pd.DataFrame, *, main_omega: float) -> list[dict]:
+    needed = ["set", "guidance_omega", "n_images", "accuracy_percent"]
+    missing = [c for c in needed if c not in accuracy.columns]
+    if missing:
+        raise InputFileError(f"accuracy table lacks column(s) {', '.join(missing)}")
+    rows = []
+    for _, row in accuracy.iterrows():
+        p, n = float(row["accuracy_percent"]) / 100.0, int(row["n_images"])
+        # Binomial standard error of a proportion, sqrt(p (1 - p) / n), when the table predates the column.
+        se = float(row["accuracy_se_percent"]) if "accuracy_se_percent" in row else 100.0 * np.sqrt(p * (1 - p) / n)
+        omega = float(row["guidance_omega"])
+        if not np.isfinite(omega):
+            rows.append({
+                "section": "judge",
+                "dataset": "first",
+                "quantity": "classifier accuracy on the real FIRST test split (%)",
+                "value": 100.0 * p,
+                "uncertainty": se,
+                "paper": f"{PAPER_REAL_TEST_ACCURACY:g}",
+                "reading": f"binomial standard error; n = {n} test images",
+            })
+            continue
+        paper = next((v for w, v in PAPER_GENERATED_ACCURACY.items() if np.isclose(w, omega)), None)
+        main = " (the set of the summary tables)" if np.isclose(omega, main_omega) else ""
+        rows.append({
+            "section": "class conditioning",
+            "dataset": "first",
+            "quantity": f"classifier accuracy on generated FIRST images, omega = {omega:g} (%)",
+            "value": 100.0 * p,
+            "uncertainty": se,
+            "paper": NOT_GIVEN if paper is None else f"{paper:g}",
+            "reading": f"binomial standard error; n = {n} generated images{main}",
+        })
+    return rows
+
+
+def _fidelity_rows(dataset: str, summary: pd.DataFrame) -> list[dict]:
+    needed = ["distribution", "metric", "real_vs_generated", "real_vs_real_floor", "floor_sd",
+              "generated_over_floor", "generated_floor_z"]
+    missing = [c for c in needed if c not in summary.columns]
+    if missing:
+        raise InputFileError(f"summary table of {dataset} lacks column(s) {', '.join(missing)}")
+    index = summary.set_index(["distribution", "metric"])
+    rows = []
+    for key, metric in _FIDELITY_ROWS:
+        if (key, metric) not in index.index:
+            continue
+        r = index.loc[(key, metric)]
+        floor, sd = float(r["real_vs_real_floor"]), float(r["floor_sd"])
+        label = r["label"] if "label" in r else key
+        rows.append({
+            "section": "fidelity",
+            "dataset": dataset,
+            "quantity": f"{label}, {metric}: generated / floor",
+            "value": float(r["generated_over_floor"]),
+            # The ratio's spread from sampling alone: the floor's relative spread.
+            "uncertainty": sd / floor if floor > 0 and np.isfinite(sd) else np.nan,
+            "paper": NOT_GIVEN,
+            "reading": "about 1 (within ~2 uncertainties) = as close to the real set as real data is to itself",
+        })
+    if ("embeddings", "KID") in index.index:
+        r = index.loc[("embeddings", "KID")]
+        rows.append({
+            "section": "fidelity",
+            "dataset": dataset,
+            "quantity": "KID of classifier embeddings: (generated - floor) / floor spread",
+            "value": float(r["generated_floor_z"]),
+            "uncertainty": np.nan,
+            "paper": NOT_GIVEN,
+            "reading": (
+                f"KID {float(r['real_vs_generated']):.3g} vs floor {float(r['real_vs_real_floor']):.3g} "
+                f"+- {float(r['floor_sd']):.3g}; KID is unbiased (0 for equal distributions), within ~+-2 is noise"
+            ),
+        })
+    return rows
+
+
+def overview_table(accuracy: pd.DataFrame, summaries: dict[str, pd.DataFrame], *, main_omega: float) -> pd.DataFrame:
+    """The overview rows: judge accuracy, accuracy per omega, floor ratios per dataset.
+
+    Parameters
+    ----------
+    accuracy : DataFrame
+        ``results/evaluation/classes/accuracy.csv``
+        (:func:`radiogen.evaluation.classes.accuracy_table`): the real test
+        split has guidance_omega NaN.
+    summaries : dict
+        Dataset name -> its summary table
+        (:func:`radiogen.evaluation.summary.summary_table`).
+    main_omega : float, keyword-only
+        Guidance of the generated FIRST set in the summary tables.
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`OVERVIEW_COLUMNS`; ``paper`` is text (a number or
+        ``"not given"``); ``uncertainty`` is a binomial standard error for
+        accuracies and the ratio's spread expected from sampling for floor
+        ratios (``reading`` says which).
+    """
+    rows = _accuracy_rows(accuracy, main_omega=main_omega)
+    for dataset, summary in summaries.items():
+        rows += _fidelity_rows(dataset, summary)
+    return pd.DataFrame(rows, columns=OVERVIEW_COLUMNS)
+
+
+def write_overview_html(table: pd.DataFrame, path) -> None:
+    """The overview as a standalone HTML page with how to read it."""
+    write_table_html(
+        table,
+        path,
+        title="What this run achieved",
+        notes=[
+            "Judge: the FIRST morphology classifier on the real test split; its accuracy bounds what class "
+            "conditioning can be shown to achieve. Accuracy uncertainties are binomial standard errors sqrt(p (1 - p) / n).",
+            "Paper numbers: Vicanek Martinez et al. (2024), Sect. 6.3 (81.5% on the real test split, 83.4% on the "
+            "set generated at omega = 0.75); the other rows of its Table 7 are not given in the text.",
+            "Fidelity: size-matched distances real vs generated over the same distance between two parts of the "
+            "real data (the noise floor), medians over seeded partitions; see the summary tables. "
+            "KID is unbiased, so it is shown as its distance from the floor in floor spreads.",
+        ],
+    )
