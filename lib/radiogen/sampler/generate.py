@@ -211,12 +211,16 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def resolve_autocast(precision: str, device: torch.device) -> torch.dtype | None:
-    """``auto``: bf16 autocast on GPU, fp32 on CPU; ``bf16``/``fp32`` force it."""
+    """``auto``: bf16 autocast on GPUs with native bf16, else fp32; ``bf16``/``fp32`` force it."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ConfigError(f"sample.precision: unknown {precision!r} (auto, fp32, bf16)")
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return None
-    if precision in ("bf16", "auto"):
-        return torch.bfloat16
-    raise ConfigError(f"sample.precision: unknown {precision!r} (auto, fp32, bf16)")
+    if precision == "auto" and torch.cuda.get_device_capability(device)[0] < 8:
+        # Before Ampere bf16 is only emulated (torch.cuda.is_bf16_supported() says
+        # True there all the same): far slower than fp32.
+        return None
+    return torch.bfloat16
 
 
 def sampler_settings(settings: Mapping | None) -> dict:
