@@ -98,6 +98,8 @@ rule train_classifier:
         results("logs", "classifier", "train_classifier.log"),
     benchmark:
         results("benchmarks", "classifier", "train_classifier.tsv")
+    # Training jobs are the long poles: start them before the many short jobs.
+    priority: 10
     conda:
         "../../envs/torch.yaml"
     threads: CLASSIFIER["threads"]

@@ -45,6 +45,8 @@ rule train_lotss:
         results("logs", "models", "train_lotss.log"),
     benchmark:
         results("benchmarks", "models", "train_lotss.tsv")
+    # Training jobs are the long poles: start them before the many short jobs.
+    priority: 10
     conda:
         "../../envs/torch.yaml"
     threads: _TRAIN_RESOURCES["lotss"]["cpus"]
@@ -74,6 +76,8 @@ rule train_first:
         results("logs", "models", "train_first.log"),
     benchmark:
         results("benchmarks", "models", "train_first.tsv")
+    # Training jobs are the long poles: start them before the many short jobs.
+    priority: 10
     conda:
         "../../envs/torch.yaml"
     threads: _TRAIN_RESOURCES["first"]["cpus"]
