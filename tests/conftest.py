@@ -44,3 +44,14 @@ def first_fits_dir() -> Path:
 def lotss_dr1_dir() -> Path:
     """Real LoTSS DR1 mosaic pieces, the DR1 catalogue rows and DR2 headers."""
     return _require(SHARED_DATA / "lotss_dr1")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (the suite runs 2 workers on 2 cores)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

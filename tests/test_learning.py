@@ -30,12 +30,7 @@ CLASSES = ["Compact", "Double"]
 CORE_RADIUS = 5.0
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _toy_image(label: int, rng: np.random.Generator) -> np.ndarray:
