@@ -94,6 +94,72 @@ def test_resumed_run_equals_uninterrupted_run(toy_first, tmp_path):
     assert meta_a["history"]["val_raw"] == meta_b["history"]["val_raw"]
 
 
+def test_changed_training_set_discards_stale_checkpoints(toy_first, tmp_path, caplog):
+    """Issue 10: a finished run's checkpoints must not stand in for training on new data."""
+    out = tmp_path / "model.pt"
+    assert _run(toy_first, out) == {"status": "done", "step": 6}
+    first_weights = load_model(out)[0].state_dict()
+
+    changed = write_synthetic_training_set(tmp_path / "changed.h5", n=40, size=16, dataset="first", seed=99)
+    steps_seen = []
+    with caplog.at_level("WARNING"):
+        assert _run(changed, out, on_step=steps_seen.append) == {"status": "done", "step": 6}
+    assert "the training set's contents changed" in caplog.text
+    assert steps_seen == [1, 2, 3, 4, 5, 6]  # trained afresh, not "resumed at step 6 of 6"
+    assert sorted(p.name for p in (tmp_path / "checkpoints" / "stale").iterdir()) == ["ckpt-000000006.pt"]
+    second_weights = load_model(out)[0].state_dict()
+    assert any(not torch.equal(first_weights[k], second_weights[k]) for k in first_weights)
+    # ... and equals a clean run on the new data
+    clean = tmp_path / "clean" / "model.pt"
+    _run(changed, clean)
+    for key, value in load_model(clean)[0].state_dict().items():
+        assert torch.equal(value, second_weights[key]), key
+
+
+def test_changed_result_setting_discards_but_longer_run_resumes(toy_first, tmp_path, caplog):
+    out = tmp_path / "model.pt"
+    _run(toy_first, out)
+    longer = {**TINY_TRAIN, "first": {**TINY_TRAIN["first"], "steps": 8}}
+    steps_seen = []
+    assert _run(toy_first, out, train_settings=longer, on_step=steps_seen.append)["step"] == 8
+    assert steps_seen == [7, 8]  # more steps of the same run: resumed
+    other_lr = {**longer, "lr": 5e-4}
+    steps_seen.clear()
+    with caplog.at_level("WARNING"):
+        _run(toy_first, out, train_settings=other_lr, on_step=steps_seen.append)
+    assert steps_seen[0] == 1 and "train.lr changed from 0.001 to 0.0005" in caplog.text
+
+
+def test_stale_checkpoints_error_when_asked_to_keep_them(toy_first, tmp_path):
+    out = tmp_path / "model.pt"
+    _run(toy_first, out)
+    strict = {**TINY_TRAIN, "stale_checkpoints": "error", "p_mean": 0.0}
+    with pytest.raises(ConfigError, match=r"ckpt-000000006\.pt.*belongs to another run: train\.p_mean changed"):
+        _run(toy_first, out, train_settings=strict)
+    assert latest_checkpoint(tmp_path / "checkpoints").name == "ckpt-000000006.pt"  # untouched
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_corrupt_newest_checkpoint_falls_back_to_previous(toy_first, tmp_path, caplog, damage):
+    ref = tmp_path / "ref" / "model.pt"
+    _run(toy_first, ref)
+    out = tmp_path / "run" / "model.pt"
+    every2 = {**TINY_TRAIN, "first": {**TINY_TRAIN["first"], "checkpoint_every": 2}}
+    assert _run(toy_first, out, train_settings=every2, stop_after=4)["step"] == 4
+    newest = latest_checkpoint(out.parent / "checkpoints")
+    assert newest.name == "ckpt-000000004.pt"
+    data = newest.read_bytes()
+    newest.write_bytes(data[: len(data) // 3] if damage == "truncate" else b"\x00not a checkpoint" * 50)
+    steps_seen = []
+    with caplog.at_level("WARNING"):
+        assert _run(toy_first, out, train_settings=every2, on_step=steps_seen.append)["step"] == 6
+    assert "ckpt-000000004.pt: unreadable checkpoint" in caplog.text
+    assert steps_seen == [3, 4, 5, 6]  # resumed from step 2
+    assert (out.parent / "checkpoints" / "corrupt" / "ckpt-000000004.pt").exists()
+    for key, value in load_model(ref)[0].state_dict().items():
+        assert torch.equal(value, load_model(out)[0].state_dict()[key]), key
+
+
 def test_model_file_carries_everything_for_sampling(toy_lotss, tmp_path):
     out = tmp_path / "model.pt"
     _run(toy_lotss, out)

@@ -10,6 +10,7 @@ FIRST ``class_names`` (JSON list).  Every check runs before any training step.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -79,6 +80,16 @@ class TrainingData:
     @property
     def context_dim(self) -> int:
         return int(self.context.shape[1])
+
+    def digest(self) -> str:
+        """SHA-256 of everything training reads: pixels, split, context, normalisation, classes."""
+        h = hashlib.sha256()
+        for arr in (self.images, self.split, self.context):
+            h.update(f"{arr.dtype.str}{arr.shape}".encode())
+            h.update(np.ascontiguousarray(arr).data)
+        meta = {"dataset": self.dataset, "normalisation": self.normalisation(), "classes": self.class_names()}
+        h.update(json.dumps(meta, sort_keys=True).encode())
+        return h.hexdigest()
 
     def normalisation(self) -> dict | None:
         """Box-Cox parameters of the peak-flux context (LoTSS), else None."""

@@ -69,6 +69,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "keep_checkpoints": 2,
     "histogram_bins": 100,
     "seed_offset": 4000,
+    "stale_checkpoints": "discard",
 }
 #: Settings that differ between the models (authors' LoTSS / FIRST configurations).
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -80,6 +81,12 @@ NON_TRAIN_KEYS = ("lotss", "first", "resources")
 #: Added to the seed so the two models draw independent streams.
 DATASET_SEED_OFFSET = {"lotss": 0, "first": 1}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: Settings that do not change the trained weights: a checkpoint made under other
+#: values of these still belongs to the run (``steps`` may grow to train longer).
+RESUMABLE_KEYS = ("steps", "log_every", "val_every", "checkpoint_every", "keep_checkpoints",
+                  "val_sigmas", "val_max_images", "histogram_bins", "compile", "channels_last",
+                  "precision", "stale_checkpoints")
+STALE_CHOICES = ("discard", "error")
 
 
 def resolve_settings(section: dict | None, dataset: str) -> dict:
@@ -109,6 +116,10 @@ def resolve_settings(section: dict | None, dataset: str) -> dict:
         raise ConfigError(f"train.ema_rampup_ratio must be > 0 or null, got {settings['ema_rampup_ratio']}")
     if any(float(s) <= 0 for s in settings["val_sigmas"]):
         raise ConfigError("train.val_sigmas must all be > 0")
+    if settings["stale_checkpoints"] not in STALE_CHOICES:
+        raise ConfigError(
+            f"train.stale_checkpoints must be one of {STALE_CHOICES}, got {settings['stale_checkpoints']!r}"
+        )
     return settings
 
 
@@ -261,13 +272,92 @@ def _checkpoint_dir(out_path: Path, checkpoint_dir) -> Path:
     return Path(checkpoint_dir) if checkpoint_dir else Path(out_path).parent / "checkpoints"
 
 
-def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
-    """Newest ``ckpt-<step>.pt`` in ``directory`` (None when there is none)."""
+def _checkpoints(directory: str | os.PathLike) -> list[Path]:
+    """``ckpt-<step>.pt`` files in ``directory``, oldest first."""
     directory = Path(directory)
     if not directory.is_dir():
-        return None
-    found = sorted(directory.glob("ckpt-*.pt"), key=lambda p: int(p.stem.split("-")[-1]))
+        return []
+    found = [p for p in directory.glob("ckpt-*.pt") if p.stem.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.stem.split("-")[-1]))
+
+
+def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
+    """Newest ``ckpt-<step>.pt`` in ``directory`` (None when there is none)."""
+    found = _checkpoints(directory)
     return found[-1] if found else None
+
+
+def run_identity(data: TrainingData, model_config: dict, settings: dict, seed: int) -> dict:
+    """What a training run's weights depend on: data digest, network, seed, settings.
+
+    Two runs with equal identities produce the same weights at every step, so a
+    checkpoint may be resumed exactly when its stored identity equals this one.
+    """
+    return {
+        "data_sha256": data.digest(),
+        "dataset": data.dataset,
+        "model_config": model_config,
+        "seed": int(seed),
+        "settings": {k: v for k, v in sorted(settings.items()) if k not in RESUMABLE_KEYS},
+    }
+
+
+def _identity_differences(stored: dict | None, current: dict) -> list[str]:
+    if not stored:
+        return ["the checkpoint records no run identity (made by an older radiogen)"]
+    diffs = []
+    if stored.get("data_sha256") != current["data_sha256"]:
+        diffs.append("the training set's contents changed")
+    for key in ("dataset", "model_config", "seed"):
+        if stored.get(key) != current[key]:
+            diffs.append(f"{key} changed from {stored.get(key)!r} to {current[key]!r}")
+    old, new = stored.get("settings", {}), current["settings"]
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            diffs.append(f"train.{key} changed from {old.get(key)!r} to {new.get(key)!r}")
+    return diffs
+
+
+def _set_aside(paths: list[Path], folder: Path) -> None:
+    """Move checkpoints out of the resume path (kept, not deleted: nothing computed is lost)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        os.replace(path, folder / path.name)
+
+
+def _load_resumable(ckpt_dir: Path, identity: dict, on_stale: str) -> dict | None:
+    """Newest readable checkpoint of this run, or None to start from step 0.
+
+    An unreadable newest file (torn write on a full disk, truncated copy) is
+    moved to ``corrupt/`` and the previous one is tried.  Checkpoints of
+    another run (other data, network, seed or settings) are moved to
+    ``stale/`` with a log line saying why, or, with ``on_stale="error"``,
+    stop the job with a :class:`ConfigError`.
+    """
+    for path in reversed(_checkpoints(ckpt_dir)):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            step = int(state["step"])
+        except Exception as err:
+            log.warning("%s: unreadable checkpoint (%s); moved to %s, trying the previous one",
+                        path, err, ckpt_dir / "corrupt")
+            _set_aside([path], ckpt_dir / "corrupt")
+            continue
+        diffs = _identity_differences(state.get("identity"), identity)
+        if not diffs:
+            return state
+        reason = "; ".join(diffs)
+        if on_stale == "error":
+            raise ConfigError(
+                f"{path}: checkpoint (step {step}) belongs to another run: {reason}. "
+                f"Delete {ckpt_dir} or set train.stale_checkpoints: discard"
+            )
+        stale = _checkpoints(ckpt_dir)
+        _set_aside(stale, ckpt_dir / "stale")
+        log.warning("%s: checkpoint belongs to another run (%s); moved %d checkpoint(s) to %s "
+                    "and starting from step 0", path, reason, len(stale), ckpt_dir / "stale")
+        return None
+    return None
 
 
 def _rng_state() -> dict:
@@ -297,8 +387,7 @@ def _save_checkpoint(directory: Path, step: int, payload: dict, keep: int) -> Pa
     path = directory / f"ckpt-{step:09d}.pt"
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-    old = sorted(directory.glob("ckpt-*.pt"), key=lambda p: int(p.stem.split("-")[-1]))
-    for stale in old[:-keep]:
+    for stale in _checkpoints(directory)[:-keep]:
         stale.unlink(missing_ok=True)
     return path
 
@@ -483,24 +572,15 @@ def _train(
     }
 
     step = 0
-    ckpt = latest_checkpoint(ckpt_dir)
-    if ckpt is not None:
-        try:
-            state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        except Exception as err:
-            raise InputFileError(f"{ckpt}: unreadable checkpoint ({err}); delete it to fall back") from err
-        if state["model_config"] != model_config:
-            raise ConfigError(
-                f"{ckpt}: checkpoint was made for a different model config "
-                f"({state['model_config']} vs {model_config}); delete {ckpt_dir} to start afresh"
-            )
-        for key in ("batch_size", "p_mean", "p_std", "ema_decay", "ema_rampup_ratio", "augment",
-                    "seed_offset"):
-            if state["train_config"].get(key) != settings[key]:
-                log.warning(
-                    "%s: train.%s changed from %r to %r; the resumed run will differ from an uninterrupted one",
-                    ckpt, key, state["train_config"].get(key), settings[key],
-                )
+    identity = run_identity(data, model_config, settings, run_seed)
+    # Rank 0 alone sorts out stale or corrupt files; the others then read what it kept.
+    state = _load_resumable(ckpt_dir, identity, settings["stale_checkpoints"]) if env.is_main else None
+    if env.distributed:
+        dist.barrier()
+        if not env.is_main:
+            kept = latest_checkpoint(ckpt_dir)
+            state = None if kept is None else torch.load(kept, map_location="cpu", weights_only=False)
+    if state is not None:
         net.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
@@ -512,7 +592,7 @@ def _train(
         history = state["history"]
         step = int(state["step"])
         if env.is_main:
-            log.info("resumed from %s at step %d of %d", ckpt, step, total_steps)
+            log.info("resumed from step %d of %d (%s)", step, total_steps, ckpt_dir)
 
     model = net
     if env.distributed:
@@ -556,6 +636,7 @@ def _train(
                 "model_config": model_config,
                 "train_config": settings,
                 "seed": run_seed,
+                "identity": identity,
             }
             path = _save_checkpoint(ckpt_dir, at, payload, int(settings["keep_checkpoints"]))
             log.info("checkpoint %s", path)
