@@ -307,8 +307,14 @@ def test_cli_shards_and_merge(first_set, tmp_path):
         assert rc == 0
         shards.append(str(table))
     merged_path = out / "merged.csv"
+    # image 2 fails (1 of 6, 17%): above the default 5% the merge stops, naming the reason
     assert cli_main(["pybdsf-merge", "--image-set", str(first_set), "--shards", *shards,
-                     "--output", str(merged_path)]) == 0
+                     "--output", str(merged_path)]) == 1
+    assert not merged_path.exists()
+    with pytest.raises(InputFileError, match=r"failed on 1 of 6 images \(16.7%\).*most common reason \(1 images\)"):
+        P.merge_shards(shards, merged_path, n_images=6, max_failed_fraction=0.05)
+    assert cli_main(["pybdsf-merge", "--image-set", str(first_set), "--shards", *shards,
+                     "--max-failed-fraction", "0.2", "--output", str(merged_path)]) == 0
     merged = pd.read_csv(merged_path, keep_default_na=False)
     assert list(merged.columns) == P.RESULT_COLUMNS
     assert list(merged["index"]) == list(range(6))

@@ -1,19 +1,29 @@
-"""Configuration defaults from the workflow's JSON schemas.
+"""Configuration: YAML reading, schema defaults and the checks a schema cannot express.
 
 Snakemake's ``validate`` checks ``$ref``'d schema files but fills defaults only
 at the top level, so every section would otherwise need its own fallbacks.
 :func:`fill_defaults` walks the schema, follows relative ``$ref`` files and
-sets every missing key to its documented default.
+sets every missing key to its documented default.  :func:`check_config` adds
+what JSON schema lets through (NaN passes ``minimum``), cross-key conditions
+and safe mosaic IDs; :func:`read_config_file` names file, line and column of a
+YAML syntax error.
 """
 
 from __future__ import annotations
 
 import copy
+import math
+import re
 from pathlib import Path
 
 import yaml
 
-__all__ = ["fill_defaults", "load_schema"]
+from radiogen.errors import ConfigError
+
+__all__ = ["check_config", "fill_defaults", "load_schema", "read_config_file", "SAFE_ID"]
+
+#: Mosaic (pointing) IDs become file names and shell words: letters, digits, + - . _
+SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9+._-]*$")
 
 
 def load_schema(path: str | Path) -> dict:
@@ -53,3 +63,99 @@ def _fill(instance: dict, schema: dict, base_dir: Path) -> None:
             "properties" in sub or "$ref" in sub
         ):
             _fill(instance[key], sub, sub_dir)
+
+
+def read_config_file(path: str | Path) -> dict:
+    """Read a YAML (or JSON) config file; a syntax error names the file, line and column."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config file ({err.strerror})") from err
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"{path}{where}: YAML syntax error: {problem}") from err
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: a config file must map keys to values, got a {type(value).__name__}")
+    return value
+
+
+def _non_finite(value, key: str):
+    """(key, value) of every NaN or infinite number under ``value``."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        yield key, value
+    elif isinstance(value, dict):
+        for sub, item in value.items():
+            yield from _non_finite(item, f"{key}.{sub}" if key else str(sub))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _non_finite(item, f"{key}[{i}]")
+
+
+def _get(config: dict, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _less(config: dict, low: str, high: str, *, strict: bool = True) -> str | None:
+    a, b = _get(config, low), _get(config, high)
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        if (a >= b) if strict else (a > b):
+            return f"{low} ({a}) must be {'<' if strict else '<='} {high} ({b})"
+    return None
+
+
+def check_config(config: dict) -> dict:
+    """Raise :class:`ConfigError` for what the schemas cannot catch; return ``config``.
+
+    * NaN or infinite numbers anywhere (JSON schema's ``minimum`` lets NaN pass);
+    * ranges given the wrong way round (sampler sigma_min/sigma_max, S_min/S_max,
+      peak-flux ranges, the simulated flux range);
+    * mosaic IDs that are not safe as file names and shell words;
+    * an evaluated FIRST guidance value that is never sampled.
+    """
+    problems = [f"{key} must be a finite number, got {value}" for key, value in _non_finite(config, "")]
+    for low, high, strict in (
+        ("sample.sampler.sigma_min", "sample.sampler.sigma_max", True),
+        ("sample.sampler.S_min", "sample.sampler.S_max", False),
+        ("lotss.simulate.flux_min_mjy", "lotss.simulate.flux_max_mjy", True),
+    ):
+        problem = _less(config, low, high, strict=strict)
+        if problem:
+            problems.append(problem)
+    flux_range = _get(config, "sample.lotss.peak_flux_range")
+    if isinstance(flux_range, list) and len(flux_range) == 2 and not flux_range[0] < flux_range[1]:
+        problems.append(f"sample.lotss.peak_flux_range must be [low, high] with low < high, got {flux_range}")
+    for key in ("lotss.files.mosaics", "lotss.download.mosaics"):
+        ids = _get(config, key)
+        for mosaic in ids or []:
+            if not SAFE_ID.match(str(mosaic)):
+                problems.append(
+                    f"{key}: mosaic ID {str(mosaic)!r} may only contain letters, digits and + - . _ "
+                    "(it names files and appears in shell commands)"
+                )
+    first = _get(config, "sample.first") or {}
+    omega = _get(config, "evaluation.first_omega")
+    sampled = [first.get("guidance"), *(first.get("guidance_values") or [])]
+    if isinstance(omega, (int, float)) and first and all(
+        not isinstance(w, (int, float)) or not math.isclose(w, omega) for w in sampled
+    ):
+        problems.append(
+            f"evaluation.first_omega ({omega}) is not sampled: add it to sample.first.guidance_values "
+            f"or set sample.first.guidance to it"
+        )
+    if problems:
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
+    return config

@@ -1,5 +1,6 @@
 # Validates the configuration and defines input functions; no rules here.
 import os
+import shlex
 import sys
 
 from snakemake.utils import min_version, validate
@@ -7,9 +8,15 @@ from snakemake.utils import min_version, validate
 # The workflow reads its own library (only radiogen.config, which needs PyYAML), so
 # the Snakemake environment itself does not need radiogen installed.
 sys.path.insert(0, os.path.join(workflow.basedir, "lib"))
-from radiogen.config import fill_defaults
+from radiogen.config import check_config, fill_defaults, read_config_file
 
 min_version("9.0")
+
+# Snakemake reports a YAML syntax error without file or line; read the file first
+# so that the message names both (`radiogen check-config FILE` does the same for
+# files given with --configfile, which Snakemake reads before this line).
+if os.path.exists("config.yaml"):
+    read_config_file("config.yaml")
 
 
 configfile: "config.yaml"
@@ -21,6 +28,8 @@ fill_defaults(
     config,
     os.path.join(workflow.current_basedir, "..", "schemas", "config.schema.yaml"),
 )
+# What the schemas cannot say: NaN, ranges the wrong way round, unsafe mosaic IDs.
+check_config(config)
 
 RESULTS = config["results"]
 
@@ -31,6 +40,11 @@ ALL_TARGETS = []
 def results(*parts):
     """Path under the configured results directory."""
     return os.path.join(RESULTS, *parts)
+
+
+def named_option(option, name, value):
+    """Shell words `option name=value`, quoted so that no path can split them."""
+    return f"{option} {shlex.quote(f'{name}={value}')}"
 
 
 # Image sets compared in evaluation: name -> HDF5 file with /images in [0, 1]

@@ -6,6 +6,7 @@
 # the compared sets, so each distances rule reads the real, generated and classical
 # sets together and computes comparisons and floor on the same partitions.
 import json
+import shlex
 
 CLASSES = config["evaluation"]["classes"]
 SIMILARITY = config["evaluation"]["similarity"]
@@ -101,9 +102,9 @@ rule classify_set:
         ),
         seed=config["seed"],
     shell:
-        "radiogen evaluate-classify --images {input.images} --classifier {input.classifier}"
-        " --output {output} {params.split} --seed {params.seed} --threads {threads}"
-        " --settings '{params.settings}' > {log} 2>&1"
+        "radiogen evaluate-classify --images {input.images:q} --classifier {input.classifier:q}"
+        " --output {output:q} {params.split} --seed {params.seed} --threads {threads}"
+        " --settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule class_conditioning:
@@ -136,10 +137,10 @@ rule class_conditioning:
     params:
         omega=MAIN_OMEGA,
     shell:
-        "radiogen evaluate-class-conditioning --real {input.real}"
-        " --generated {input.generated} --main-omega {params.omega}"
-        " --output-table {output.table} --output-html {output.html}"
-        " --output-figure {output.figure} > {log} 2>&1"
+        "radiogen evaluate-class-conditioning --real {input.real:q}"
+        " --generated {input.generated:q} --main-omega {params.omega}"
+        " --output-table {output.table:q} --output-html {output.html:q}"
+        " --output-figure {output.figure:q} > {log:q} 2>&1"
 
 
 rule similarity:
@@ -177,11 +178,11 @@ rule similarity:
         label=lambda wildcards: GENERATED_SET[wildcards.dataset],
         seed=config["seed"],
     shell:
-        "radiogen evaluate-similarity --generated {input.generated}"
-        " --training {input.training} --label {params.label}"
-        " --settings '{params.settings}' --seed {params.seed} --threads {threads}"
-        " --output-json {output.json} --output-html {output.html}"
-        " --output-figure {output.figure} --output-h5 {output.h5} > {log} 2>&1"
+        "radiogen evaluate-similarity --generated {input.generated:q}"
+        " --training {input.training:q} --label {params.label}"
+        " --settings {params.settings:q} --seed {params.seed} --threads {threads}"
+        " --output-json {output.json:q} --output-html {output.html:q}"
+        " --output-figure {output.figure:q} --output-h5 {output.h5} > {log:q} 2>&1"
 
 
 rule distances:
@@ -197,18 +198,18 @@ rule distances:
         "../../envs/data.yaml"
     params:
         classical=lambda wildcards, input: (
-            f"--classical {input.classical}"
-            f" --classical-pybdsf {input.classical_pybdsf}"
+            f"--classical {shlex.quote(input.classical)}"
+            f" --classical-pybdsf {shlex.quote(input.classical_pybdsf)}"
             if "classical" in input.keys()
             else ""
         ),
         settings=DISTANCE_SETTINGS,
         seed=config["seed"],
     shell:
-        "radiogen evaluate-distances --real {input.real} --generated {input.generated}"
-        " --real-pybdsf {input.real_pybdsf} --generated-pybdsf {input.generated_pybdsf}"
-        " {params.classical} --settings '{params.settings}' --seed {params.seed}"
-        " --output {output} > {log} 2>&1"
+        "radiogen evaluate-distances --real {input.real:q} --generated {input.generated:q}"
+        " --real-pybdsf {input.real_pybdsf:q} --generated-pybdsf {input.generated_pybdsf:q}"
+        " {params.classical} --settings {params.settings:q} --seed {params.seed}"
+        " --output {output:q} > {log:q} 2>&1"
 
 
 rule feature_distances:
@@ -226,15 +227,17 @@ rule feature_distances:
         "../../envs/data.yaml"
     params:
         classical=lambda wildcards, input: (
-            f"--classical {input.classical}" if "classical" in input.keys() else ""
+            f"--classical {shlex.quote(input.classical)}"
+            if "classical" in input.keys()
+            else ""
         ),
         settings=FEATURE_SETTINGS,
         seed=config["seed"],
     shell:
-        "radiogen evaluate-feature-distances --real {input.real}"
-        " --generated {input.generated} {params.classical}"
-        " --settings '{params.settings}' --seed {params.seed} --output {output}"
-        " > {log} 2>&1"
+        "radiogen evaluate-feature-distances --real {input.real:q}"
+        " --generated {input.generated:q} {params.classical}"
+        " --settings {params.settings:q} --seed {params.seed} --output {output:q}"
+        " > {log:q} 2>&1"
 
 
 rule summary:
@@ -265,9 +268,9 @@ rule summary:
             f"{REAL_SET[wildcards.dataset]} vs {GENERATED_SET[wildcards.dataset]}"
         ),
     shell:
-        "radiogen evaluate-summary --distances {input.distances}"
-        " --features {input.features} --title '{params.title}'"
-        " --output-csv {output.csv} --output-html {output.html} > {log} 2>&1"
+        "radiogen evaluate-summary --distances {input.distances:q}"
+        " --features {input.features:q} --title {params.title:q}"
+        " --output-csv {output.csv:q} --output-html {output.html:q} > {log:q} 2>&1"
 
 
 rule overview:
@@ -293,14 +296,14 @@ rule overview:
         "../../envs/data.yaml"
     params:
         summaries=" ".join(
-            f"--summary {dataset}={SUMMARY_CSV.format(dataset=dataset)}"
+            named_option("--summary", dataset, SUMMARY_CSV.format(dataset=dataset))
             for dataset in REAL_SET
         ),
         omega=MAIN_OMEGA,
     shell:
-        "radiogen evaluate-overview --accuracy {input.accuracy} {params.summaries}"
-        " --main-omega {params.omega} --output-csv {output.csv}"
-        " --output-html {output.html} > {log} 2>&1"
+        "radiogen evaluate-overview --accuracy {input.accuracy:q} {params.summaries}"
+        " --main-omega {params.omega} --output-csv {output.csv:q}"
+        " --output-html {output.html:q} > {log:q} 2>&1"
 
 
 ALL_TARGETS += [results("evaluation", "classes", "accuracy.html")]

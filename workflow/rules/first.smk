@@ -19,8 +19,8 @@ rule fetch_first:
         local_path=FIRST["local_path"],
         timeout=FIRST["download_timeout_s"],
     shell:
-        "radiogen first fetch --source '{params.source}' --local-path '{params.local_path}'"
-        " --timeout {params.timeout} --output {output} > {log} 2>&1"
+        "radiogen first fetch --source {params.source:q} --local-path {params.local_path:q}"
+        " --timeout {params.timeout} --output {output:q} > {log:q} 2>&1"
 
 
 rule prepare_first:
@@ -51,9 +51,9 @@ rule prepare_first:
         ),
         seed=config["seed"],
     shell:
-        "radiogen first prepare --zip {input} --output {output.dataset}"
-        " --counts {output.counts} --examples {output.examples}"
-        " --settings '{params.settings}' --seed {params.seed} > {log} 2>&1"
+        "radiogen first prepare --zip {input:q} --output {output.dataset:q}"
+        " --counts {output.counts:q} --examples {output.examples:q}"
+        " --settings {params.settings:q} --seed {params.seed} > {log:q} 2>&1"
 
 
 rule balance_first:
@@ -72,8 +72,8 @@ rule balance_first:
         ),
         seed=config["seed"],
     shell:
-        "radiogen first balance --dataset {input} --output {output}"
-        " --settings '{params.settings}' --seed {params.seed} > {log} 2>&1"
+        "radiogen first balance --dataset {input:q} --output {output:q}"
+        " --settings {params.settings:q} --seed {params.seed} > {log:q} 2>&1"
 
 
 # GPU job under the slurm profile (resources gpu=1); runs on the CPU locally.
@@ -114,10 +114,10 @@ rule train_classifier:
         seed=config["seed"],
         checkpoints=results("classifier", "checkpoints"),
     shell:
-        "radiogen classifier train --dataset {input} --output {output.model}"
-        " --metrics {output.metrics} --confusion {output.confusion} --curve {output.curve}"
-        " --checkpoint-dir {params.checkpoints} --settings '{params.settings}'"
-        " --seed {params.seed} --threads {threads} > {log} 2>&1"
+        "radiogen classifier train --dataset {input:q} --output {output.model:q}"
+        " --metrics {output.metrics:q} --confusion {output.confusion:q} --curve {output.curve:q}"
+        " --checkpoint-dir {params.checkpoints:q} --settings {params.settings:q}"
+        " --seed {params.seed} --threads {threads} > {log:q} 2>&1"
 
 
 ALL_TARGETS.extend(

@@ -34,7 +34,7 @@ rule simulate_survey:
         settings=LOTSS_SIM_SETTINGS,
     shell:
         "radiogen simulate-survey --out-dir {params.out_dir:q} --seed {params.seed}"
-        " --settings '{params.settings}' > {log} 2>&1"
+        " --settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule download_lotss:
@@ -55,7 +55,7 @@ rule download_lotss:
         hint=LOTSS_DOWNLOAD_HINT,
     shell:
         "radiogen lotss-download --url {params.url:q} --out {output:q} {params.checks}"
-        " --hint {params.hint:q} > {log} 2>&1"
+        " --hint {params.hint:q} > {log:q} 2>&1"
 
 
 rule download_lotss_catalogue:
@@ -75,7 +75,7 @@ rule download_lotss_catalogue:
         hint=LOTSS_DOWNLOAD_HINT,
     shell:
         "radiogen lotss-download --url {params.url:q} --out {output:q} {params.checks}"
-        " --hint {params.hint:q} > {log} 2>&1"
+        " --hint {params.hint:q} > {log:q} 2>&1"
 
 
 rule assign_sources:
@@ -104,7 +104,7 @@ rule assign_sources:
         duplicates=LOTSS["duplicate_names"],
     shell:
         "radiogen lotss-assign --catalogue {input.catalogue:q} {params.mosaics}"
-        " --duplicates {params.duplicates} --out {output:q} > {log} 2>&1"
+        " --duplicates {params.duplicates} --out {output:q} > {log:q} 2>&1"
 
 
 rule cutouts:
@@ -128,10 +128,15 @@ rule cutouts:
     params:
         size=LOTSS["cutout_size"],
         block_rows=LOTSS["block_rows"],
+        beam=(
+            ""
+            if LOTSS["beam_arcsec"] is None
+            else f"--beam-arcsec {LOTSS['beam_arcsec']}"
+        ),
     shell:
         "radiogen lotss-cutouts --mosaic {input.mosaic:q} --mosaic-id {wildcards.mosaic:q}"
         " --sources {input.sources:q} --out {output:q} --size {params.size}"
-        " --block-rows {params.block_rows} > {log} 2>&1"
+        " --block-rows {params.block_rows} {params.beam} > {log:q} 2>&1"
 
 
 rule aggregate_cutouts:
@@ -156,7 +161,7 @@ rule aggregate_cutouts:
         runtime=60,
     shell:
         "radiogen lotss-aggregate --shards {input.shards:q} --sources {input.sources:q}"
-        " --out {output:q} > {log} 2>&1"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule plot_cutouts:
@@ -186,7 +191,7 @@ rule plot_cutouts:
         ),
     shell:
         "radiogen lotss-plot-cutouts --cutouts {input:q} --out {output:q}"
-        " --seed {params.seed} > {log} 2>&1"
+        " --seed {params.seed} > {log:q} 2>&1"
 
 
 ALL_TARGETS.extend(

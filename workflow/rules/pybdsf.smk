@@ -91,9 +91,9 @@ rule pybdsf_shard:
         n_shards=PYBDSF["shards_per_set"],
         seed=PYBDSF_SEED,
     shell:
-        "radiogen pybdsf-shard --image-set {input} --shard {wildcards.shard}"
-        " --n-shards {params.n_shards} --output {output.table} --models {output.models}"
-        " --seed {params.seed} --settings '{params.settings}' > {log} 2>&1"
+        "radiogen pybdsf-shard --image-set {input:q} --shard {wildcards.shard}"
+        " --n-shards {params.n_shards} --output {output.table:q} --models {output.models:q}"
+        " --seed {params.seed} --settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule merge_pybdsf:
@@ -112,9 +112,11 @@ rule merge_pybdsf:
         imageset=IMAGESET_RE,
     conda:
         "../../envs/pybdsf.yaml"
+    params:
+        max_failed=PYBDSF["max_failed_fraction"],
     shell:
-        "radiogen pybdsf-merge --image-set {input.image_set} --shards {input.shards}"
-        " --output {output} > {log} 2>&1"
+        "radiogen pybdsf-merge --image-set {input.image_set:q} --shards {input.shards:q}"
+        " --max-failed-fraction {params.max_failed} --output {output:q} > {log:q} 2>&1"
 
 
 rule pybdsf_plots:
@@ -142,14 +144,14 @@ rule pybdsf_plots:
         "../../envs/plotting.yaml"
     params:
         sets=lambda wildcards: " ".join(
-            f"--set {name}={','.join(files)}"
+            named_option("--set", name, ",".join(files))
             for name, files in PYBDSF_PLOT_FILES[wildcards.evalset].items()
         ),
         settings=PYBDSF_PLOT_SETTINGS,
     shell:
-        "radiogen pybdsf-plots {params.sets} --examples {output.examples}"
-        " --distributions {output.distributions} --json {output.json}"
-        " --settings '{params.settings}' > {log} 2>&1"
+        "radiogen pybdsf-plots {params.sets} --examples {output.examples:q}"
+        " --distributions {output.distributions:q} --json {output.json:q}"
+        " --settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule image_stats_set:
@@ -165,8 +167,8 @@ rule image_stats_set:
     conda:
         "../../envs/data.yaml"
     shell:
-        "radiogen image-stats-set --image-set {input} --output {output.table}"
-        " --pixels {output.pixels} > {log} 2>&1"
+        "radiogen image-stats-set --image-set {input:q} --output {output.table:q}"
+        " --pixels {output.pixels:q} > {log:q} 2>&1"
 
 
 rule image_stats:
@@ -188,13 +190,13 @@ rule image_stats:
         "../../envs/plotting.yaml"
     params:
         sets=lambda wildcards: " ".join(
-            f"--set {name}={','.join(files)}"
+            named_option("--set", name, ",".join(files))
             for name, files in STATS_FILES[wildcards.evalset].items()
         ),
         settings=json.dumps(EVAL["stats"], sort_keys=True),
     shell:
-        "radiogen image-stats {params.sets} --output {output.figure} --json {output.json}"
-        " --title {wildcards.evalset} --settings '{params.settings}' > {log} 2>&1"
+        "radiogen image-stats {params.sets} --output {output.figure:q} --json {output.json:q}"
+        " --title {wildcards.evalset} --settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule flux_conditioning:
@@ -216,15 +218,15 @@ rule flux_conditioning:
         "../../envs/plotting.yaml"
     params:
         sets=lambda wildcards, input: " ".join(
-            f"--set {name}={path}" for name, path in input.items()
+            named_option("--set", name, path) for name, path in input.items()
         ),
         reference=EVAL_SETS["lotss"][0],
         settings=json.dumps(EVAL["flux"], sort_keys=True),
         seed=PYBDSF_SEED,
     shell:
         "radiogen flux-conditioning {params.sets} --reference {params.reference}"
-        " --output {output.json} --figure {output.figure} --seed {params.seed}"
-        " --settings '{params.settings}' > {log} 2>&1"
+        " --output {output.json:q} --figure {output.figure:q} --seed {params.seed}"
+        " --settings {params.settings:q} > {log:q} 2>&1"
 
 
 ALL_TARGETS += expand(

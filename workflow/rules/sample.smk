@@ -25,6 +25,11 @@ FIRST_GUIDANCE = sorted(
 # Per-rule wildcard constraints (other rule files may use {shard} differently).
 SHARD_RE = r"\d+"
 OMEGA_RE = r"[0-9]+\.[0-9]+"
+# Image side each model must produce (checked by the shard jobs before sampling).
+MODEL_IMAGE_SIZE = {
+    "lotss": config["lotss"]["cutout_size"],
+    "first": config["first"]["crop_size"],
+}
 FIRST_MAIN_SAMPLES = results(
     "samples", "first", f"omega{omega_tag(FIRST_MAIN_OMEGA)}", "samples.h5"
 )
@@ -52,10 +57,12 @@ rule sample_lotss_shard:
         settings=shard_settings(SAMPLE, "lotss"),
         seed=config["seed"],
         guidance=SAMPLE["lotss"]["guidance"],
+        size=MODEL_IMAGE_SIZE["lotss"],
     shell:
-        "radiogen sample-shard --model {input.model} --shard {wildcards.shard}"
+        "radiogen sample-shard --model {input.model:q} --shard {wildcards.shard}"
+        " --dataset lotss --image-size {params.size}"
         " --seed {params.seed} --guidance {params.guidance} --threads {threads}"
-        " --settings '{params.settings}' --output {output} > {log} 2>&1"
+        " --settings {params.settings:q} --output {output:q} > {log:q} 2>&1"
 
 
 rule aggregate_samples_lotss:
@@ -68,7 +75,7 @@ rule aggregate_samples_lotss:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "radiogen sample-aggregate --output {output} {input} > {log} 2>&1"
+        "radiogen sample-aggregate --output {output:q} {input:q} > {log:q} 2>&1"
 
 
 rule sample_first_shard:
@@ -93,10 +100,12 @@ rule sample_first_shard:
     params:
         settings=shard_settings(SAMPLE, "first"),
         seed=config["seed"],
+        size=MODEL_IMAGE_SIZE["first"],
     shell:
-        "radiogen sample-shard --model {input.model} --shard {wildcards.shard}"
+        "radiogen sample-shard --model {input.model:q} --shard {wildcards.shard}"
+        " --dataset first --image-size {params.size}"
         " --seed {params.seed} --guidance {wildcards.omega} --threads {threads}"
-        " --settings '{params.settings}' --output {output} > {log} 2>&1"
+        " --settings {params.settings:q} --output {output:q} > {log:q} 2>&1"
 
 
 rule aggregate_samples_first:
@@ -115,7 +124,7 @@ rule aggregate_samples_first:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "radiogen sample-aggregate --output {output} {input} > {log} 2>&1"
+        "radiogen sample-aggregate --output {output:q} {input:q} > {log:q} 2>&1"
 
 
 rule sample_figure_lotss:
@@ -138,8 +147,8 @@ rule sample_figure_lotss:
         n=SAMPLE["figures"]["n_per_panel"],
         seed=config["seed"],
     shell:
-        "radiogen sample-figure --samples {input.samples} --training {input.training}"
-        " --n {params.n} --seed {params.seed} --output {output} > {log} 2>&1"
+        "radiogen sample-figure --samples {input.samples:q} --training {input.training:q}"
+        " --n {params.n} --seed {params.seed} --output {output:q} > {log:q} 2>&1"
 
 
 rule sample_figure_first:
@@ -162,8 +171,8 @@ rule sample_figure_first:
         n=SAMPLE["figures"]["n_per_panel"],
         seed=config["seed"],
     shell:
-        "radiogen sample-figure --samples {input.samples} --training {input.training}"
-        " --n {params.n} --seed {params.seed} --output {output} > {log} 2>&1"
+        "radiogen sample-figure --samples {input.samples:q} --training {input.training:q}"
+        " --n {params.n} --seed {params.seed} --output {output:q} > {log:q} 2>&1"
 
 
 rule sample_trajectory:
@@ -193,10 +202,12 @@ rule sample_trajectory:
             else FIRST_MAIN_OMEGA
         ),
         index=SAMPLE["figures"]["trajectory_index"],
+        size=lambda wildcards: MODEL_IMAGE_SIZE[wildcards.dataset],
     shell:
-        "radiogen sample-trajectory --model {input.model} --seed {params.seed}"
+        "radiogen sample-trajectory --model {input.model:q} --seed {params.seed}"
+        " --dataset {wildcards.dataset} --image-size {params.size}"
         " --guidance {params.guidance} --index {params.index} --threads {threads}"
-        " --settings '{params.settings}' --output {output} > {log} 2>&1"
+        " --settings {params.settings:q} --output {output:q} > {log:q} 2>&1"
 
 
 rule export_fits:
@@ -219,9 +230,9 @@ rule export_fits:
             else f"--max-images {SAMPLE['fits']['max_images']}"
         ),
     shell:
-        "radiogen sample-export-fits --samples {input} --output-dir {output}"
+        "radiogen sample-export-fits --samples {input:q} --output-dir {output:q}"
         " --ra {params.ra} --dec {params.dec} {params.max_images}"
-        " > {log} 2>&1"
+        " > {log:q} 2>&1"
 
 
 ALL_TARGETS.extend(

@@ -53,11 +53,11 @@ rule select_lotss:
         settings=LOTSS_STEP_SETTINGS["selection"],
         seed=config["seed"],
     shell:
-        "radiogen lotss-select --cutouts {input} --table {output.table}"
-        " --per-image {output.per_image} --selected {output.selected}"
-        " --figure {output.figure} --examples {output.examples}"
-        " --settings '{params.settings}' --threads {threads} --seed {params.seed}"
-        " > {log} 2>&1"
+        "radiogen lotss-select --cutouts {input:q} --table {output.table:q}"
+        " --per-image {output.per_image:q} --selected {output.selected:q}"
+        " --figure {output.figure:q} --examples {output.examples:q}"
+        " --settings {params.settings:q} --threads {threads} --seed {params.seed}"
+        " > {log:q} 2>&1"
 
 
 rule preprocess_lotss:
@@ -87,9 +87,9 @@ rule preprocess_lotss:
         settings=LOTSS_STEP_SETTINGS["preprocess"],
         seed=config["seed"],
     shell:
-        "radiogen lotss-preprocess --selected {input} --output {output.training_set}"
-        " --figure {output.figure} --settings '{params.settings}' --seed {params.seed}"
-        " > {log} 2>&1"
+        "radiogen lotss-preprocess --selected {input:q} --output {output.training_set:q}"
+        " --figure {output.figure:q} --settings {params.settings:q} --seed {params.seed}"
+        " > {log:q} 2>&1"
 
 
 ALL_TARGETS.extend(

@@ -61,10 +61,10 @@ rule train_lotss:
         checkpoints=results("models", "lotss", "checkpoints"),
         nproc=max(1, _TRAIN_RESOURCES["lotss"]["gpus"]),
     shell:
-        "radiogen train --data {input} --out {output}"
-        " --settings '{params.settings}' --model-settings '{params.model}'"
-        " --seed {params.seed} --checkpoint-dir {params.checkpoints}"
-        " --nproc {params.nproc} --threads {threads} >> {log} 2>&1"
+        "radiogen train --data {input:q} --out {output:q}"
+        " --settings {params.settings:q} --model-settings {params.model:q}"
+        " --seed {params.seed} --checkpoint-dir {params.checkpoints:q}"
+        " --nproc {params.nproc} --threads {threads} >> {log:q} 2>&1"
 
 
 rule train_first:
@@ -92,10 +92,10 @@ rule train_first:
         checkpoints=results("models", "first", "checkpoints"),
         nproc=max(1, _TRAIN_RESOURCES["first"]["gpus"]),
     shell:
-        "radiogen train --data {input} --out {output}"
-        " --settings '{params.settings}' --model-settings '{params.model}'"
-        " --seed {params.seed} --checkpoint-dir {params.checkpoints}"
-        " --nproc {params.nproc} --threads {threads} >> {log} 2>&1"
+        "radiogen train --data {input:q} --out {output:q}"
+        " --settings {params.settings:q} --model-settings {params.model:q}"
+        " --seed {params.seed} --checkpoint-dir {params.checkpoints:q}"
+        " --nproc {params.nproc} --threads {threads} >> {log:q} 2>&1"
 
 
 rule plot_training:
@@ -116,7 +116,7 @@ rule plot_training:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "radiogen train-plot --model {input} --out {output} > {log} 2>&1"
+        "radiogen train-plot --model {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 ALL_TARGETS.extend(

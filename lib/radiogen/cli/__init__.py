@@ -17,6 +17,7 @@ from radiogen.errors import RadiogenError
 
 #: Topic modules of :mod:`radiogen.cli`, each contributing subcommands.
 COMMAND_MODULES = (
+    "config",
     "simulate",
     "lotss",
     "selection",

@@ -22,7 +22,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from radiogen.cli.options import json_object
+from radiogen.cli.options import json_object, nonnegative_float
 from radiogen.errors import ConfigError, InputFileError
 from radiogen.io import atomic_path, write_json_atomic
 
@@ -83,7 +83,7 @@ def register(subparsers) -> None:
     p = sub.add_parser("evaluate-class-conditioning", help="accuracy table and confusion matrices")
     p.add_argument("--real", required=True, help="scores of the real test split (from classify)")
     p.add_argument("--generated", nargs="+", required=True, help="scores of generated sets")
-    p.add_argument("--main-omega", type=float, required=True, help="omega of the main generated set")
+    p.add_argument("--main-omega", type=nonnegative_float, required=True, help="omega of the main generated set")
     p.add_argument("--output-table", required=True, help="accuracy CSV")
     p.add_argument("--output-html", required=True, help="accuracy table as HTML")
     p.add_argument("--output-figure", required=True, help="confusion matrices PNG")
@@ -135,7 +135,7 @@ def register(subparsers) -> None:
     p.add_argument("--accuracy", required=True, help="accuracy CSV of evaluate-class-conditioning")
     p.add_argument("--summary", action="append", required=True, metavar="DATASET=CSV",
                    help="summary CSV of one dataset (repeatable), e.g. first=results/evaluation/summary/first.csv")
-    p.add_argument("--main-omega", type=float, required=True, help="omega of the main generated FIRST set")
+    p.add_argument("--main-omega", type=nonnegative_float, required=True, help="omega of the main generated FIRST set")
     p.add_argument("--output-csv", required=True)
     p.add_argument("--output-html", required=True)
     p.set_defaults(func=cmd_overview)

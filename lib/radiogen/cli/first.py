@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from radiogen.cli.options import json_object
+from radiogen.cli.options import json_object, positive_float
 
 log = logging.getLogger("radiogen.first")
 
@@ -69,7 +69,7 @@ def register(subparsers) -> None:
     fetch.add_argument("--source", default=ZENODO_URL, help="URL or path used when --local-path is absent")
     fetch.add_argument("--local-path", default="", help="preferred local copy (used when it exists)")
     fetch.add_argument("--output", required=True, help="destination zip")
-    fetch.add_argument("--timeout", type=float, default=60.0, help="HTTP timeout per request (s)")
+    fetch.add_argument("--timeout", type=positive_float, default=60.0, help="HTTP timeout per request (s)")
     fetch.add_argument("--retries", type=int, default=3, help="download attempts (each resumes)")
     fetch.set_defaults(func=cmd_fetch)
 

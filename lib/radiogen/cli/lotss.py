@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from radiogen.cli.options import positive_float
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -24,6 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sources", required=True, help="lotss-assign output")
     p.add_argument("--out", required=True, help="output shard HDF5")
     p.add_argument("--size", type=int, default=80, help="cutout side in pixels (default 80)")
+    p.add_argument("--beam-arcsec", type=positive_float, default=None,
+                   help="beam FWHM for mosaics whose header lacks BMAJ (arcsec)")
     p.add_argument("--block-rows", type=int, default=256,
                    help="mosaic rows read per block; bounds memory (default 256)")
     p.set_defaults(func=_cutouts)
@@ -47,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, help="expected size in bytes")
     p.add_argument("--sha256", help="expected sha256 hex digest")
     p.add_argument("--md5", help="expected md5 hex digest")
-    p.add_argument("--timeout-s", type=float, default=60.0)
+    p.add_argument("--timeout-s", type=positive_float, default=60.0)
     p.add_argument("--retries", type=int, default=3)
     p.add_argument("--hint", default="", help="extra text for error messages")
     p.set_defaults(func=_download)
@@ -64,7 +68,7 @@ def _cutouts(args):
     from radiogen.lotss.cutouts import cut_mosaic
 
     cut_mosaic(args.mosaic, args.sources, args.out, mosaic_id=args.mosaic_id, size=args.size,
-               block_rows=args.block_rows)
+               block_rows=args.block_rows, beam_arcsec=args.beam_arcsec)
     return 0
 
 

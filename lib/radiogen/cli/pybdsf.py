@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from radiogen.cli.options import json_object
+from radiogen.cli.options import fraction, json_object
 from radiogen.errors import ConfigError
 
 log = logging.getLogger("radiogen.pybdsf")
@@ -47,7 +47,8 @@ def _merge(args: argparse.Namespace) -> int:
     if args.image_set:
         with open_image_set(args.image_set) as image_set:
             n_images = image_set.n_images
-    table = merge_shards(args.shards, args.output, n_images=n_images)
+    table = merge_shards(args.shards, args.output, n_images=n_images,
+                         max_failed_fraction=args.max_failed_fraction)
     log.info("%s: %d images, %s", args.output, len(table),
              table["status"].value_counts().to_dict())
     return 0
@@ -121,6 +122,8 @@ def register(subparsers) -> None:
     p.add_argument("--shards", nargs="+", required=True, help="shard CSVs")
     p.add_argument("--image-set", help="image set HDF5; checks that every image is covered")
     p.add_argument("--output", required=True, help="merged CSV")
+    p.add_argument("--max-failed-fraction", type=fraction, default=0.05,
+                   help="stop with an error when more images than this fraction failed")
     p.set_defaults(func=_merge)
 
     p = subparsers.add_parser("image-stats-set",

@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-from radiogen.cli.options import json_object
+from radiogen.cli.options import finite_float, json_object, nonnegative_float
 
 log = logging.getLogger("radiogen.sample")
-
-
 
 
 def _threads(n: int | None) -> None:
@@ -36,6 +34,8 @@ def _shard(args: argparse.Namespace) -> int:
         batch_size=int(settings.get("batch_size", 32)),
         device=settings.get("device", "auto"),
         precision=settings.get("precision", "auto"),
+        expect_dataset=args.dataset,
+        expect_image_size=args.image_size,
     )
     return 0
 
@@ -71,12 +71,20 @@ def _trajectory(args: argparse.Namespace) -> int:
     settings = json_object(args.settings)
     device = generate.resolve_device(settings.get("device", "auto"))
     net, meta = generate.load_sampling_model(args.model, device=device)
+    generate.check_model_kind(meta, args.model, dataset=args.dataset, image_size=args.image_size)
     steps = record_trajectory(
         net, meta, seed=args.seed, guidance=args.guidance, sampler=settings.get("sampler"),
         settings=settings.get("dataset", {}), index=args.index, device=device,
     )
     plot_trajectory(steps, args.output)
     return 0
+
+
+def _model_checks(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", choices=("lotss", "first"), default=None,
+                   help="refuse a model of the other dataset (checked before any work)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="refuse a model whose images are not this many px on a side")
 
 
 def register(subparsers) -> None:
@@ -89,10 +97,11 @@ def register(subparsers) -> None:
     p.add_argument("--model", required=True, help="trained model.pt")
     p.add_argument("--shard", required=True, type=int, help="shard index (0-based)")
     p.add_argument("--seed", required=True, type=int, help="global seed (config seed)")
-    p.add_argument("--guidance", required=True, type=float, help="classifier-free guidance w")
+    p.add_argument("--guidance", required=True, type=nonnegative_float, help="classifier-free guidance w")
     p.add_argument("--settings", default="{}", help=settings_help)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--output", required=True, help="shard HDF5 to write")
+    _model_checks(p)
     p.set_defaults(func=_shard)
 
     p = subparsers.add_parser("sample-aggregate", help="merge sample shards into samples.h5")
@@ -103,8 +112,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("sample-export-fits", help="write generated images as FITS files")
     p.add_argument("--samples", required=True, help="samples.h5")
     p.add_argument("--output-dir", required=True, help="directory for sample_NNNNNN.fits")
-    p.add_argument("--ra", type=float, default=180.0, help="reference RA [deg] (SIN projection)")
-    p.add_argument("--dec", type=float, default=45.0, help="reference Dec [deg]")
+    p.add_argument("--ra", type=finite_float, default=180.0, help="reference RA [deg] (SIN projection)")
+    p.add_argument("--dec", type=finite_float, default=45.0, help="reference Dec [deg]")
     p.add_argument("--max-images", type=int, default=None, help="export at most this many")
     p.set_defaults(func=_export)
 
@@ -119,9 +128,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("sample-trajectory", help="figure of one sampling trajectory")
     p.add_argument("--model", required=True)
     p.add_argument("--seed", required=True, type=int)
-    p.add_argument("--guidance", type=float, default=0.0)
+    p.add_argument("--guidance", type=nonnegative_float, default=0.0, help="classifier-free guidance w")
     p.add_argument("--index", type=int, default=0, help="global image index to follow")
     p.add_argument("--settings", default="{}", help=settings_help)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--output", required=True)
+    _model_checks(p)
     p.set_defaults(func=_trajectory)

@@ -124,9 +124,12 @@ def distribution_figure(tables: dict[str, str | os.PathLike], output: str | os.P
         result["histograms"][column] = hists
         ax.set_xscale("log")
         plot_histograms(ax, hists, xlabel=xlabel)
-    failed = ", ".join(
-        f"{label}: {counts.get('failed', 0)} failed, {counts.get('no_source', 0)} no source"
-        for label, counts in result["status_counts"].items())
+    def _tally(counts: dict) -> str:
+        total = max(sum(counts.values()), 1)
+        return (f"{counts.get('failed', 0)} failed ({100 * counts.get('failed', 0) / total:.1f}%), "
+                f"{counts.get('no_source', 0)} no source")
+
+    failed = ", ".join(f"{label}: {_tally(counts)}" for label, counts in result["status_counts"].items())
     fig.suptitle(failed, fontsize="small")
     with atomic_path(output) as tmp:
         fig.savefig(tmp, format=Path(output).suffix.lstrip(".") or "png", dpi=150)

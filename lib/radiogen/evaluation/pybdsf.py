@@ -667,15 +667,37 @@ def _add_set_columns(row: dict, offset: int, peak_flux, context, labels) -> None
         row["label"] = int(labels[offset])
 
 
+def check_failure_fraction(table: pd.DataFrame, *, max_fraction: float, name: str) -> float:
+    """Fraction of images PyBDSF failed on; an error above ``max_fraction``.
+
+    A set in which many fits fail (e.g. a numpy/PyBDSF incompatibility, a time
+    limit too short) would otherwise enter the figures as a biased subsample.
+    The message quotes the most common reason.
+    """
+    n = len(table)
+    failed = table[table["status"] == "failed"]
+    fraction = len(failed) / n if n else 0.0
+    if fraction > max_fraction:
+        reasons = failed["error"].fillna("").replace("", "no message").value_counts()
+        raise InputFileError(
+            f"{name}: PyBDSF failed on {len(failed)} of {n} images ({100 * fraction:.1f}%), more than "
+            f"evaluation.pybdsf.max_failed_fraction = {max_fraction:g}; most common reason "
+            f"({int(reasons.iloc[0])} images): {reasons.index[0]!r}"
+        )
+    return fraction
+
+
 def merge_shards(csv_paths: list[str | os.PathLike], output_csv: str | os.PathLike,
-                 *, n_images: int | None = None) -> pd.DataFrame:
+                 *, n_images: int | None = None, max_failed_fraction: float = 1.0) -> pd.DataFrame:
     """Concatenate shard tables into one table sorted by image index.
 
     Raises
     ------
     InputFileError
-        A shard table lacks columns, indices repeat, or (when ``n_images`` is
-        given) the union does not cover ``0..n_images-1`` exactly.
+        A shard table lacks columns, indices repeat, (when ``n_images`` is
+        given) the union does not cover ``0..n_images-1`` exactly, or more than
+        ``max_failed_fraction`` of the images failed (:func:`check_failure_fraction`;
+        the shard tables are kept, so raising the limit needs no refit).
     """
     tables = []
     for path in csv_paths:
@@ -700,6 +722,7 @@ def merge_shards(csv_paths: list[str | os.PathLike], output_csv: str | os.PathLi
         raise InputFileError(
             f"{output_csv}: shard tables cover {len(merged)} images, expected 0..{n_images - 1}"
         )
+    check_failure_fraction(merged, max_fraction=max_failed_fraction, name=str(output_csv))
     with atomic_path(output_csv) as tmp:
         merged.to_csv(tmp, index=False)
     return merged

@@ -134,11 +134,14 @@ def normalise_catalogue(
             names = table.loc[bad, "Source_Name"].astype(str).tolist()
             raise CatalogueError(f"{source}: non-numeric {column} for source(s) {_some(names)}")
         table[column] = converted.astype(float)
+    if len(table) == 0:
+        raise CatalogueError(f"{source}: the catalogue has no rows (no sources to cut out)")
     bad_pos = ~(np.isfinite(table["RA"]) & np.isfinite(table["DEC"]))
     if bad_pos.any():
         raise CatalogueError(
             f"{source}: missing RA/DEC for source(s) {_some(table.loc[bad_pos, 'Source_Name'].tolist())}"
         )
+    _check_sky_ranges(table, source)
     bad_name = table["Source_Name"].isin(["", "nan", "None"])
     if bad_name.any():
         raise CatalogueError(f"{source}: {int(bad_name.sum())} row(s) without Source_Name "
@@ -158,6 +161,35 @@ def normalise_catalogue(
         else:
             raise ValueError(f"duplicates must be 'error' or 'keep_first', not {duplicates!r}")
     return table.reset_index(drop=True)
+
+
+def _check_sky_ranges(table: pd.DataFrame, source) -> None:
+    """Positions must be degrees: RA in [0, 360], Dec in [-90, 90]; RA like hours warns."""
+    for ra_col, dec_col in (("RA", "DEC"), ("optRA", "optDec")):
+        ra, dec = table[ra_col].to_numpy(float), table[dec_col].to_numpy(float)
+        bad_dec = np.isfinite(dec) & (np.abs(dec) > 90)
+        if bad_dec.any():
+            raise CatalogueError(
+                f"{source}: {dec_col} outside [-90, 90] deg for {int(bad_dec.sum())} source(s) "
+                f"{_some(table.loc[bad_dec, 'Source_Name'].tolist())} (e.g. {dec[bad_dec][0]:g})"
+            )
+        bad_ra = np.isfinite(ra) & ((ra < 0) | (ra > 360))
+        if bad_ra.any():
+            raise CatalogueError(
+                f"{source}: {ra_col} outside [0, 360] deg for {int(bad_ra.sum())} source(s) "
+                f"{_some(table.loc[bad_ra, 'Source_Name'].tolist())} (e.g. {ra[bad_ra][0]:g}); "
+                "positions must be in degrees"
+            )
+    # RA in hours squeezes a field 15x in RA: all values below 24 and an RA extent
+    # (on the sky) much narrower than the Dec extent is worth a word.
+    ra, dec = table["RA"].to_numpy(float), table["DEC"].to_numpy(float)
+    ra_extent = np.ptp(ra) * np.cos(np.deg2rad(np.median(dec)))
+    if len(ra) >= 10 and ra.max() <= 24 and ra_extent < np.ptp(dec) / 5:
+        log.warning(
+            "%s: all %d RA values lie in [%.3g, %.3g] in a strip %.2g deg wide, %.2g deg tall: "
+            "if RA is in hours, convert it to degrees (x 15); radiogen reads RA in degrees",
+            source, len(ra), ra.min(), ra.max(), ra_extent, np.ptp(dec),
+        )
 
 
 def cutout_centres(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 from astropy.nddata.utils import NoOverlapError, overlap_slices
 
-from radiogen.errors import InputFileError
+from radiogen.errors import CatalogueError, InputFileError
 from radiogen.io import atomic_path, open_hdf5, read_table_hdf5, require_datasets, write_table_hdf5
 from radiogen.lotss.catalogue import (
     _some,
@@ -117,6 +117,11 @@ def assign_sources(
     if off_names:
         log.warning("%d of %d catalogue sources lie on no mosaic and get no cutout: %s",
                     len(off_names), len(table), _some(off_names, 20))
+    if off.all():
+        raise CatalogueError(
+            f"{catalogue_path}: none of its {len(table)} sources lies on any of the mosaics "
+            f"{', '.join(sorted(mosaics))} (positions in degrees? the right mosaics?)"
+        )
     on = table.loc[~off].reset_index(drop=True)
     counts = {mid: int((on["cutout_mosaic"] == mid).sum()) for mid in mosaics}
     for mid, n in counts.items():
@@ -204,6 +209,28 @@ def extract_cutouts(
     return images, partial, n_finite
 
 
+def survey_beam(mosaic: Mosaic, *, fallback_arcsec: float | None = None) -> float:
+    """Restoring-beam FWHM in arcsec: header ``BMAJ``, else ``fallback_arcsec``.
+
+    Raises
+    ------
+    InputFileError
+        Neither is available, or ``BMAJ`` is not a positive number; the
+        message names the mosaic file and the config key to set.
+    """
+    if mosaic.beam_arcsec is not None:
+        if not (np.isfinite(mosaic.beam_arcsec) and mosaic.beam_arcsec > 0):
+            raise InputFileError(f"{mosaic.path}: header BMAJ = {mosaic.beam_arcsec / 3600:g} deg is not a beam size")
+        return float(mosaic.beam_arcsec)
+    if fallback_arcsec is None:
+        raise InputFileError(
+            f"{mosaic.path}: header has no BMAJ (restoring beam); PyBDSF and the FITS export need it. "
+            "Set lotss.beam_arcsec (LoTSS-DR2: 6.0) to use a fixed beam"
+        )
+    log.warning("%s: header has no BMAJ; using lotss.beam_arcsec = %g arcsec", mosaic.path, fallback_arcsec)
+    return float(fallback_arcsec)
+
+
 def cut_mosaic(
     mosaic_path: str | os.PathLike,
     sources_path: str | os.PathLike,
@@ -212,8 +239,14 @@ def cut_mosaic(
     mosaic_id: str,
     size: int = CUTOUT_SIZE,
     block_rows: int = 256,
+    beam_arcsec: float | None = None,
 ) -> dict:
     """Write the cutout shard of one mosaic (layout in the module docstring).
+
+    The restoring beam (FWHM, arcsec) comes from the header's ``BMAJ``; a
+    mosaic without it takes ``beam_arcsec`` (config ``lotss.beam_arcsec``), and
+    with neither the job stops here, before selection and training, rather
+    than at PyBDSF.
 
     Raises
     ------
@@ -222,6 +255,7 @@ def cut_mosaic(
         mosaic whose pixels are all NaN.
     """
     mosaic = open_mosaic(mosaic_path, mosaic_id=mosaic_id)
+    beam = survey_beam(mosaic, fallback_arcsec=beam_arcsec)
     with open_hdf5(sources_path) as h5:
         require_datasets(h5, ["catalogue"])
         table = read_table_hdf5(h5["catalogue"])
@@ -256,7 +290,7 @@ def cut_mosaic(
     }
     attrs = {
         "pixel_scale_arcsec": mosaic.pixel_scale_arcsec,
-        "beam_arcsec": np.nan if mosaic.beam_arcsec is None else mosaic.beam_arcsec,
+        "beam_arcsec": beam,
         "frequency_hz": np.nan if mosaic.frequency_hz is None else mosaic.frequency_hz,
         "cutout_size": size,
         "n_catalogue": n_catalogue,

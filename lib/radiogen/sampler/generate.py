@@ -102,6 +102,36 @@ def load_sampling_model(path: str | Path, *, device: str | torch.device = "cpu")
     return net, meta
 
 
+def check_model_kind(meta: Mapping, source: str, *, dataset: str | None = None,
+                     image_size: int | None = None) -> None:
+    """Raise :class:`InputFileError` unless the model file is of the expected kind.
+
+    Parameters
+    ----------
+    meta : mapping
+        Model metadata from :func:`load_sampling_model`.
+    source : str
+        The model file, named in the message.
+    dataset : {"lotss", "first"}, optional
+        The dataset the caller samples; its context must match too (LoTSS one
+        peak-flux value, FIRST one-hot over the model's classes).
+    image_size : int, optional
+        Expected image side in pixels.
+    """
+    found = _dataset(meta, source)
+    if dataset is not None and found != dataset:
+        raise InputFileError(f"{source}: this is a {found} model, but {dataset} images were asked for")
+    context_dim = int(meta.get("model_config", {}).get("context_dim", 0))
+    expected_context = 1 if found == "lotss" else len(meta.get("class_names") or [])
+    if context_dim != expected_context:
+        raise InputFileError(
+            f"{source}: {found} model takes a context of {context_dim} value(s), expected {expected_context}"
+        )
+    size = [int(v) for v in meta.get("image_size", [])]
+    if image_size is not None and size != [image_size, image_size]:
+        raise InputFileError(f"{source}: model makes {size} px images, expected {image_size}x{image_size}")
+
+
 def _dataset(meta: Mapping, source: str) -> str:
     dataset = meta.get("dataset")
     if dataset not in SURVEY_ATTRS:
@@ -254,6 +284,8 @@ def generate_images(
     [-1, 1] then mapped by (x + 1) / 2), ``index`` and the conditioning arrays
     of :func:`conditioning`.
     """
+    if not (math.isfinite(guidance) and guidance >= 0):
+        raise ConfigError(f"guidance w must be a finite number >= 0, got {guidance!r}")
     sampler = sampler_settings(sampler)
     settings = settings or {}
     device = torch.device(device)
@@ -339,17 +371,22 @@ def write_shard(
     batch_size: int = 32,
     device: str = "auto",
     precision: str = "auto",
+    expect_dataset: str | None = None,
+    expect_image_size: int | None = None,
 ) -> Path:
     """Generate shard ``shard`` of a sample set from ``model.pt`` into ``output`` (HDF5).
 
     ``settings`` is the dataset block of the sample config (LoTSS: n_images,
     conditioning, peak_flux, peak_flux_range, range_space; FIRST: n_per_class).
+    ``expect_dataset`` / ``expect_image_size`` check the model file before any
+    work (:func:`check_model_kind`).
     """
     model_path = Path(model_path)
     torch_device = resolve_device(device)
     autocast_dtype = resolve_autocast(precision, torch_device)
     net, meta = load_sampling_model(model_path, device=torch_device)
     source = str(model_path)
+    check_model_kind(meta, source, dataset=expect_dataset, image_size=expect_image_size)
     total = n_images(meta, settings, source=source)
     indices = shard_indices(shard, total=total, images_per_shard=images_per_shard)
     sampler = sampler_settings(sampler)

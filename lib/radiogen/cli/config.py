@@ -1,0 +1,38 @@
+"""``radiogen check-config``: read config files as the workflow would and report problems."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+log = logging.getLogger("radiogen.config")
+
+
+def _merge(base: dict, update: dict) -> dict:
+    """Nested update, as Snakemake merges --configfile files into the config."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def _check(args: argparse.Namespace) -> int:
+    from radiogen.config import check_config, read_config_file
+
+    merged: dict = {}
+    for path in args.files:
+        _merge(merged, read_config_file(path))
+    check_config(merged)
+    log.info("%s: no problems found", ", ".join(args.files))
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "check-config",
+        help="check config files (YAML syntax with file and line, NaN, ranges, mosaic IDs)",
+    )
+    p.add_argument("files", nargs="+", help="config files in the order given to Snakemake")
+    p.set_defaults(func=_check)
