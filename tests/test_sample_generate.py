@@ -266,3 +266,43 @@ def test_first_fits_has_no_flux_unit(first_model, tmp_path):
     header = fits.getheader(files[2])
     assert header["CLASS"] == "Compact"
     assert header["CDELT2"] == pytest.approx(1.8 / 3600) and header["BMAJ"] == pytest.approx(5.4 / 3600)
+
+
+def test_rerun_after_kill_9_equals_uninterrupted_shard(first_model, tmp_path):
+    """A shard job killed outright (OOM killer, node failure) leaves no output; the rerun equals a clean run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    settings = json.dumps({"dataset": {"n_per_class": 40}, "sampler": {"num_steps": 6},
+                           "images_per_shard": 160, "batch_size": 8, "device": "cpu"})
+
+    def command(out):
+        return [sys.executable, "-m", "radiogen.cli", "sample-shard", "--model", str(first_model),
+                "--shard", "0", "--seed", str(SEED), "--guidance", "0.5", "--threads", "1",
+                "--dataset", "first", "--settings", settings, "--output", str(out)]
+
+    killed = tmp_path / "killed" / "0.h5"
+    killed.parent.mkdir()
+    log = tmp_path / "killed.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(log, "w") as handle:
+        proc = subprocess.Popen(command(killed), stdout=handle, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "images (" not in log.read_text():
+            time.sleep(0.05)  # killed once sampling is under way
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -9, log.read_text()[-2000:]
+    assert not killed.exists()
+    rerun = subprocess.run(command(killed), capture_output=True, text=True, timeout=300, env=env)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    clean = tmp_path / "clean" / "0.h5"
+    clean.parent.mkdir()
+    assert subprocess.run(command(clean), capture_output=True, timeout=300).returncode == 0
+    with h5py.File(killed) as a, h5py.File(clean) as b:
+        assert a["images"].shape == (160, 16, 16)
+        np.testing.assert_array_equal(a["images"][()], b["images"][()])
+        np.testing.assert_array_equal(a["label"][()], b["label"][()])

@@ -59,14 +59,8 @@ def _slurm_node_cpus() -> int:
     return max(ready)
 
 
-def test_lotss_data_part_runs_through_sbatch(tmp_path):
-    cpus = _slurm_node_cpus()
-    results = tmp_path / "results"
-    slurm_logs = tmp_path / "slurm_logs"
-    target = results.joinpath(*TARGET)
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.pop("SLURM_JOB_ID", None)
-    command = [
+def _snakemake_command(results: Path, slurm_logs: Path, cpus: int, *extra: str) -> list[str]:
+    return [
         str(BIN / "snakemake"),
         "--profile",
         "profiles/slurm",
@@ -79,8 +73,6 @@ def test_lotss_data_part_runs_through_sbatch(tmp_path):
         str(cpus),
         "--jobs",
         "4",
-        "--retries",
-        "0",
         "--latency-wait",
         "10",
         "--slurm-logdir",
@@ -88,8 +80,29 @@ def test_lotss_data_part_runs_through_sbatch(tmp_path):
         # short jobs: poll soon (MinJobAge on the CI node is far longer)
         "--slurm-init-seconds-before-status-checks",
         "2",
-        str(target),
+        *extra,
     ]
+
+
+def _env() -> dict:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("SLURM_JOB_ID", None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def slurm_results(tmp_path_factory):
+    """Results folder shared by the tests of this module (the data part runs once)."""
+    return tmp_path_factory.mktemp("slurm")
+
+
+def test_lotss_data_part_runs_through_sbatch(slurm_results):
+    cpus = _slurm_node_cpus()
+    results = slurm_results / "results"
+    slurm_logs = slurm_results / "slurm_logs"
+    target = results.joinpath(*TARGET)
+    env = _env()
+    command = _snakemake_command(results, slurm_logs, cpus, "--retries", "0", str(target))
     start = time.monotonic()
     run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, timeout=1500)
     elapsed = time.monotonic() - start
@@ -132,3 +145,99 @@ def test_lotss_data_part_runs_through_sbatch(tmp_path):
     assert set(states) == set(jobs), f"SLURM does not list jobs {set(jobs) - set(states)}"
     assert set(states.values()) == {"COMPLETED"}, states
     print(f"{len(jobs)} SLURM jobs ({', '.join(sorted(ran))}) in {elapsed:.0f} s")
+
+
+#: Training settings of the preemption test: a tiny network, checkpoints often,
+#: enough steps that the signal arrives mid-run.
+PREEMPT_CONFIG = """
+model: {base_channels: 8, norm_groups: 4, attention_head_channels: 8}
+train:
+  log_every: 20
+  val_sigmas: [0.5]
+  val_max_images: 8
+  lotss:
+    batch_size: 4
+    steps: 300
+    val_every: 300
+    checkpoint_every: 10
+    resources: {gpus: 0, cpus: 1, mem_mb: 3000, runtime: 30}
+"""
+
+
+def _slurm_job_of_rule(rule: str) -> str | None:
+    query = subprocess.run(["squeue", "--noheader", "--format=%i|%k|%T"], capture_output=True,
+                           text=True, timeout=60)
+    for line in query.stdout.split():
+        job, comment, state = line.split("|")
+        if comment.startswith(f"rule_{rule}") and state == "RUNNING":
+            return job
+    return None
+
+
+def test_training_job_signalled_like_a_wall_time_limit_resumes_on_retry(slurm_results):
+    """SIGTERM to the running training job (what SLURM sends at the time limit): the
+    job checkpoints and fails, Snakemake's retry resumes from the checkpoint, and the
+    final model equals an uninterrupted run's."""
+    cpus = _slurm_node_cpus()
+    results = slurm_results / "results"
+    training_set = results.joinpath(*TARGET)
+    if not training_set.exists():
+        pytest.skip("the data-part test did not produce the training set")
+    overlay = slurm_results / "preempt.yaml"
+    overlay.write_text(PREEMPT_CONFIG)
+    model = results / "models" / "lotss" / "model.pt"
+    checkpoints = model.parent / "checkpoints"
+    command = _snakemake_command(
+        results, slurm_results / "slurm_logs_train", cpus, "--retries", "1",
+        "--configfile", "workflow/config/ci-slurm.yaml", str(overlay),
+        "--set-resources", "train_lotss:gpu=0", "train_lotss:cpus_per_task=1",
+        "train_lotss:mem_mb=3000", "--", str(model),
+    )
+    log = slurm_results / "snakemake_train.log"
+    with open(log, "w") as handle:
+        proc = subprocess.Popen(command, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, env=_env())
+        deadline = time.monotonic() + 600
+        job = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            job = job or _slurm_job_of_rule("train_lotss")
+            if job and any(checkpoints.glob("ckpt-*.pt")):
+                break
+            time.sleep(0.2)
+        assert job and proc.poll() is None, f"no running training job seen:\n{log.read_text()[-4000:]}"
+        signalled = subprocess.run(["scancel", "--signal=TERM", job], capture_output=True, text=True,
+                                   timeout=60)
+        assert signalled.returncode == 0, signalled.stderr
+        proc.wait(timeout=900)
+    output = log.read_text()
+    assert proc.returncode == 0, output[-6000:]
+    # the signalled attempt failed (radiogen checkpoints on SIGTERM and exits 3) ...
+    assert f"SLURM-job '{job}' failed" in output, output[-6000:]
+    # ... and the retry resumed mid-run (Snakemake clears the rule log between attempts)
+    train_log = (results / "logs" / "models" / "train_lotss.log").read_text()
+    resumed = re.search(r"resumed from step (\d+) of 300", train_log)
+    assert resumed and 0 < int(resumed.group(1)) < 300, train_log[-3000:]
+
+    # the same training without interruption, in this process's environment
+    import json
+
+    import torch
+    import yaml
+
+    from radiogen.cli import main as cli_main
+
+    settings = yaml.safe_load(PREEMPT_CONFIG)
+    train_section = {k: v for k, v in settings["train"].items() if k != "lotss"}
+    train_section["lotss"] = {k: v for k, v in settings["train"]["lotss"].items() if k != "resources"}
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    merged = {**{k: v for k, v in config["train"].items() if k not in ("lotss", "first")}, **train_section}
+    reference = slurm_results / "reference" / "model.pt"
+    assert cli_main([
+        "train", "--data", str(training_set), "--out", str(reference), "--settings", json.dumps(merged),
+        "--model-settings", json.dumps({**config.get("model", {}), **settings["model"]}),
+        "--seed", str(config["seed"]), "--device", "cpu", "--threads", "1",
+    ]) == 0
+    a = torch.load(model, weights_only=False)
+    b = torch.load(reference, weights_only=False)
+    assert a["step"] == b["step"] == 300
+    for key, value in b["state_dict"].items():
+        assert torch.equal(a["state_dict"][key], value), key

@@ -142,7 +142,7 @@ def normalise_catalogue(
             f"{source}: missing RA/DEC for source(s) {_some(table.loc[bad_pos, 'Source_Name'].tolist())}"
         )
     _check_sky_ranges(table, source)
-    bad_name = table["Source_Name"].isin(["", "nan", "None"])
+    bad_name = table["Source_Name"].isna() | table["Source_Name"].astype(str).str.strip().isin(["", "nan", "None"])
     if bad_name.any():
         raise CatalogueError(f"{source}: {int(bad_name.sum())} row(s) without Source_Name "
                              f"(row numbers {_some(np.flatnonzero(bad_name).tolist())})")
