@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import json
 import warnings
 from pathlib import Path
@@ -277,6 +278,44 @@ def test_shard_records_failure_and_resumes(first_set, tmp_path, monkeypatch):
                "noise_sigma", "label"]
     pd.testing.assert_frame_equal(resumed[columns], reference[columns])
     assert (resumed["seconds"] >= 0).all()
+
+
+def test_rerun_after_kill_9_skips_finished_images(first_set, tmp_path):
+    """A PyBDSF shard job killed outright keeps its finished chunks; the rerun fits only the
+    rest and writes the same table as an uninterrupted run."""
+    import subprocess
+    import sys
+    import time
+
+    section = json.dumps({**P.DEFAULT_SETTINGS, "checkpoint_every": 1,
+                          "beam_arcsec": {"lotss": 6.0, "first": 5.4}})
+
+    def command(out):
+        return [sys.executable, "-m", "radiogen.cli", "pybdsf-shard", "--image-set", str(first_set),
+                "--shard", "0", "--n-shards", "1", "--output", str(out / "s.csv"),
+                "--models", str(out / "s.h5"), "--seed", "3", "--settings", section]
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(list((killed / "s.part").glob("chunk-*.h5"))) >= 2:
+            break
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    assert proc.returncode == -9, "the shard ended before it could be killed"
+    assert not (killed / "s.csv").exists()
+    rerun = subprocess.run(command(killed), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    done = int(re.search(r"(\d+) already done", rerun.stderr).group(1))
+    assert 2 <= done < 6
+    clean = tmp_path / "clean"
+    assert subprocess.run(command(clean), capture_output=True, timeout=300).returncode == 0
+    columns = ["index", "status", "n_gaussians", "model_flux", "a50_pixels", "delta_plus", "noise_sigma"]
+    pd.testing.assert_frame_equal(pd.read_csv(killed / "s.csv")[columns], pd.read_csv(clean / "s.csv")[columns])
+    with h5py.File(killed / "s.h5") as a, h5py.File(clean / "s.h5") as b:
+        np.testing.assert_array_equal(a["models"][()], b["models"][()])
 
 
 def test_checkpoints_of_other_settings_are_ignored(first_set, tmp_path):

@@ -382,3 +382,38 @@ def test_training_on_real_first_pixels(first_zip, tmp_path):
     assert meta["context_histogram"] is None
     assert meta["history"]["val_step"] == [0, 3]  # before the first step and at the end
     assert np.isfinite(meta["history"]["val_raw"]).all()
+
+
+def test_rerun_after_kill_9_equals_uninterrupted_run(toy_first, tmp_path):
+    """kill -9 (OOM killer, node failure) gives no chance to checkpoint: the rerun resumes
+    from the last periodic checkpoint and still ends with the uninterrupted run's weights."""
+    import subprocess
+    import sys
+    import time
+
+    settings = {**TINY_TRAIN, "first": {**TINY_TRAIN["first"], "steps": 60, "checkpoint_every": 5}}
+
+    def command(out):
+        return [sys.executable, "-m", "radiogen.cli", "train", "--data", str(toy_first), "--out", str(out),
+                "--settings", json.dumps(settings), "--model-settings", json.dumps(TINY_MODEL),
+                "--seed", "11", "--device", "cpu", "--threads", "1"]
+
+    killed = tmp_path / "killed" / "model.pt"
+    proc = subprocess.Popen(command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None:
+        newest = latest_checkpoint(killed.parent / "checkpoints")
+        if newest is not None and int(newest.stem.split("-")[-1]) >= 10:
+            break
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    assert proc.returncode == -9, "training ended before it could be killed"
+    assert not killed.exists()
+    rerun = subprocess.run(command(killed), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "resumed from step" in rerun.stderr
+    clean = tmp_path / "clean" / "model.pt"
+    assert subprocess.run(command(clean), capture_output=True, timeout=300).returncode == 0
+    for key, value in load_model(clean)[0].state_dict().items():
+        assert torch.equal(value, load_model(killed)[0].state_dict()[key]), key
