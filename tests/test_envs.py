@@ -116,6 +116,39 @@ def test_env_provides_radiogen_core_dependencies(name):
         assert choices & packages, f"envs/{name}.yaml lacks {dist} (a radiogen dependency)"
 
 
+#: Conda package -> its name in requirements-lock.txt where the two differ.
+LOCK_NAMES = {"matplotlib-base": "matplotlib", "seaborn-base": "seaborn", "pytorch-gpu": "torch"}
+
+
+def _lock_pins() -> dict[str, str]:
+    pins = {}
+    for line in (REPO / "requirements-lock.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            assert version, f"requirements-lock.txt: {line!r} is not an exact pin"
+            pins[name.strip().lower()] = version.strip()
+    return pins
+
+
+@pytest.mark.parametrize("name", ENV_NAMES)
+def test_env_pins_the_lock_file_versions(name):
+    """`--sdm conda` on a cluster builds what CI tested: every package the lock file pins."""
+    pins = _lock_pins()
+    checked = 0
+    for dep in env_spec(name)["dependencies"]:
+        specs = dep.get("pip", []) if isinstance(dep, dict) else [dep]
+        for spec in specs:
+            package = _package_name(spec)
+            locked = pins.get(LOCK_NAMES.get(package, package))
+            if locked is None:
+                continue
+            version = re.sub(r"^[=\s]+", "", spec.split("::")[-1][len(package):].strip())
+            assert version == locked, f"envs/{name}.yaml pins {spec!r}, requirements-lock.txt {locked}"
+            checked += 1
+    assert checked >= 8
+
+
 def test_torch_env_is_a_cuda_build():
     packages = env_packages("torch")
     assert "pytorch-gpu" in packages or {"pytorch", "pytorch-cuda"} <= packages

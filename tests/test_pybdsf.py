@@ -194,6 +194,15 @@ def test_first_sources_found_beam_from_config(first_fits_dir, tmp_path):
         assert row["noise_sigma"] == pytest.approx(0.01)
 
 
+def test_pybdsf_gaussian_fits_work_under_the_installed_numpy():
+    """bdsf 1.14.1 fails every Gaussian fit from numpy 2.5 (np.cross on 2-D vectors,
+    PyBDSF issue #439): the lock file pins numpy below it; this guard fails if the pin goes."""
+    image = _gaussian(80, 3.6, amplitude=1.0) + _gaussian(80, 3.6, centre=(52.0, 30.0), amplitude=0.5)
+    row, model = _measure(image)
+    assert row["status"] == "ok", f"numpy {np.__version__}: PyBDSF failed: {row['error']}"
+    assert row["n_gaussians"] >= 2 and model is not None and model.max() > 0.5
+
+
 def test_lotss_point_and_extended_sources(lotss_table):
     def fit(name):
         source = lotss_table.set_index("name").loc[name]
