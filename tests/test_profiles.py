@@ -20,14 +20,14 @@ REPO = Path(__file__).resolve().parent.parent
 PROFILES = REPO / "profiles"
 BIN = Path(sys.executable).parent
 
-#: Rules that need a GPU on a cluster (training and sampling).
+#: Rules that need a GPU on a cluster and take it from the profile.
 GPU_RULES = (
     "train_classifier",
-    "train_lotss",
-    "train_first",
     "sample_lotss_shard",
     "sample_first_shard",
 )
+#: Diffusion training: GPUs (and the process count) from train.{dataset}.resources only.
+CONFIG_RESOURCE_RULES = ("train_lotss", "train_first")
 
 
 def _profile(name: str) -> dict:
@@ -90,8 +90,7 @@ def test_slurm_profile_resources():
     for rule in GPU_RULES:
         assert rule in per_rule, f"GPU rule {rule} has no resources in profiles/slurm"
         resources = per_rule[rule]
-        n_gpus = 2 if rule == "train_lotss" else 1  # LoTSS trains data-parallel (paper)
-        assert resources.get("gpu") == n_gpus or resources.get("gres") == f"gpu:{n_gpus}"
+        assert resources.get("gpu") == 1 or resources.get("gres") == "gpu:1"
         assert not ("gpu" in resources and "gres" in resources), "both would request 2 GPUs"
         assert resources["runtime"] > 0 and resources["mem_mb"] > 0
     assert "gpu" not in per_rule["pybdsf_shard"] and "gres" not in per_rule["pybdsf_shard"]
@@ -107,10 +106,29 @@ def test_gpu_rules_of_the_workflow_are_in_the_profile():
     per_rule = _profile("slurm")["set-resources"]
     rules = workflow_rule_names()
     for rule in rules:
-        if rule.startswith("train_") or re.fullmatch(r"sample_\w+_shard", rule):
+        if rule in CONFIG_RESOURCE_RULES:
+            assert rule not in per_rule, f"{rule}: the profile would override train.*.resources"
+        elif rule.startswith("train_") or re.fullmatch(r"sample_\w+_shard", rule):
             assert rule in per_rule and (
                 "gpu" in per_rule[rule] or "gres" in per_rule[rule]
             ), f"rule {rule} looks like a GPU rule but requests no GPU in profiles/slurm"
+
+
+@pytest.mark.parametrize("configfile, gpus, processes", [
+    ("workflow/config/paper.yaml", 2, 2),  # the paper: LoTSS data-parallel on 2 GPUs
+    (None, 0, 1),                          # the CPU demo
+])
+def test_one_value_drives_sbatch_gpus_and_training_processes(tmp_path, configfile, gpus, processes):
+    """train.lotss.resources.gpus is both the job's GPU request and its process count."""
+    command = [str(BIN / "snakemake"), "-n", "-p", "--profile", "profiles/slurm",
+               *(["--configfile", configfile] if configfile else []),
+               "--config", f"results={tmp_path}", "--", str(tmp_path / "models" / "lotss" / "model.pt")]
+    run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    block = run.stdout[run.stdout.index("rule train_lotss:"):]
+    resources = re.search(r"resources: (.*)", block).group(1)
+    assert f"gpu={gpus}" in resources.split(", "), resources
+    assert f"--nproc {processes} " in re.search(r"Shell command: (.*)", block).group(1)
 
 
 # --- radiogen profile install ---------------------------------------------------
