@@ -10,6 +10,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/pybdsf.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/imagesets.smk"
 
 
 report: "workflow/report/workflow.rst"

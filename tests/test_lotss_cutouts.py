@@ -324,3 +324,33 @@ def test_aggregate_rejects_missing_or_mismatched_shards(tmp_path, dr1):
     with pytest.raises(InputFileError, match=r"odd\.h5: beam_arcsec=20.0 differs"):
         aggregate_shards([dr1["dir"] / "P205+55.h5", odd], tmp_path / "out.h5")
     assert not (tmp_path / "out.h5").exists()
+
+
+def test_mosaic_in_mjy_per_beam_gives_the_same_cutouts_in_jy(tmp_path, lotss_dr1_dir):
+    """BUNIT is read: a copy of a real piece stored in mJy/beam cuts out identically."""
+    src = lotss_dr1_dir / MOSAICS["P218+55"]
+    with fits.open(src) as hdul:
+        data, header = hdul[0].data.astype(np.float64), hdul[0].header.copy()
+    header["BUNIT"] = "mJy/beam"
+    milli = tmp_path / "milli.fits"
+    fits.PrimaryHDU(data * 1000.0, header=header).writeto(milli)
+    rows = [dict(Source_Name="S", RA=218.5774625, DEC=54.9724, Peak_flux=1.0, Total_flux=1.0)]
+    cat = _write_catalogue(tmp_path / "cat.csv", rows)
+    cut = {}
+    for name, path in (("jy", src), ("mjy", milli)):
+        assign_sources(cat, {"P218+55": path}, tmp_path / f"s_{name}.h5")
+        cut_mosaic(path, tmp_path / f"s_{name}.h5", tmp_path / f"{name}.h5", mosaic_id="P218+55")
+        cut[name] = read_cutouts(tmp_path / f"{name}.h5")
+    np.testing.assert_allclose(cut["mjy"]["images"], cut["jy"]["images"], rtol=1e-6, equal_nan=True)
+    assert cut["mjy"]["attrs"]["mosaic_bunit"] == "mJy/beam"
+    assert open_mosaic(milli).unit == "mJy/beam"
+
+
+@pytest.mark.parametrize("bunit", ["K", "Jy/pixel", "JY"])
+def test_mosaic_unit_that_is_not_per_beam_is_named(tmp_path, lotss_dr1_dir, bunit):
+    with fits.open(lotss_dr1_dir / MOSAICS["P218+55"]) as hdul:
+        header = hdul[0].header.copy()
+        header["BUNIT"] = bunit
+        fits.PrimaryHDU(hdul[0].data, header=header).writeto(tmp_path / "k.fits")
+    with pytest.raises(InputFileError, match=rf"k\.fits: BUNIT = '{bunit}' is not a surface brightness per beam"):
+        open_mosaic(tmp_path / "k.fits")

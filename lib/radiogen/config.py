@@ -60,9 +60,15 @@ def _fill(instance: dict, schema: dict, base_dir: Path) -> None:
         if key not in instance and "default" in sub:
             instance[key] = copy.deepcopy(sub["default"])
         if isinstance(instance.get(key), dict) and (
-            "properties" in sub or "$ref" in sub
+            "properties" in sub or "$ref" in sub or isinstance(sub.get("additionalProperties"), dict)
         ):
             _fill(instance[key], sub, sub_dir)
+    # maps of named entries (e.g. imagesets: {name: {...}}): fill each entry
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict) and "properties" in extra:
+        for key, value in instance.items():
+            if key not in schema.get("properties", {}) and isinstance(value, dict):
+                _fill(value, extra, base_dir)
 
 
 def read_config_file(path: str | Path) -> dict:

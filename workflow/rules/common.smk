@@ -58,7 +58,33 @@ def image_set_file(name):
         return results("samples", "lotss", "samples.h5")
     if name == "first_real":
         return results("first", "training_set.h5")
+    if name.startswith("fits_"):
+        return results("imagesets", f"{name.removeprefix('fits_')}.h5")
     if name.startswith("first_generated_w"):
         omega = name.removeprefix("first_generated_w")
         return results("samples", "first", f"omega{omega}", "samples.h5")
     raise ValueError(f"unknown image set {name!r}")
+
+
+# FITS image sets (imagesets.smk): name -> settings, schema defaults filled.
+IMAGESETS = config["imagesets"]
+
+
+def imageset_options(name):
+    """CLI options of one configured set (defaults filled from its schema)."""
+    spec = IMAGESETS[name]
+    words = ["--dataset", spec["dataset"], "--size", str(spec["size"])]
+    for key, option in (
+        ("pixel_scale_arcsec", "--pixel-scale"),
+        ("beam_arcsec", "--beam-arcsec"),
+        ("frequency_hz", "--frequency-hz"),
+        ("label_pattern", "--label-pattern"),
+    ):
+        if spec.get(key) is not None:
+            words += [option, str(spec[key])]
+    if spec.get("label_map"):
+        words += ["--label-map", *(f"{k}={v}" for k, v in spec["label_map"].items())]
+    words += ["--class-names", *spec["class_names"]]
+    if spec["skip_unlabelled"]:
+        words.append("--skip-unlabelled")
+    return " ".join(shlex.quote(w) for w in words)

@@ -70,7 +70,11 @@ def lotss_simulation_seed(survey):
 def lotss_download_args(name):
     """CLI options checking one downloaded file (lotss.download.checksums[name])."""
     checks = LOTSS_DL["checksums"].get(name, {})
-    args = [f"--{key} {shlex.quote(str(checks[key]))}" for key in sorted(checks)]
+    args = [
+        f"--{key} {shlex.quote(str(checks[key]))}"
+        for key in sorted(checks)
+        if checks[key] is not None  # schema defaults: null = not checked
+    ]
     args += [f"--timeout-s {LOTSS_DL['timeout_s']}", f"--retries {LOTSS_DL['retries']}"]
     return " ".join(args)
 

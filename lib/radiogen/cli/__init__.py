@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "lotss",
     "selection",
     "first",
+    "imageset",
     "classifier",
     "train",
     "sample",

@@ -296,6 +296,7 @@ def cut_mosaic(
         "n_catalogue": n_catalogue,
         "n_off_mosaic": n_off,
         "mosaic_path": str(mosaic_path),
+        "mosaic_bunit": mosaic.unit,  # pixels are converted from it to Jy/beam
         "mosaic_finite_fraction": n_finite / (nx * ny),
     }
     _write_cutout_file(out_path, data, rows, attrs)

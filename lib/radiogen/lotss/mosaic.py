@@ -57,6 +57,9 @@ class Mosaic:
         ``BMAJ`` in arcsec (FWHM of the restoring beam), None when absent.
     frequency_hz : float or None
         ``RESTFRQ``/``FREQ``/``CRVAL3`` of a frequency axis, Hz; None when absent.
+    unit : str
+        ``BUNIT`` as found in the header (``"Jy/beam"`` when absent); pixels read
+        through :meth:`iter_blocks` are always converted to Jy/beam.
     """
 
     path: Path
@@ -72,6 +75,8 @@ class Mosaic:
     _bscale: float = field(repr=False, default=1.0)
     _bzero: float = field(repr=False, default=0.0)
     _blank: int | None = field(repr=False, default=None)
+    unit: str = "Jy/beam"
+    _to_jy_per_beam: float = field(repr=False, default=1.0)
 
     @property
     def bytes_per_pixel(self) -> int:
@@ -105,6 +110,8 @@ class Mosaic:
             if self._bscale != 1.0 or self._bzero != 0.0:
                 block *= self._bscale
                 block += self._bzero
+            if self._to_jy_per_beam != 1.0:
+                block *= self._to_jy_per_beam
             if self._blank is not None:
                 block[blank_mask] = np.nan
             yield first, block
@@ -112,6 +119,33 @@ class Mosaic:
     def read(self) -> np.ndarray:
         """Whole image as float64 (for small images and tests only)."""
         return np.concatenate([b for _, b in self.iter_blocks(block_rows=4096)], axis=0)
+
+
+#: Surface-brightness units accepted in ``BUNIT`` (lower case, spaces removed) -> Jy/beam.
+_BUNIT_SCALE = {
+    "jy/beam": 1.0, "jy/bm": 1.0, "jybeam-1": 1.0, "jy.beam-1": 1.0, "jy/beam1": 1.0,
+    "mjy/beam": 1e-3, "mjy/bm": 1e-3, "mjybeam-1": 1e-3, "mjy.beam-1": 1e-3,
+    "ujy/beam": 1e-6, "µjy/beam": 1e-6, "μjy/beam": 1e-6, "ujy/bm": 1e-6, "ujybeam-1": 1e-6,
+    "ujy.beam-1": 1e-6, "microjy/beam": 1e-6,
+}
+
+
+def jy_per_beam_scale(bunit: str | None, *, path: str | os.PathLike = "mosaic") -> float:
+    """Factor that converts pixel values in ``bunit`` to Jy/beam.
+
+    A missing ``BUNIT`` is taken as Jy/beam (the LoTSS convention).  Anything
+    that is not a flux density per beam (e.g. ``K``, ``Jy/pixel``) raises
+    :class:`InputFileError` naming the file.
+    """
+    if bunit is None or not str(bunit).strip():
+        return 1.0
+    key = str(bunit).strip().lower().replace(" ", "").replace("**", "").replace("^", "")
+    if key not in _BUNIT_SCALE:
+        raise InputFileError(
+            f"{path}: BUNIT = {bunit!r} is not a surface brightness per beam "
+            "(expected Jy/beam, mJy/beam or uJy/beam)"
+        )
+    return _BUNIT_SCALE[key]
 
 
 def mosaic_id_from_path(path: str | os.PathLike) -> str:
@@ -218,4 +252,6 @@ def open_mosaic(path: str | os.PathLike, *, mosaic_id: str | None = None) -> Mos
         _bscale=float(header.get("BSCALE", 1.0)),
         _bzero=float(header.get("BZERO", 0.0)),
         _blank=int(blank) if blank is not None else None,
+        unit=str(header.get("BUNIT", "Jy/beam")).strip() or "Jy/beam",
+        _to_jy_per_beam=jy_per_beam_scale(header.get("BUNIT"), path=path),
     )
