@@ -445,3 +445,51 @@ def test_first_fetch_refuses_nonpositive_timeout(tmp_path, capsys):
                   "--timeout", "0"])
     assert "argument --timeout: must be > 0" in capsys.readouterr().err
 
+
+
+def _bounded_numbers(schema: dict, base: Path, path: tuple = ()):
+    """(config path, bound keyword, bound) of every bounded number in the schemas."""
+    from radiogen.config import load_schema
+
+    ref = schema.get("$ref")
+    if ref and not ref.startswith("#"):
+        target = (base / ref).resolve()
+        yield from _bounded_numbers({**load_schema(target), **{k: v for k, v in schema.items() if k != "$ref"}},
+                                    target.parent, path)
+        return
+    if ref:
+        return  # internal $defs references: their keys are covered where defined inline
+    types = schema.get("type")
+    types = types if isinstance(types, list) else [types]
+    if {"number", "integer"} & set(types) and "default" in schema:
+        for keyword in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+            if keyword in schema:
+                yield path, keyword, schema[keyword], "integer" in types and "number" not in types
+    for key, sub in schema.get("properties", {}).items():
+        yield from _bounded_numbers(sub, base, (*path, key))
+
+
+BOUNDED = sorted({(".".join(p), k, b, i) for p, k, b, i in _bounded_numbers(
+    yaml.safe_load(SCHEMA.read_text()), SCHEMA.parent)})
+
+
+def test_every_bounded_number_is_found():
+    keys = {key for key, *_ in BOUNDED}
+    assert len(keys) >= 60, len(keys)
+    assert {"lotss.selection.snr_min", "train.p_mean", "sample.sampler.sigma_min"} <= keys
+
+
+@pytest.mark.parametrize("key, keyword, bound, integer", BOUNDED, ids=[f"{k}-{w}" for k, w, *_ in BOUNDED])
+def test_every_schema_bound_is_enforced(key, keyword, bound, integer):
+    """A value just outside each documented bound is refused, naming the key."""
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    step = 1 if integer else max(abs(bound) * 1e-3, 1e-6)
+    outside = {"minimum": bound - step, "exclusiveMinimum": bound, "maximum": bound + step,
+               "exclusiveMaximum": bound}[keyword]
+    if integer:
+        outside = int(outside)
+    config = _with(yaml.safe_load((REPO / "config.yaml").read_text()), key, outside)
+    with pytest.raises(WorkflowError, match=key.split(".")[-1]):
+        validate(config, str(SCHEMA))
