@@ -305,7 +305,8 @@ def test_workflow_helpers_and_paper_defaults(repo_root):
     schema = repo_root / "workflow" / "schemas" / "config.schema.yaml"
     sample = fill_defaults({}, schema)["sample"]
     assert sample["sampler"] == {"num_steps": 25, "sigma_min": 0.002, "sigma_max": 80.0, "rho": 7.0,
-                                 "S_churn": 0.0, "S_min": 0.0, "S_max": 1.0e6, "S_noise": 1.0}
+                                 "S_churn": 0.0, "S_min": 0.0, "S_max": 1.0e6, "S_noise": 1.0,
+                                 "solver": "heun"}  # the paper's solver
     assert sample["lotss"]["n_images"] == 50000 and sample["lotss"]["guidance"] == 0.1
     assert sample["first"]["n_per_class"] == 2000 and sample["first"]["guidance"] == 0.75
     assert 0.75 in sample["first"]["guidance_values"]
@@ -314,3 +315,51 @@ def test_workflow_helpers_and_paper_defaults(repo_root):
     # a config value wins over the default, nested blocks are completed
     partial = fill_defaults({"sample": {"sampler": {"num_steps": 10}}}, schema)["sample"]
     assert partial["sampler"]["num_steps"] == 10 and partial["sampler"]["rho"] == 7.0
+
+
+def test_dpmpp_2m_is_second_order_with_one_evaluation_per_step():
+    """DPM-Solver++(2M) integrates the Gaussian-data ODE to its exact flow map at order 2."""
+    from radiogen.sampler.dpmpp import sample_dpmpp_2m
+    from radiogen.sampler.solvers import network_evaluations
+
+    noise = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    exact = noise.double() * 80.0 * SIGMA_D / math.sqrt(80.0**2 + SIGMA_D**2)
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return gaussian_denoiser(*args, **kwargs)
+
+    def error(n):
+        return ((sample_dpmpp_2m(counted, noise, num_steps=n) - exact).abs().max() / exact.abs().max()).item()
+
+    e40, e80 = error(40), error(80)
+    assert len(calls) == 40 + 80 == network_evaluations("dpmpp_2m", 40) + network_evaluations("dpmpp_2m", 80)
+    assert 3.0 < e40 / e80 < 5.5  # halving h cuts the error about four-fold
+    assert e80 < 5e-3
+    assert network_evaluations("heun", 25) == 49
+
+
+def test_dpmpp_2m_follows_guidance_like_heun():
+    from radiogen.sampler.solvers import solve
+
+    noise = torch.randn(8, 1, 4, 4, generator=torch.Generator().manual_seed(3))
+    context = torch.tensor([[1.0]] * 4 + [[-1.0]] * 4)
+    kw = dict(context=context, guidance=1.0, num_steps=80)
+    heun = solve(class_gaussian_denoiser, noise, solver="heun", **kw)
+    dpm = solve(class_gaussian_denoiser, noise, solver="dpmpp_2m", **kw)
+    torch.testing.assert_close(dpm, heun, atol=2e-2, rtol=0)
+    # guided class means move past the class means (w = 1: mu -> 2 mu)
+    assert heun[:4].mean() > 1.5 and heun[4:].mean() < -1.5
+
+
+def test_solver_choice_is_checked():
+    from radiogen.sampler.generate import sampler_settings
+    from radiogen.sampler.solvers import solve
+
+    assert sampler_settings({"solver": "dpmpp_2m"})["solver"] == "dpmpp_2m"
+    with pytest.raises(ConfigError, match="sample.sampler.solver must be one of"):
+        sampler_settings({"solver": "euler"})
+    noise = torch.randn(1, 1, 4, 4)
+    with pytest.raises(ConfigError, match="S_churn > 0 needs solver heun"):
+        solve(gaussian_denoiser, noise, solver="dpmpp_2m", num_steps=4, S_churn=1.0)

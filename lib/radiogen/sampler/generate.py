@@ -27,7 +27,7 @@ import torch
 from radiogen.errors import ConfigError, InputFileError, RadiogenError
 from radiogen.io import atomic_path, open_hdf5, require_datasets
 from radiogen.sampler import conditioning as cond
-from radiogen.sampler.heun import sample
+from radiogen.sampler.solvers import SOLVERS, solve
 
 __all__ = [
     "NOISE_STREAM",
@@ -69,6 +69,7 @@ SAMPLER_DEFAULTS = {
     "S_min": 0.0,
     "S_max": 1.0e6,
     "S_noise": 1.0,
+    "solver": "heun",
 }
 
 
@@ -259,7 +260,12 @@ def sampler_settings(settings: Mapping | None) -> dict:
     for key, value in (settings or {}).items():
         if key not in out:
             raise ConfigError(f"sample.sampler.{key}: unknown sampler setting")
-        out[key] = float(value) if key != "num_steps" else int(value)
+        if key == "solver":
+            if value not in SOLVERS:
+                raise ConfigError(f"sample.sampler.solver must be one of {SOLVERS}, got {value!r}")
+            out[key] = str(value)
+        else:
+            out[key] = float(value) if key != "num_steps" else int(value)
     return out
 
 
@@ -300,7 +306,7 @@ def generate_images(
         noise, generators = image_noise(seed, indices[start:stop], shape)
         context = torch.from_numpy(arrays["context"][start:stop]).to(device) if conditional else None
         with torch.no_grad():
-            x = sample(
+            x = solve(
                 net,
                 noise.to(device),
                 context=context,

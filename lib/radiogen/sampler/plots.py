@@ -15,7 +15,8 @@ import torch  # noqa: E402
 
 from radiogen.io import atomic_path, open_hdf5, require_datasets  # noqa: E402
 from radiogen.sampler import generate  # noqa: E402
-from radiogen.sampler.heun import StepInfo, sample  # noqa: E402
+from radiogen.sampler.heun import StepInfo  # noqa: E402
+from radiogen.sampler.solvers import solve  # noqa: E402
 
 __all__ = ["tile", "plot_samples_vs_training", "record_trajectory", "plot_trajectory"]
 
@@ -108,7 +109,7 @@ def record_trajectory(
         context = None
     steps: list[StepInfo] = []
     with torch.no_grad():
-        sample(
+        solve(
             net, noise.to(device), context=context,
             guidance=float(guidance), generators=generators, callback=steps.append, **sampler,
         )

@@ -1,0 +1,76 @@
+"""Heun vs DPM-Solver++(2M): error against a 200-step Heun reference per network evaluation.
+
+For one trained model and the same initial noise, every solver setting samples
+the same images; the table gives, per setting, the network evaluations per
+image, the RMS pixel difference (images in [0, 1]) to a 200-step Heun solution,
+the Wasserstein-1 distance of the per-image mean and std to the reference set,
+and images/s on this machine.
+
+    python benchmarks/bench_solvers.py results/models/first/model.pt --images 8 --guidance 0.75
+    python benchmarks/bench_solvers.py results/models/lotss/model.pt --evaluations 5 10 25
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from scipy.stats import wasserstein_distance
+
+from radiogen.sampler.generate import conditioning, image_noise, image_shape, load_sampling_model
+from radiogen.sampler.solvers import network_evaluations, solve
+
+
+def _steps_for(solver: str, evaluations: int) -> int:
+    """Steps whose evaluation count is closest to ``evaluations`` (Heun: 2N - 1)."""
+    return max(1, round((evaluations + 1) / 2)) if solver == "heun" else evaluations
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="model.pt")
+    parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--guidance", type=float, default=0.75)
+    parser.add_argument("--evaluations", type=int, nargs="+", default=[5, 10, 15, 25, 49])
+    parser.add_argument("--reference-steps", type=int, default=200, help="Heun steps of the reference")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    net, meta = load_sampling_model(args.model)
+    index = np.arange(args.images)
+    settings = {"n_per_class": max(1, -(-args.images // max(1, len(meta.get("class_names") or [1]))))}
+    arrays = conditioning(meta, settings, index, seed=args.seed)
+    context = None if getattr(net, "context_dim", 0) == 0 else torch.from_numpy(arrays["context"])
+    noise, _ = image_noise(args.seed, index, image_shape(meta))
+
+    def run(solver: str, steps: int) -> tuple[np.ndarray, float]:
+        start = time.perf_counter()
+        with torch.no_grad():
+            x = solve(net, noise, solver=solver, context=context, guidance=args.guidance, num_steps=steps)
+        seconds = time.perf_counter() - start
+        return ((x.clamp(-1, 1) + 1) / 2).numpy()[:, 0], seconds
+
+    print(f"{args.model}: {args.images} images, w = {args.guidance}, reference Heun {args.reference_steps} steps",
+          flush=True)
+    reference, ref_seconds = run("heun", args.reference_steps)
+    print(f"reference: {ref_seconds:.0f} s ({args.images / ref_seconds:.3f} images/s)", flush=True)
+    ref_mean, ref_std = reference.mean(axis=(1, 2)), reference.std(axis=(1, 2))
+    header = f"{'solver':>9} {'steps':>5} {'evals':>5} {'RMS vs ref':>10} {'W1 mean':>9} {'W1 std':>9} {'images/s':>9}"
+    print(header)
+    for solver in ("heun", "dpmpp_2m"):
+        for evaluations in args.evaluations:
+            steps = _steps_for(solver, evaluations)
+            images, seconds = run(solver, steps)
+            rms = float(np.sqrt(np.mean((images - reference) ** 2)))
+            w1_mean = wasserstein_distance(images.mean(axis=(1, 2)), ref_mean)
+            w1_std = wasserstein_distance(images.std(axis=(1, 2)), ref_std)
+            print(f"{solver:>9} {steps:5d} {network_evaluations(solver, steps):5d} {rms:10.5f} "
+                  f"{w1_mean:9.5f} {w1_std:9.5f} {args.images / seconds:9.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

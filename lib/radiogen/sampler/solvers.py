@@ -1,0 +1,42 @@
+"""The ODE solvers of ``sample.sampler.solver`` behind one call.
+
+``heun``: EDM's Heun sampler (Karras et al. 2022, Alg. 1/2; the paper), 2N - 1
+network evaluations for N steps, optional churn.  ``dpmpp_2m``: DPM-Solver++(2M)
+(Lu et al. 2022), N evaluations for N steps, deterministic.  Both use the same
+noise levels (:func:`~radiogen.sampler.heun.sigma_schedule`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from radiogen.errors import ConfigError
+from radiogen.sampler.dpmpp import sample_dpmpp_2m
+from radiogen.sampler.heun import sample as sample_heun
+
+__all__ = ["SOLVERS", "solve", "network_evaluations"]
+
+SOLVERS = ("heun", "dpmpp_2m")
+
+
+def network_evaluations(solver: str, num_steps: int) -> int:
+    """Denoiser evaluations per image (each a batch of 2 with guidance w != 0)."""
+    return 2 * num_steps - 1 if solver == "heun" else num_steps
+
+
+def solve(net, noise: torch.Tensor, *, solver: str = "heun", generators=None, S_churn: float = 0.0,
+          S_min: float = 0.0, S_max: float = float("inf"), S_noise: float = 1.0, **common) -> torch.Tensor:
+    """Images from latents ``noise`` with the named solver; ``common`` as for both samplers.
+
+    ``common``: context, guidance, num_steps, sigma_min, sigma_max, rho, callback,
+    autocast_dtype.  The churn options (and ``generators`` for its noise) apply
+    to ``heun`` only; ``dpmpp_2m`` with ``S_churn > 0`` is a :class:`ConfigError`.
+    """
+    if solver == "heun":
+        return sample_heun(net, noise, generators=generators, S_churn=S_churn, S_min=S_min,
+                           S_max=S_max, S_noise=S_noise, **common)
+    if solver == "dpmpp_2m":
+        if S_churn > 0:
+            raise ConfigError("sample.sampler.S_churn > 0 needs solver heun (dpmpp_2m is deterministic)")
+        return sample_dpmpp_2m(net, noise, **common)
+    raise ConfigError(f"sample.sampler.solver must be one of {SOLVERS}, got {solver!r}")
