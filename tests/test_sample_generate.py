@@ -291,8 +291,9 @@ def test_rerun_after_kill_9_equals_uninterrupted_shard(first_model, tmp_path):
     with open(log, "w") as handle:
         proc = subprocess.Popen(command(killed), stdout=handle, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and "images (" not in log.read_text():
-            time.sleep(0.05)  # killed once sampling is under way
+        while time.monotonic() < deadline and "shard 0: images" not in log.read_text():
+            time.sleep(0.05)
+        time.sleep(2.0)  # killed once sampling is under way
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     assert proc.returncode == -9, log.read_text()[-2000:]

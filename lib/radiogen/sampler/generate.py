@@ -26,6 +26,7 @@ import torch
 
 from radiogen.errors import ConfigError, InputFileError, RadiogenError
 from radiogen.io import atomic_path, open_hdf5, require_datasets
+from radiogen.progress import Progress
 from radiogen.sampler import conditioning as cond
 from radiogen.sampler.solvers import SOLVERS, solve
 
@@ -397,21 +398,22 @@ def write_shard(
     indices = shard_indices(shard, total=total, images_per_shard=images_per_shard)
     sampler = sampler_settings(sampler)
     log.info(
-        "%s shard %d: images %d..%d of %d, w=%g, %d steps, batch %d on %s (%s)",
-        meta["dataset"], shard, indices[0], indices[-1], total, guidance, sampler["num_steps"],
+        "%s shard %d: images %d..%d of %d, w=%g, %s %d steps, batch %d on %s (%s)",
+        meta["dataset"], shard, indices[0], indices[-1], total, guidance, sampler["solver"], sampler["num_steps"],
         batch_size, torch_device, autocast_dtype or "fp32",
     )
     t0 = time.perf_counter()
+    bar = Progress(indices.size, f"{meta['dataset']} shard {shard} images", logger=log)
 
     def progress(done: int, n: int) -> None:
-        rate = done / max(time.perf_counter() - t0, 1e-9)
-        log.info("%d/%d images (%.2f images/s, %.0f s left)", done, n, rate, (n - done) / rate)
+        bar.update(done - bar.done)
 
     arrays = generate_images(
         net, meta, indices, seed=seed, guidance=guidance, sampler=sampler, settings=settings,
         batch_size=batch_size, device=torch_device, autocast_dtype=autocast_dtype,
         progress=progress, source=source,
     )
+    bar.close()
     attrs = _attrs(meta, model_hash=model_id(model_path), seed=seed, guidance=guidance,
                    sampler=sampler, settings=settings)
     attrs.update(shard=int(shard), n_shards=n_shards(total, images_per_shard), n_images_total=total,
