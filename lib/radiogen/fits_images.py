@@ -32,6 +32,7 @@ import numpy as np
 
 from radiogen.errors import ConfigError, InputFileError
 from radiogen.io import atomic_path
+from radiogen.surveys import FIRST_CLASS_NAMES
 
 __all__ = ["SCALINGS", "FitsImage", "read_fits_image", "image_set_from_fits"]
 
@@ -39,7 +40,7 @@ log = logging.getLogger("radiogen.fits_images")
 
 SCALINGS = ("lotss", "first")
 #: FIRST's morphology classes (Griese et al. 2023), the default class names.
-FIRST_CLASSES = ("FRI", "FRII", "Compact", "Bent")
+FIRST_CLASSES = FIRST_CLASS_NAMES
 #: Relative tolerance on pixel scales that count as equal.
 _SCALE_TOLERANCE = 0.01
 

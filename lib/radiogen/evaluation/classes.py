@@ -24,6 +24,7 @@ import pandas as pd
 
 from radiogen.errors import InputFileError, RadiogenError
 from radiogen.io import atomic_path, open_hdf5, require_datasets
+from radiogen.surveys import FIRST_CLASS_NAMES
 
 __all__ = [
     "DEFAULT_CLASS_NAMES",
@@ -39,7 +40,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CLASS_NAMES = ["FRI", "FRII", "Compact", "Bent"]
+DEFAULT_CLASS_NAMES = list(FIRST_CLASS_NAMES)
 
 
 def read_images(

@@ -20,16 +20,17 @@ import numpy as np
 
 from radiogen.errors import ConfigError, InputFileError
 from radiogen.io import open_hdf5, require_datasets
+from radiogen.surveys import SURVEYS
 
 __all__ = ["ImageSet", "open_image_set", "DEFAULT_BEAM_ARCSEC", "DEFAULT_FREQUENCY_HZ"]
 
 #: Restoring beam FWHM per dataset (arcsec) used when a file has no ``beam_arcsec``
 #: attribute: LoTSS 6" (Shimwell et al. 2019), FIRST 5.4" (Becker et al. 1995).
-DEFAULT_BEAM_ARCSEC = {"lotss": 6.0, "first": 5.4}
+DEFAULT_BEAM_ARCSEC = {name: s.beam_arcsec for name, s in SURVEYS.items()}
 #: Observing frequency per dataset (Hz) used when a file has no ``frequency_hz``.
-DEFAULT_FREQUENCY_HZ = {"lotss": 144e6, "first": 1.4e9}
+DEFAULT_FREQUENCY_HZ = {name: s.frequency_hz for name, s in SURVEYS.items()}
 #: Pixel scale per dataset (arcsec/pixel) used when a file has no ``pixel_scale_arcsec``.
-DEFAULT_PIXEL_SCALE_ARCSEC = {"lotss": 1.5, "first": 1.8}
+DEFAULT_PIXEL_SCALE_ARCSEC = {name: s.pixel_scale_arcsec for name, s in SURVEYS.items()}
 
 #: Values this far outside [0, 1] are rejected (generated images are clamped; a
 #: small tolerance absorbs float rounding in the writers).

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from radiogen.errors import InputFileError
+from radiogen.surveys import FIRST, FIRST_CLASS_NAMES
 
 __all__ = [
     "CLASS_NAMES",
@@ -43,15 +44,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Morphological classes in label order (label = index).
-CLASS_NAMES = ("FRI", "FRII", "Compact", "Bent")
+CLASS_NAMES = FIRST_CLASS_NAMES
 #: Split folders of the archive in code order: 0 train, 1 valid, 2 test.
 SPLIT_NAMES = ("train", "valid", "test")
-#: FIRST pixel scale of the archive images (arcsec per pixel).
-PIXEL_SCALE_ARCSEC = 1.8
-#: FIRST restoring beam FWHM (arcsec, circular); not stored in the PNGs.
-BEAM_ARCSEC = 5.4
-#: FIRST observing frequency (Hz).
-FREQUENCY_HZ = 1.4e9
+#: FIRST pixel scale (arcsec/px), beam FWHM (arcsec; not stored in the PNGs), frequency (Hz).
+PIXEL_SCALE_ARCSEC = FIRST.pixel_scale_arcsec
+BEAM_ARCSEC = FIRST.beam_arcsec
+FREQUENCY_HZ = FIRST.frequency_hz
 
 _FLOAT = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _NAME_RE = re.compile(rf"^(?P<ra>{_FLOAT})_(?P<dec>{_FLOAT})_(?P<label>-?\d+)_(?P<catalogue>.+)$")

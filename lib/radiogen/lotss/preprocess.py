@@ -28,6 +28,7 @@ from scipy import stats
 
 from radiogen.errors import ConfigError, InputFileError
 from radiogen.io import atomic_path, open_hdf5, read_table_hdf5, require_datasets, write_table_hdf5
+from radiogen.surveys import survey_attrs
 
 __all__ = [
     "SPLIT_SEED_OFFSET",
@@ -309,9 +310,8 @@ def run_preprocess(
         if catalogue is not None and len(catalogue) == n:
             write_table_hdf5(out, "catalogue", catalogue.iloc[keep].reset_index(drop=True))
         out.attrs["dataset"] = "lotss"
-        out.attrs["pixel_scale_arcsec"] = float(attrs.get("pixel_scale_arcsec", 1.5))
-        out.attrs["beam_arcsec"] = float(attrs.get("beam_arcsec", 6.0))
-        out.attrs["frequency_hz"] = float(attrs.get("frequency_hz", 144e6))
+        for key, default in survey_attrs("lotss").items():
+            out.attrs[key] = float(attrs.get(key, default))
         out.attrs["seed"] = int(seed)
         out.attrs["boxcox_lambda"] = lam
         out.attrs["boxcox_mean"] = mean

@@ -21,6 +21,7 @@ import torch
 
 from radiogen.errors import InputFileError
 from radiogen.io import open_hdf5, require_datasets
+from radiogen.surveys import FIRST_CLASS_NAMES, survey_attrs
 
 __all__ = [
     "TrainingData",
@@ -284,10 +285,9 @@ def write_synthetic_training_set(
             h5["context"] = ((logp - mean) / std).astype(np.float32)[:, None]
             h5["peak_flux"] = peaks
             h5.attrs.update(boxcox_lambda=0.0, boxcox_mean=mean, boxcox_std=std,
-                            pixel_scale_arcsec=1.5, beam_arcsec=6.0, frequency_hz=144e6)
+                            **survey_attrs("lotss"))
         else:
             h5["context"] = np.eye(4, dtype=np.float32)[labels]
             h5["label"] = labels.astype(np.int64)
-            h5.attrs.update(class_names=json.dumps(["FRI", "FRII", "Compact", "Bent"]),
-                            pixel_scale_arcsec=1.8, beam_arcsec=5.4, frequency_hz=1.4e9)
+            h5.attrs.update(class_names=json.dumps(list(FIRST_CLASS_NAMES)), **survey_attrs("first"))
     return path

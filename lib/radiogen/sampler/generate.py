@@ -29,6 +29,7 @@ from radiogen.io import atomic_path, open_hdf5, require_datasets
 from radiogen.progress import Progress
 from radiogen.sampler import conditioning as cond
 from radiogen.sampler.solvers import SOLVERS, solve
+from radiogen.surveys import SURVEYS, survey_attrs
 
 __all__ = [
     "NOISE_STREAM",
@@ -55,10 +56,7 @@ log = logging.getLogger(__name__)
 NOISE_STREAM = 500
 
 #: Survey properties written as sample-set attributes (overridden by model metadata).
-SURVEY_ATTRS = {
-    "lotss": {"pixel_scale_arcsec": 1.5, "beam_arcsec": 6.0, "frequency_hz": 144e6},
-    "first": {"pixel_scale_arcsec": 1.8, "beam_arcsec": 5.4, "frequency_hz": 1.4e9},
-}
+SURVEY_ATTRS = {name: survey_attrs(name) for name in SURVEYS}
 
 #: Sampler settings (paper Sect. 4.3 / Alg. 1); churn off.
 SAMPLER_DEFAULTS = {
