@@ -200,19 +200,23 @@ def _cut_test_batch(cutouts):
     # The bright source moved to the border: the source is cropped by the cutout.
     edge = np.roll(good, (0, SIZE // 2 - 1), axis=(0, 1))
     add(edge, "BRIGHT_EDGE", "edge")
-    # NaN blanking patch in a corner (inside the mosaic's blanked region).
+    # Blanked (NaN) pixels make a cutout broken (paper Table 1, first row; the
+    # authors' code drops every cutout holding NaN), however few.
     blank = good.copy()
     blank[:12, :15] = np.nan
-    add(blank, "NAN_PATCH", "incomplete")
-    # A single NaN pixel is enough: set to the minimum it duplicates the minimum.
+    add(blank, "NAN_PATCH", "broken")
     one = good.copy()
     one[70, 5] = np.nan
-    add(one, "ONE_NAN", "incomplete")
-    add(good, "PARTIAL_FLAG", "incomplete", flag=True)
-    # Edge comes before incomplete: a cropped source with blanking counts as edge.
+    add(one, "ONE_NAN", "broken")
+    add(good, "PARTIAL_FLAG", "broken", flag=True)
+    # Broken comes first: a cropped source with blanking counts as broken, not edge.
     both = edge.copy()
     both[:5, :5] = np.nan
-    add(both, "EDGE_AND_NAN", "edge")
+    add(both, "EDGE_AND_NAN", "broken")
+    # Incomplete coverage: a flat region at the image minimum (zero-filled coverage gap).
+    plateau = good.copy()
+    plateau[-10:, -20:] = np.nanmin(good)
+    add(plateau, "MIN_PLATEAU", "incomplete")
     return np.array(images), np.array(names, object), np.array(partial), np.array(expected, object)
 
 
@@ -236,11 +240,12 @@ def test_each_cut_removes_what_it_should(cutouts, tmp_path):
     assert stats.loc[names == "BRIGHT_EDGE", "edge_ratio"].item() > 0.8
     assert stats.loc[names == "NAN_PATCH", "n_nan"].item() == 180
     assert stats.loc[names == "NAN_PATCH", "n_min"].item() == 181
+    assert stats.loc[names == "MIN_PLATEAU", "n_min"].item() >= 200
 
     table = selection_counts(reasons, snr_min=5, edge_fraction=0.8)
     assert list(table["step"]) == ["cutouts", "broken", "low_snr", "edge", "incomplete", "selected"]
     counts = dict(zip(table["step"], table["removed"]))
-    assert counts == {"cutouts": 0, "broken": 3, "low_snr": 4, "edge": 2, "incomplete": 3, "selected": 0}
+    assert counts == {"cutouts": 0, "broken": 7, "low_snr": 4, "edge": 1, "incomplete": 1, "selected": 0}
     remaining = table["remaining"].to_numpy()
     assert remaining[0] == len(images)
     assert np.all(remaining[1:5] == remaining[:4] - table["removed"].to_numpy()[1:5])
