@@ -354,3 +354,58 @@ def test_mosaic_unit_that_is_not_per_beam_is_named(tmp_path, lotss_dr1_dir, buni
         fits.PrimaryHDU(hdul[0].data, header=header).writeto(tmp_path / "k.fits")
     with pytest.raises(InputFileError, match=rf"k\.fits: BUNIT = '{bunit}' is not a surface brightness per beam"):
         open_mosaic(tmp_path / "k.fits")
+
+
+def test_resolved_sample_of_real_dr1_rows(tmp_path, lotss_dr1_dir):
+    """The LoTSS-DR2 resolved criterion on the real DR1 catalogue: ~8% of rows, as in DR2."""
+    paths = {mid: lotss_dr1_dir / name for mid, name in MOSAICS.items()}
+    summary = assign_sources(lotss_dr1_dir / CATALOGUE, paths, tmp_path / "s.h5", sample="resolved")
+    assert summary["n_catalogue_rows"] == 12093
+    assert summary["n_catalogue"] == 943  # resolved rows of the whole catalogue
+    with h5py.File(tmp_path / "s.h5") as h5:
+        kept = read_table_hdf5(h5["catalogue"])
+        assert h5.attrs["sample"] == "resolved"
+    # hand-checked: S_I/S_P = 7.7 with DC_Maj 24" (resolved) ... three multi-Gaussian sources
+    assert sorted(kept["Source_Name"]) == ["ILTJ133946.43+545753.2", "ILTJ133949.14+545812.5",
+                                           "ILTJ134033.75+545434.4", "ILTJ134036.70+545500.1"]
+    table = normalise_catalogue(read_catalogue(lotss_dr1_dir / CATALOGUE))
+    on_piece = set(assign_sources(lotss_dr1_dir / CATALOGUE, paths, tmp_path / "all.h5")["n_per_mosaic"])
+    assert on_piece == set(MOSAICS)
+    # every kept row obeys the envelope; compact sources (S_I ~ S_P) are out
+    ratio = np.log(table["Total_flux"] / table["Peak_flux"])
+    snr = table["Total_flux"] / table["E_Total_flux"]
+    assert (ratio > 0.42 + 1.08 / (1 + (snr / 96.57) ** 2.49)).sum() == 943
+
+
+def test_resolved_criterion_envelope_and_catalogue_column(tmp_path):
+    from radiogen.lotss.catalogue import resolved_mask, select_sample
+
+    # at SNR = 96.57 the envelope is 0.42 + 1.08 / 2 = 0.96
+    rows = pd.DataFrame({"Source_Name": ["IN", "OUT", "Z"], "Total_flux": [96.57, 96.57, 1.0],
+                         "E_Total_flux": [1.0, 1.0, 1.0], "Peak_flux": [96.57 / np.exp(1.0), 96.57 / np.exp(0.9), 1.0],
+                         "S_Code": ["M", "S", "Z"]})
+    assert list(resolved_mask(rows)) == [True, False, True]  # composite (Z) sources count as resolved
+    # the catalogue's own Resolved column wins (DR2 value-added catalogue)
+    flagged = rows.assign(Resolved=["False", "True", "False"])
+    assert list(select_sample(flagged, sample="resolved")["Source_Name"]) == ["OUT"]
+    with pytest.raises(CatalogueError, match=r"cat\.csv: cannot select resolved sources: no Resolved column, "
+                                             r"and E_Total_flux missing"):
+        resolved_mask(rows.drop(columns="E_Total_flux"), source="cat.csv")
+    with pytest.raises(CatalogueError, match=r"1 listed source\(s\) not in the catalogue: TYPO"):
+        select_sample(rows, sample="list", names=["IN", "TYPO"])
+    listed = tmp_path / "names.txt"
+    listed.write_text("# my sources\nIN\nZ  # composite\n")
+    from radiogen.lotss.catalogue import read_source_list
+
+    assert list(select_sample(rows, sample="list", names=read_source_list(listed))["Source_Name"]) == ["IN", "Z"]
+
+
+def test_selection_table_starts_from_the_source_sample():
+    from radiogen.lotss.selection import selection_counts
+
+    reasons = np.array(["", "broken", "low_snr", ""], dtype=object)
+    table = selection_counts(reasons, snr_min=5, edge_fraction=0.8, n_sources=6, sample="resolved")
+    assert list(table["step"])[:2] == ["sources", "cutouts"]
+    assert table.loc[0, "description"] == "Catalogue resolved sources" and table.loc[0, "remaining"] == 6
+    assert table.loc[1, "removed"] == 2 and table.loc[1, "remaining"] == 4  # two lie on no mosaic
+    assert table["remaining"].iloc[-1] == 2

@@ -189,6 +189,7 @@ def test_workflow_downloads_and_cuts_real_data(repo_root, lotss_dr1_dir, tmp_pat
 results: {results}
 lotss:
   source: download
+  sources: all             # every catalogue source on the pieces (the resolved sample: test_lotss_cutouts)
   download:
     mosaics: [P205+55_400px, P218+55_200px]
     mosaic_url: "{base}/{{mosaic}}.fits"

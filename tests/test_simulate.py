@@ -34,8 +34,11 @@ def test_files_and_catalogue_columns(survey):
     assert sorted(p.name for p in (out / "mosaics").iterdir()) == ["SIM000.fits", "SIM001.fits"]
     on_disk = pd.read_csv(out / "catalogue.csv")
     expected = ["Source_Name", "RA", "DEC", "optRA", "optDec", "LAS", "LAS_from", "Peak_flux",
-                "Total_flux", "Mosaic_ID", "Morphology"]
+                "Total_flux", "E_Total_flux", "S_Code", "Mosaic_ID", "Morphology"]
     assert list(on_disk.columns) == expected
+    # what the LoTSS-DR2 resolved criterion needs: an integrated-flux error and a source code
+    assert (on_disk["E_Total_flux"] > 0).all() and set(on_disk["S_Code"]) <= {"S", "M"}
+    assert (on_disk.loc[on_disk["Morphology"] == "compact", "S_Code"] == "S").all()
     assert len(on_disk) == 50 and on_disk["Source_Name"].is_unique
     assert set(on_disk["Mosaic_ID"]) == {"SIM000", "SIM001"}
     assert on_disk["Source_Name"].str.match(r"^ILTJ\d{6}\.\d{2}[+-]\d{6}\.\d$").all()

@@ -13,6 +13,7 @@ al. 2022): SIN projection, 1.5"/px, BMAJ = BMIN = 6" (in degrees), BPA,
 ``BUNIT = 'JY/BEAM'``, ``RESTFRQ`` 143.65 MHz, NaN outside the covered disc,
 here stored as float32.  The catalogue CSV has the DR2 cross-match columns
 ``Source_Name, RA, DEC, optRA, optDec, LAS, LAS_from, Peak_flux, Total_flux,
+E_Total_flux, S_Code,
 Mosaic_ID`` (degrees, arcsec, mJy and mJy/beam as in LoTSS) plus the true
 ``Morphology``.
 
@@ -188,6 +189,13 @@ def sample_power_law(rng: np.random.Generator, n: int, *, s_min: float, s_max: f
         return s_min * (s_max / s_min) ** u
     k = 1.0 - alpha
     return (s_min**k + u * (s_max**k - s_min**k)) ** (1.0 / k)
+
+
+def _total_flux_error_mjy(las_arcsec: float, settings) -> float:
+    """Noise on an integrated flux: rms x sqrt(source area in beams), mJy (area >= 1 beam)."""
+    beam_area = 1.1331 * BEAM_ARCSEC**2  # Gaussian beam area, arcsec^2
+    source_area = np.pi / 4 * max(float(las_arcsec), 0.0) ** 2
+    return float(settings.rms_ujy * 1e-3 * np.sqrt(max(1.0, source_area / beam_area)))
 
 
 def source_name(ra_deg: float, dec_deg: float) -> str:
@@ -377,6 +385,9 @@ def simulate_mosaic(settings: SurveySettings, *, index: int, seed: int
             "LAS_from": "model",
             "Peak_flux": float(stamp.max()) * 1e3,
             "Total_flux": float(total) * 1e3,
+            # PyBDSF-like error and source code, for the resolved-source criterion
+            "E_Total_flux": _total_flux_error_mjy(_largest_size(comps), settings),
+            "S_Code": "S" if morph[k] == "compact" else "M",
             "Mosaic_ID": mosaic_id,
             "Morphology": str(morph[k]),
         })

@@ -85,6 +85,9 @@ rule assign_sources:
             lotss_mosaic_path(wildcards.survey, m)
             for m in lotss_mosaic_ids(wildcards.survey)
         ],
+        source_list=lambda wildcards: (
+            [LOTSS["source_list"]] if LOTSS["sources"] == "list" else []
+        ),
     output:
         results("lotss", "{survey}", "sources.h5"),
     log:
@@ -102,9 +105,10 @@ rule assign_sources:
             for m in lotss_mosaic_ids(wildcards.survey)
         ),
         duplicates=LOTSS["duplicate_names"],
+        sample=lotss_sample_args,
     shell:
         "radiogen lotss-assign --catalogue {input.catalogue:q} {params.mosaics}"
-        " --duplicates {params.duplicates} --out {output:q} > {log:q} 2>&1"
+        " --duplicates {params.duplicates} {params.sample} --out {output:q} > {log:q} 2>&1"
 
 
 rule cutouts:

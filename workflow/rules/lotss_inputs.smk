@@ -83,3 +83,15 @@ LOTSS_DOWNLOAD_HINT = (
     "Set lotss.download.mosaic_url / catalogue_url to a reachable mirror, or fetch the files "
     "by hand and use lotss.source: files with lotss.files.mosaics and lotss.files.catalogue."
 )
+
+
+def lotss_sample_args(wildcards):
+    """lotss-assign options for the source sample (lotss.sources, lotss.source_list)."""
+    args = f"--sources {LOTSS['sources']}"
+    if LOTSS["sources"] == "list":
+        if not LOTSS["source_list"]:
+            raise WorkflowError(
+                "lotss.sources is list but lotss.source_list names no file"
+            )
+        args += f" --source-list {shlex.quote(LOTSS['source_list'])}"
+    return args

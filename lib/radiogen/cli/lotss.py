@@ -18,6 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output HDF5 (sources with centre and mosaic)")
     p.add_argument("--duplicates", choices=["error", "keep_first"], default="error",
                    help="duplicate Source_Name handling (default: error)")
+    p.add_argument("--sources", choices=["resolved", "all", "list"], default="all",
+                   help="source sample: resolved (the paper, LoTSS-DR2 criterion), all, or list")
+    p.add_argument("--source-list", default=None, help="file of source names for --sources list")
     p.set_defaults(func=_assign)
 
     p = subparsers.add_parser("lotss-cutouts", help="cut all assigned sources from one mosaic")
@@ -60,7 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _assign(args):
     from radiogen.lotss.cutouts import assign_sources
 
-    assign_sources(args.catalogue, dict(args.mosaic), args.out, duplicates=args.duplicates)
+    assign_sources(args.catalogue, dict(args.mosaic), args.out, duplicates=args.duplicates,
+                   sample=args.sources, source_list=args.source_list)
     return 0
 
 

@@ -192,6 +192,96 @@ def _check_sky_ranges(table: pd.DataFrame, source) -> None:
         )
 
 
+#: Source samples: the paper's resolved sources, every catalogue row, or a list of names.
+SOURCE_SAMPLES = ("resolved", "all", "list")
+
+
+def resolved_mask(table: pd.DataFrame, *, source: str | os.PathLike = "catalogue") -> np.ndarray:
+    """LoTSS-DR2 resolved sources (Shimwell et al. 2022, Sect. 3.1).
+
+    The catalogue's own boolean ``Resolved`` column is used when present (the
+    DR2 value-added catalogue of Hardcastle et al. 2023 has one).  Otherwise a
+    source is resolved when R = ln(S_I / S_P) exceeds the envelope fitted to the
+    99.9th percentile of compact sources,
+    R_99.9 = 0.42 + 1.08 / (1 + (SNR / 96.57)^2.49), SNR = S_I / sigma(S_I),
+    or when PyBDSF built it from several Gaussians with its own island
+    (``S_Code == "Z"``), as the DR2 catalogue's ``Resolved`` column does.
+
+    Raises
+    ------
+    CatalogueError
+        Neither a ``Resolved`` column nor ``Total_flux``, ``E_Total_flux`` and
+        ``Peak_flux`` to apply the criterion.
+    """
+    if "Resolved" in table.columns:
+        values = table["Resolved"]
+        if values.dtype == bool:
+            return values.to_numpy(bool)
+        text = values.astype(str).str.strip().str.lower()
+        known = text.isin(["true", "false", "1", "0", "t", "f"])
+        if not known.all():
+            bad = table.loc[~known, "Source_Name"].astype(str).tolist()
+            raise CatalogueError(f"{source}: Resolved is not a boolean for source(s) {_some(bad)}")
+        return text.isin(["true", "1", "t"]).to_numpy()
+    missing = [c for c in ("Total_flux", "E_Total_flux", "Peak_flux") if c not in table.columns]
+    if missing:
+        raise CatalogueError(
+            f"{source}: cannot select resolved sources: no Resolved column, and {', '.join(missing)} "
+            "missing for the LoTSS-DR2 criterion (set lotss.sources: all to keep every source)"
+        )
+    total = pd.to_numeric(table["Total_flux"], errors="coerce").to_numpy(float)
+    error = pd.to_numeric(table["E_Total_flux"], errors="coerce").to_numpy(float)
+    peak = pd.to_numeric(table["Peak_flux"], errors="coerce").to_numpy(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr = total / error
+        ratio = np.log(total / peak)  # R = ln(S_I / S_P)
+    envelope = 0.42 + 1.08 / (1.0 + (snr / 96.57) ** 2.49)  # Shimwell et al. 2022, Sect. 3.1
+    resolved = np.isfinite(ratio) & np.isfinite(envelope) & (ratio > envelope)
+    if "S_Code" in table.columns:
+        resolved |= table["S_Code"].astype(str).str.strip().eq("Z").to_numpy()
+    return resolved
+
+
+def select_sample(table: pd.DataFrame, *, sample: str = "all", names: Sequence[str] | None = None,
+                  source: str | os.PathLike = "catalogue") -> pd.DataFrame:
+    """The catalogue rows to cut out: ``resolved`` (:func:`resolved_mask`), ``all`` or ``list``.
+
+    ``list`` keeps the rows whose ``Source_Name`` is in ``names``; a name that
+    is not in the catalogue is an error (a typo would silently shrink the set).
+    """
+    if sample == "all":
+        return table
+    if sample == "resolved":
+        keep = resolved_mask(table, source=source)
+        log.info("%s: %d of %d sources are resolved (LoTSS-DR2 criterion)", source, int(keep.sum()), len(table))
+    elif sample == "list":
+        if not names:
+            raise CatalogueError(f"{source}: lotss.sources is list but the source list is empty")
+        wanted = pd.Index([str(n).strip() for n in names])
+        unknown = wanted.difference(pd.Index(table["Source_Name"].astype(str)))
+        if len(unknown):
+            raise CatalogueError(f"{source}: {len(unknown)} listed source(s) not in the catalogue: "
+                                 f"{_some(sorted(unknown))}")
+        keep = table["Source_Name"].astype(str).isin(wanted).to_numpy()
+    else:
+        raise CatalogueError(f"lotss.sources must be one of {SOURCE_SAMPLES}, got {sample!r}")
+    if not keep.any():
+        raise CatalogueError(f"{source}: the {sample} sample is empty (no source to cut out)")
+    return table.loc[keep].reset_index(drop=True)
+
+
+def read_source_list(path: str | os.PathLike) -> list[str]:
+    """Source names, one per line (``#`` starts a comment), or a CSV with a Source_Name column."""
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(f"{path}: source list does not exist")
+    text = path.read_text(encoding="utf-8")
+    first = text.splitlines()[0].strip() if text.strip() else ""
+    if first.split(",")[0].strip() == "Source_Name":
+        return pd.read_csv(path)["Source_Name"].astype(str).str.strip().tolist()
+    return [line.split("#")[0].strip() for line in text.splitlines() if line.split("#")[0].strip()]
+
+
 def cutout_centres(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cutout centre per row: the optical host where known, else the radio position.
 

@@ -48,6 +48,8 @@ from radiogen.lotss.catalogue import (
     cutout_centres,
     normalise_catalogue,
     read_catalogue,
+    read_source_list,
+    select_sample,
 )
 from radiogen.lotss.mosaic import Mosaic, open_mosaic
 
@@ -79,8 +81,10 @@ def assign_sources(
     out_path: str | os.PathLike,
     *,
     duplicates: str = "error",
+    sample: str = "all",
+    source_list: str | os.PathLike | None = None,
 ) -> dict:
-    """Check the catalogue and assign every source to one mosaic.
+    """Check the catalogue, choose its source sample and assign every source to one mosaic.
 
     Parameters
     ----------
@@ -95,6 +99,9 @@ def assign_sources(
         ``n_per_mosaic`` (JSON).
     duplicates : {"error", "keep_first"}
         Passed to :func:`~radiogen.lotss.catalogue.normalise_catalogue`.
+    sample : {"all", "resolved", "list"}
+        Which sources to cut out (:func:`~radiogen.lotss.catalogue.select_sample`;
+        the paper: ``resolved``); ``list`` reads the names in ``source_list``.
 
     Returns
     -------
@@ -103,6 +110,9 @@ def assign_sources(
     """
     table = normalise_catalogue(read_catalogue(catalogue_path), source=catalogue_path,
                                 duplicates=duplicates)
+    n_rows = len(table)
+    names = read_source_list(source_list) if sample == "list" and source_list is not None else None
+    table = select_sample(table, sample=sample, names=names, source=catalogue_path)
     mosaics = {mid: open_mosaic(p, mosaic_id=mid) for mid, p in mosaic_paths.items()}
     if not mosaics:
         raise InputFileError(f"{catalogue_path}: no mosaics given to place the sources on")
@@ -127,13 +137,15 @@ def assign_sources(
     for mid, n in counts.items():
         log.info("mosaic %s: %d sources", mid, n)
     summary = {"n_catalogue": int(len(table)), "n_off_mosaic": int(off.sum()),
-               "n_per_mosaic": counts}
+               "n_per_mosaic": counts, "n_catalogue_rows": int(n_rows), "sample": sample}
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as h5:
         write_table_hdf5(h5, "catalogue", on)
         h5.create_dataset("off_mosaic_names", data=np.array(off_names, dtype=object), dtype=_STR)
         h5.attrs["n_catalogue"] = summary["n_catalogue"]
         h5.attrs["n_off_mosaic"] = summary["n_off_mosaic"]
         h5.attrs["n_per_mosaic"] = json.dumps(counts)
+        h5.attrs["n_catalogue_rows"] = summary["n_catalogue_rows"]  # before the sample was chosen
+        h5.attrs["sample"] = sample
         h5.attrs["catalogue_path"] = str(catalogue_path)
     return summary
 
@@ -378,8 +390,10 @@ def aggregate_shards(
     if sources_path is not None:
         with open_hdf5(sources_path) as h5:
             n_catalogue, n_off = int(h5.attrs["n_catalogue"]), int(h5.attrs["n_off_mosaic"])
+            sample = str(h5.attrs.get("sample", "all"))
     else:
         n_catalogue, n_off = int(first_attrs["n_catalogue"]), int(first_attrs["n_off_mosaic"])
+        sample = "all"
     started = time.monotonic()
     tables = []
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as out:
@@ -397,7 +411,7 @@ def aggregate_shards(
         catalogue = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
         write_table_hdf5(out, "catalogue", catalogue)
         attrs = {k: first_attrs[k] for k in ("pixel_scale_arcsec", "beam_arcsec", "frequency_hz", "cutout_size")}
-        attrs.update(n_catalogue=n_catalogue, n_off_mosaic=n_off, n_mosaics=len(shard_paths))
+        attrs.update(n_catalogue=n_catalogue, n_off_mosaic=n_off, n_mosaics=len(shard_paths), sample=sample)
         _set_attrs(out, attrs, out["flag_nan"][()], out["flag_partial"][()])
         summary = {"n_cutouts": n, "n_catalogue": n_catalogue, "n_off_mosaic": n_off,
                    "n_flag_nan": int(out.attrs["n_flag_nan"]),

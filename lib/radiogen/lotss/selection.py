@@ -209,11 +209,23 @@ def removal_reasons(stats: pd.DataFrame, *, settings: SelectionSettings) -> np.n
     return reasons
 
 
-def selection_counts(reasons: np.ndarray, *, snr_min: float, edge_fraction: float) -> pd.DataFrame:
-    """Table 1 of the paper: images removed at each step and remaining after it."""
+def selection_counts(reasons: np.ndarray, *, snr_min: float, edge_fraction: float,
+                     n_sources: int | None = None, sample: str | None = None) -> pd.DataFrame:
+    """Table 1 of the paper: images removed at each step and remaining after it.
+
+    With ``n_sources`` (the catalogue's source sample, e.g. its resolved
+    sources) the table starts from it; the ``cutouts`` row then removes the
+    sources that lie on no mosaic.
+    """
     reasons = np.asarray(reasons, dtype=object)
     remaining = len(reasons)
-    rows = [{"step": "cutouts", "description": "All cutouts", "removed": 0, "remaining": remaining}]
+    rows = []
+    if n_sources is not None:
+        label = f"{sample} sources" if sample and sample != "all" else "sources"
+        rows.append({"step": "sources", "description": f"Catalogue {label}", "removed": 0,
+                     "remaining": int(n_sources)})
+    rows.append({"step": "cutouts", "description": "Cutouts on a mosaic" if n_sources is not None else "All cutouts",
+                 "removed": int(n_sources) - remaining if n_sources is not None else 0, "remaining": remaining})
     for key, description in STEPS:
         if key == "low_snr":
             description = f"S/N_sigma < {snr_min:g}"
@@ -357,7 +369,12 @@ def run_selection(
     reasons = removal_reasons(stats, settings=settings)
     log.info("statistics for %d images in %.1f s", n, time.perf_counter() - t0)
 
-    table = selection_counts(reasons, snr_min=settings.snr_min, edge_fraction=settings.edge_fraction)
+    attrs = meta["attrs"]
+    table = selection_counts(
+        reasons, snr_min=settings.snr_min, edge_fraction=settings.edge_fraction,
+        n_sources=int(attrs["n_catalogue"]) if "n_catalogue" in attrs else None,
+        sample=str(attrs.get("sample", "all")),
+    )
     for row in table.itertuples():
         log.info("%-10s removed %8d remaining %8d", row.step, row.removed, row.remaining)
 
