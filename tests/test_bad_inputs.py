@@ -367,7 +367,7 @@ def test_missing_beam_taken_from_config_with_a_warning(lotss_dr1_dir, tmp_path, 
     assert rc == 0
     assert "header has no BMAJ; using lotss.beam_arcsec = 6 arcsec" in caplog.text
     with h5py.File(out) as h5:
-        assert h5.attrs["beam_arcsec"] == 6.0
+        assert h5.attrs["beam_arcsec"] == 6.0 and h5.attrs["beam_source"] == "config"
 
 
 def test_cutouts_refuse_nonpositive_fallback_beam(lotss_dr1_dir, tmp_path, sources, capsys):

@@ -409,3 +409,28 @@ def test_selection_table_starts_from_the_source_sample():
     assert table.loc[0, "description"] == "Catalogue resolved sources" and table.loc[0, "remaining"] == 6
     assert table.loc[1, "removed"] == 2 and table.loc[1, "remaining"] == 4  # two lie on no mosaic
     assert table["remaining"].iloc[-1] == 2
+
+
+def test_central_source_measured_and_optional_cut(dr1, tmp_path):
+    """Hand-checked on the real DR1 pixels: ILTJ143428.48+545728.7 (0.43 mJy/beam) passes the
+    paper's cuts, but its brightest pixel is the 3.3 mJy/beam ILTJ143426.08+545730.5, 21" away."""
+    from radiogen.lotss.selection import SelectionSettings, run_selection
+
+    out = tmp_path / "sel"
+    kwargs = dict(table_path=out / "t.csv", per_image_path=out / "p.csv", selected_path=out / "s.h5")
+    table = run_selection(dr1["dir"] / "cutouts.h5", **kwargs)
+    per_image = pd.read_csv(out / "p.csv", keep_default_na=False).set_index("source_name")
+    faint, bright = per_image.loc["ILTJ143428.48+545728.7"], per_image.loc["ILTJ143426.08+545730.5"]
+    assert faint["kept"] and 12 < faint["max_offset_px"] < 15 and faint["brighter_neighbour"]
+    assert bright["kept"] and bright["max_offset_px"] < 1.5 and not bright["brighter_neighbour"]
+    rows = table.set_index("step")
+    off = per_image["kept"] & (per_image["max_offset_px"] > 10)
+    assert rows.loc["count_max_off_centre", "remaining"] == off.sum() >= 2
+    assert rows.loc["count_brighter_neighbour", "remaining"] >= 2
+    assert "off_centre" not in rows.index  # no cut by default, as in the paper
+    # the optional cut has its own row and removes exactly the off-centre images
+    cut = run_selection(dr1["dir"] / "cutouts.h5", table_path=out / "t2.csv", per_image_path=out / "p2.csv",
+                        selected_path=out / "s2.h5", settings=SelectionSettings(central_source=10))
+    cut_rows = cut.set_index("step")
+    assert cut_rows.loc["off_centre", "removed"] == off.sum()
+    assert cut_rows.loc["selected", "remaining"] == rows.loc["selected", "remaining"] - off.sum()

@@ -303,6 +303,7 @@ def cut_mosaic(
     attrs = {
         "pixel_scale_arcsec": mosaic.pixel_scale_arcsec,
         "beam_arcsec": beam,
+        "beam_source": "header" if mosaic.beam_arcsec is not None else "config",
         "frequency_hz": np.nan if mosaic.frequency_hz is None else mosaic.frequency_hz,
         "cutout_size": size,
         "n_catalogue": n_catalogue,

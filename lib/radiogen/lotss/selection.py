@@ -72,6 +72,8 @@ class SelectionSettings:
     clip_maxiters: int = 5
     edge_fraction: float = 0.8
     max_min_pixels: int = 1
+    central_source: float | None = None
+    central_radius_px: float = 10.0
     chunk_size: int = 2048
     figure_snr_max: float = 15.0
     figure_columns: int = 10
@@ -89,6 +91,8 @@ class SelectionSettings:
             "clip_maxiters": self.clip_maxiters >= 1,
             "edge_fraction": 0 < self.edge_fraction <= 1,
             "max_min_pixels": self.max_min_pixels >= 1,
+            "central_source": self.central_source is None or self.central_source >= 0,
+            "central_radius_px": self.central_radius_px >= 0,
             "chunk_size": self.chunk_size >= 1,
             "figure_snr_max": self.figure_snr_max > 0,
             "figure_columns": self.figure_columns >= 1,
@@ -159,6 +163,13 @@ def image_statistics(
     unusable = ~(np.isfinite(low) & np.isfinite(high) & (high > low))  # min-max undefined
     n_min = (flat == low[:, None]).sum(axis=1)
 
+    # Where the brightest pixel lies: far from the centre, the image (and its peak-flux
+    # context) belong to a brighter neighbour rather than the catalogue source.
+    height, width = images.shape[1:]
+    peak_at = np.nanargmax(np.where(np.isfinite(filled), filled, -np.inf).reshape(n, -1), axis=1) if n else np.zeros(0, int)
+    peak_y, peak_x = np.divmod(peak_at, width)
+    max_offset = np.hypot(peak_y - height // 2, peak_x - width // 2)  # Cutout2D centre pixel: size // 2
+
     border = np.concatenate(
         [filled[:, 0, :], filled[:, -1, :], filled[:, 1:-1, 0], filled[:, 1:-1, -1]], axis=1
     )
@@ -186,6 +197,7 @@ def image_statistics(
             "edge_ratio": np.where(unusable, np.nan, edge_ratio),
             "n_nan": n_nan,
             "n_min": n_min,
+            "max_offset_px": np.where(unusable, np.nan, max_offset),
             "flag_partial": partial,
             "broken": broken,
         }
@@ -203,14 +215,47 @@ def removal_reasons(stats: pd.DataFrame, *, settings: SelectionSettings) -> np.n
         "edge": stats["edge_ratio"].to_numpy(float) > settings.edge_fraction,
         "incomplete": stats["n_min"].to_numpy() > settings.max_min_pixels,
     }
+    if settings.central_source is not None:
+        fails["off_centre"] = ~(stats["max_offset_px"].to_numpy(float) <= settings.central_source)
     reasons = np.full(len(stats), "", dtype=object)
-    for key, _ in STEPS:
+    for key, _ in _steps(settings):
         reasons[(reasons == "") & fails[key]] = key
     return reasons
 
 
+def _steps(settings: SelectionSettings) -> tuple:
+    """The paper's cuts, plus the optional central-source cut when configured."""
+    if settings.central_source is None:
+        return STEPS
+    return (*STEPS, ("off_centre", f"Maximum > {settings.central_source:g} px from the centre"))
+
+
+def brighter_neighbour(pixel_x, pixel_y, mosaic_id, peak_flux, *, size: int) -> np.ndarray:
+    """Whether a brighter catalogue source lies inside each cutout (same mosaic, same sample).
+
+    ``pixel_x``/``pixel_y`` are the cutout centres on their mosaic (px), ``peak_flux``
+    the catalogue peak fluxes; a neighbour counts when its centre falls inside the
+    ``size`` x ``size`` cutout and its peak flux is higher.
+    """
+    px, py = np.asarray(pixel_x, float), np.asarray(pixel_y, float)
+    peak, mosaic = np.asarray(peak_flux, float), np.asarray(mosaic_id, dtype=object)
+    flag = np.zeros(len(px), dtype=bool)
+    half = size / 2
+    for name in np.unique(mosaic):
+        idx = np.flatnonzero(mosaic == name)
+        order = idx[np.argsort(px[idx])]
+        xs = px[order]
+        for k, i in enumerate(order):
+            lo, hi = np.searchsorted(xs, px[i] - half), np.searchsorted(xs, px[i] + half)
+            near = order[lo:hi]
+            near = near[(near != i) & (np.abs(py[near] - py[i]) < half)]
+            flag[i] = bool(np.any(peak[near] > peak[i]))
+    return flag
+
+
 def selection_counts(reasons: np.ndarray, *, snr_min: float, edge_fraction: float,
-                     n_sources: int | None = None, sample: str | None = None) -> pd.DataFrame:
+                     n_sources: int | None = None, sample: str | None = None,
+                     steps: tuple = STEPS) -> pd.DataFrame:
     """Table 1 of the paper: images removed at each step and remaining after it.
 
     With ``n_sources`` (the catalogue's source sample, e.g. its resolved
@@ -226,7 +271,7 @@ def selection_counts(reasons: np.ndarray, *, snr_min: float, edge_fraction: floa
                      "remaining": int(n_sources)})
     rows.append({"step": "cutouts", "description": "Cutouts on a mosaic" if n_sources is not None else "All cutouts",
                  "removed": int(n_sources) - remaining if n_sources is not None else 0, "remaining": remaining})
-    for key, description in STEPS:
+    for key, description in steps:
         if key == "low_snr":
             description = f"S/N_sigma < {snr_min:g}"
         elif key == "edge":
@@ -257,7 +302,7 @@ def read_cutout_metadata(path: str | os.PathLike) -> dict:
         for name in ("source_name", "mosaic_id", "centre_from"):
             if name in h5:
                 meta[name] = np.array(h5[name].asstr()[()], dtype=object)
-        for name in ("centre_ra", "centre_dec"):
+        for name in ("centre_ra", "centre_dec", "pixel_x", "pixel_y"):
             if name in h5:
                 meta[name] = h5[name][()].astype(np.float64)
         for name in ("flag_partial", "flag_nan"):
@@ -276,6 +321,17 @@ def read_cutout_metadata(path: str | os.PathLike) -> dict:
                 )
             meta["catalogue"] = catalogue
     return meta
+
+
+def _neighbour_flags(meta: dict) -> np.ndarray:
+    """:func:`brighter_neighbour` from cutout metadata; all False without positions or fluxes."""
+    n = meta["n"]
+    catalogue = meta.get("catalogue")
+    if catalogue is None or "Peak_flux" not in catalogue or not {"pixel_x", "pixel_y"} <= set(meta):
+        return np.zeros(n, dtype=bool)
+    mosaic = meta.get("mosaic_id", np.full(n, "", dtype=object))
+    return brighter_neighbour(meta["pixel_x"], meta["pixel_y"], mosaic, catalogue["Peak_flux"].to_numpy(float),
+                              size=int(meta["shape"][1]))
 
 
 def _stats_for_chunk(task):
@@ -373,8 +429,21 @@ def run_selection(
     table = selection_counts(
         reasons, snr_min=settings.snr_min, edge_fraction=settings.edge_fraction,
         n_sources=int(attrs["n_catalogue"]) if "n_catalogue" in attrs else None,
-        sample=str(attrs.get("sample", "all")),
+        sample=str(attrs.get("sample", "all")), steps=_steps(settings),
     )
+    neighbour = _neighbour_flags(meta)
+    stats["brighter_neighbour"] = neighbour
+    kept = reasons == ""
+    off = kept & (stats["max_offset_px"].to_numpy(float) > settings.central_radius_px)
+    counts = pd.DataFrame([
+        {"step": "count_max_off_centre", "removed": 0, "remaining": int(off.sum()),
+         "description": f"of the selected: maximum > {settings.central_radius_px:g} px from the centre "
+                        "(a count, not a cut; lotss.selection.central_source cuts)"},
+        {"step": "count_brighter_neighbour", "removed": 0, "remaining": int((kept & neighbour).sum()),
+         "description": "of the selected: a brighter catalogue source inside the cutout (a count, not a cut)"},
+    ])
+    # the counts go just before the final "selected" row
+    table = pd.concat([table.iloc[:-1], counts, table.iloc[-1:]], ignore_index=True)
     for row in table.itertuples():
         log.info("%-10s removed %8d remaining %8d", row.step, row.removed, row.remaining)
 
