@@ -8,6 +8,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import yaml
 
 from radiogen.cli import main as cli_main
 from radiogen import download as dl
@@ -232,7 +233,8 @@ lotss:
     assert "simulate_survey" in out and "survey=classical" in out and "survey=main" in out
     assert "download_lotss" not in out
     assert str(lotss_dr1_dir / "P205+55_400px.fits") in out
-    assert out.count("rule cutouts:") == 5  # 2 real + 3 simulated mosaics
+    simulated = yaml.safe_load((repo_root / "config.yaml").read_text())["lotss"]["simulate"]["n_mosaics"]
+    assert out.count("rule cutouts:") == 2 + simulated  # 2 real + the classical survey's mosaics
 
     missing = _snakemake(repo_root, tmp_path, "lotss:\n  source: files\n", "-n",
                          "results/lotss/main/cutouts.h5")
