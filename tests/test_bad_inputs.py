@@ -493,3 +493,26 @@ def test_every_schema_bound_is_enforced(key, keyword, bound, integer):
     config = _with(yaml.safe_load((REPO / "config.yaml").read_text()), key, outside)
     with pytest.raises(WorkflowError, match=key.split(".")[-1]):
         validate(config, str(SCHEMA))
+
+
+def test_mosaic_without_frequency_stops_or_takes_the_config_value(lotss_dr1_dir, tmp_path, sources, caplog):
+    import h5py
+
+    with fits.open(lotss_dr1_dir / MOSAIC) as hdul:
+        header = hdul[0].header
+        frequency_keys = [k for k in ("RESTFRQ", "RESTFREQ", "FREQ") if k in header]
+        frequency_keys += [f"CTYPE{i}" for i in range(3, header["NAXIS"] + 1)
+                           if str(header.get(f"CTYPE{i}", "")).upper().startswith("FREQ")]
+    mosaic = _mosaic_variant(lotss_dr1_dir, tmp_path / "nofreq.fits", **{k: None for k in frequency_keys})
+    out = Sentinel(tmp_path / "cutouts" / "P205+55.h5")
+    args = ["lotss-cutouts", "--mosaic", str(mosaic), "--mosaic-id", "P205+55", "--sources", str(sources),
+            "--out", str(out.path)]
+    assert cli_main(args) == 1
+    assert "nofreq.fits: header gives no frequency (RESTFRQ, FREQ or a FREQ axis)" in caplog.text
+    assert out.intact()
+    with caplog.at_level(logging.WARNING):
+        assert cli_main(args + ["--frequency-hz", "1.44e8"]) == 0
+    assert "using lotss.frequency_hz = 1.44e+08 Hz" in caplog.text
+    with h5py.File(out.path) as h5:
+        assert h5.attrs["frequency_hz"] == 1.44e8 and h5.attrs["frequency_source"] == "config"
+        assert h5.attrs["beam_source"] == "header"

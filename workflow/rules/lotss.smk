@@ -132,15 +132,11 @@ rule cutouts:
     params:
         size=LOTSS["cutout_size"],
         block_rows=LOTSS["block_rows"],
-        beam=(
-            ""
-            if LOTSS["beam_arcsec"] is None
-            else f"--beam-arcsec {LOTSS['beam_arcsec']}"
-        ),
+        header_fallbacks=lotss_header_fallback_args,
     shell:
         "radiogen lotss-cutouts --mosaic {input.mosaic:q} --mosaic-id {wildcards.mosaic:q}"
         " --sources {input.sources:q} --out {output:q} --size {params.size}"
-        " --block-rows {params.block_rows} {params.beam} > {log:q} 2>&1"
+        " --block-rows {params.block_rows} {params.header_fallbacks} > {log:q} 2>&1"
 
 
 rule aggregate_cutouts:

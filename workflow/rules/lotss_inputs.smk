@@ -95,3 +95,13 @@ def lotss_sample_args(wildcards):
             )
         args += f" --source-list {shlex.quote(LOTSS['source_list'])}"
     return args
+
+
+def lotss_header_fallback_args(wildcards):
+    """Beam and frequency for mosaics whose header lacks them (lotss.beam_arcsec, frequency_hz)."""
+    args = []
+    if LOTSS["beam_arcsec"] is not None:
+        args.append(f"--beam-arcsec {LOTSS['beam_arcsec']}")
+    if LOTSS["frequency_hz"] is not None:
+        args.append(f"--frequency-hz {LOTSS['frequency_hz']}")
+    return " ".join(args)

@@ -31,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=80, help="cutout side in pixels (default 80)")
     p.add_argument("--beam-arcsec", type=positive_float, default=None,
                    help="beam FWHM for mosaics whose header lacks BMAJ (arcsec)")
+    p.add_argument("--frequency-hz", type=positive_float, default=None,
+                   help="frequency for mosaics whose header gives none (Hz)")
     p.add_argument("--block-rows", type=int, default=256,
                    help="mosaic rows read per block; bounds memory (default 256)")
     p.set_defaults(func=_cutouts)
@@ -72,7 +74,7 @@ def _cutouts(args):
     from radiogen.lotss.cutouts import cut_mosaic
 
     cut_mosaic(args.mosaic, args.sources, args.out, mosaic_id=args.mosaic_id, size=args.size,
-               block_rows=args.block_rows, beam_arcsec=args.beam_arcsec)
+               block_rows=args.block_rows, beam_arcsec=args.beam_arcsec, frequency_hz=args.frequency_hz)
     return 0
 
 

@@ -243,6 +243,21 @@ def survey_beam(mosaic: Mosaic, *, fallback_arcsec: float | None = None) -> floa
     return float(fallback_arcsec)
 
 
+def survey_frequency(mosaic: Mosaic, *, fallback_hz: float | None = None) -> float:
+    """Observing frequency in Hz: from the header, else ``fallback_hz``, else an error naming the file."""
+    if mosaic.frequency_hz is not None:
+        if not (np.isfinite(mosaic.frequency_hz) and mosaic.frequency_hz > 0):
+            raise InputFileError(f"{mosaic.path}: header frequency {mosaic.frequency_hz!r} Hz is not a frequency")
+        return float(mosaic.frequency_hz)
+    if fallback_hz is None:
+        raise InputFileError(
+            f"{mosaic.path}: header gives no frequency (RESTFRQ, FREQ or a FREQ axis). "
+            "Set lotss.frequency_hz (LoTSS-DR2: 1.44e+8) to use a fixed one"
+        )
+    log.warning("%s: header gives no frequency; using lotss.frequency_hz = %g Hz", mosaic.path, fallback_hz)
+    return float(fallback_hz)
+
+
 def cut_mosaic(
     mosaic_path: str | os.PathLike,
     sources_path: str | os.PathLike,
@@ -252,13 +267,16 @@ def cut_mosaic(
     size: int = CUTOUT_SIZE,
     block_rows: int = 256,
     beam_arcsec: float | None = None,
+    frequency_hz: float | None = None,
 ) -> dict:
     """Write the cutout shard of one mosaic (layout in the module docstring).
 
     The restoring beam (FWHM, arcsec) comes from the header's ``BMAJ``; a
     mosaic without it takes ``beam_arcsec`` (config ``lotss.beam_arcsec``), and
     with neither the job stops here, before selection and training, rather
-    than at PyBDSF.
+    than at PyBDSF.  The frequency likewise: ``RESTFRQ``/``FREQ``/a FREQ axis,
+    else ``frequency_hz`` (``lotss.frequency_hz``), else an error.  Both are
+    recorded with their source (``beam_source``, ``frequency_source``).
 
     Raises
     ------
@@ -268,6 +286,7 @@ def cut_mosaic(
     """
     mosaic = open_mosaic(mosaic_path, mosaic_id=mosaic_id)
     beam = survey_beam(mosaic, fallback_arcsec=beam_arcsec)
+    frequency = survey_frequency(mosaic, fallback_hz=frequency_hz)
     with open_hdf5(sources_path) as h5:
         require_datasets(h5, ["catalogue"])
         table = read_table_hdf5(h5["catalogue"])
@@ -304,7 +323,8 @@ def cut_mosaic(
         "pixel_scale_arcsec": mosaic.pixel_scale_arcsec,
         "beam_arcsec": beam,
         "beam_source": "header" if mosaic.beam_arcsec is not None else "config",
-        "frequency_hz": np.nan if mosaic.frequency_hz is None else mosaic.frequency_hz,
+        "frequency_hz": frequency,
+        "frequency_source": "header" if mosaic.frequency_hz is not None else "config",
         "cutout_size": size,
         "n_catalogue": n_catalogue,
         "n_off_mosaic": n_off,
