@@ -31,6 +31,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from radiogen.errors import ConfigError, InputFileError
+from radiogen.first.dataset import centre_crop, minmax_scale
 from radiogen.io import atomic_path
 from radiogen.surveys import FIRST_CLASS_NAMES
 
@@ -85,7 +86,7 @@ def read_fits_image(path: str | os.PathLike) -> FitsImage:
     from astropy.wcs import FITSFixedWarning, WCS
     from astropy.wcs.utils import proj_plane_pixel_scales
 
-    from radiogen.lotss.mosaic import jy_per_beam_scale
+    from radiogen.lotss.mosaic import header_frequency_hz, jy_per_beam_scale
 
     path = Path(path)
     try:
@@ -118,21 +119,15 @@ def read_fits_image(path: str | os.PathLike) -> FitsImage:
     ra, dec = wcs.pixel_to_world_values((nx - 1) / 2.0, (ny - 1) / 2.0)
     data *= jy_per_beam_scale(header.get("BUNIT"), path=path)
     beam = header.get("BMAJ")
-    frequency = header.get("RESTFRQ", header.get("RESTFREQ", header.get("FREQ")))
-    if frequency is None:
-        for axis in range(3, int(header.get("NAXIS", 2)) + 1):
-            if str(header.get(f"CTYPE{axis}", "")).upper().startswith("FREQ"):
-                frequency = header.get(f"CRVAL{axis}")
     return FitsImage(path, data, scale, None if beam is None else float(beam) * 3600.0,
-                     None if frequency is None else float(frequency), (float(ra), float(dec)))
+                     header_frequency_hz(header), (float(ra), float(dec)))
 
 
 def _centre_crop(image: FitsImage, size: int) -> np.ndarray:
     ny, nx = image.data.shape
     if size > min(ny, nx):
         raise InputFileError(f"{image.path}: image is {nx}x{ny} px, smaller than the {size} px crop")
-    top, left = (ny - size) // 2, (nx - size) // 2
-    return image.data[top:top + size, left:left + size]
+    return centre_crop(image.data, size)
 
 
 def _resample(image: FitsImage, pixel_scale_arcsec: float) -> np.ndarray:
@@ -155,10 +150,7 @@ def _scale(crop: np.ndarray, scaling: str) -> tuple[np.ndarray, float]:
     else:
         _, _, rms = sigma_clipped_stats(crop)
         crop = np.clip(crop, 3.0 * rms, None)
-    low, high = float(crop.min()), float(crop.max())
-    span = high - low
-    scaled = (crop - low) / span if span > 0 else np.zeros_like(crop)
-    return scaled.astype(np.float32), high
+    return minmax_scale(crop), float(crop.max())
 
 
 def _labels_from_names(paths: Sequence[Path], pattern: str, label_map: Mapping[str, str],

@@ -221,8 +221,26 @@ def extract_cutouts(
     return images, partial, n_finite
 
 
-def survey_beam(mosaic: Mosaic, *, fallback_arcsec: float | None = None) -> float:
-    """Restoring-beam FWHM in arcsec: header ``BMAJ``, else ``fallback_arcsec``.
+def _header_or_config(value: float | None, fallback: float | None, *, path, absent: str, invalid: str,
+                      missing: str, key: str, unit: str) -> tuple[float, str]:
+    """A header value (checked positive), else the config fallback (logged), else an error naming the file.
+
+    ``absent`` completes "header ..." when the card is missing, ``invalid`` and
+    ``missing`` are the error texts.  Returns the value and where it came from,
+    ``"header"`` or ``"config"``.
+    """
+    if value is not None:
+        if not (np.isfinite(value) and value > 0):
+            raise InputFileError(f"{path}: {invalid}")
+        return float(value), "header"
+    if fallback is None:
+        raise InputFileError(f"{path}: {missing}")
+    log.warning("%s: header %s; using %s = %g %s", path, absent, key, fallback, unit)
+    return float(fallback), "config"
+
+
+def survey_beam(mosaic: Mosaic, *, fallback_arcsec: float | None = None) -> tuple[float, str]:
+    """Restoring-beam FWHM (arcsec) and its source: header ``BMAJ``, else ``fallback_arcsec``.
 
     Raises
     ------
@@ -230,32 +248,24 @@ def survey_beam(mosaic: Mosaic, *, fallback_arcsec: float | None = None) -> floa
         Neither is available, or ``BMAJ`` is not a positive number; the
         message names the mosaic file and the config key to set.
     """
-    if mosaic.beam_arcsec is not None:
-        if not (np.isfinite(mosaic.beam_arcsec) and mosaic.beam_arcsec > 0):
-            raise InputFileError(f"{mosaic.path}: header BMAJ = {mosaic.beam_arcsec / 3600:g} deg is not a beam size")
-        return float(mosaic.beam_arcsec)
-    if fallback_arcsec is None:
-        raise InputFileError(
-            f"{mosaic.path}: header has no BMAJ (restoring beam); PyBDSF and the FITS export need it. "
-            "Set lotss.beam_arcsec (LoTSS-DR2: 6.0) to use a fixed beam"
-        )
-    log.warning("%s: header has no BMAJ; using lotss.beam_arcsec = %g arcsec", mosaic.path, fallback_arcsec)
-    return float(fallback_arcsec)
+    beam = mosaic.beam_arcsec
+    return _header_or_config(
+        beam, fallback_arcsec, path=mosaic.path, absent="has no BMAJ", key="lotss.beam_arcsec", unit="arcsec",
+        invalid=f"header BMAJ = {(beam or 0) / 3600:g} deg is not a beam size",
+        missing="header has no BMAJ (restoring beam); PyBDSF and the FITS export need it. "
+                "Set lotss.beam_arcsec (LoTSS-DR2: 6.0) to use a fixed beam",
+    )
 
 
-def survey_frequency(mosaic: Mosaic, *, fallback_hz: float | None = None) -> float:
-    """Observing frequency in Hz: from the header, else ``fallback_hz``, else an error naming the file."""
-    if mosaic.frequency_hz is not None:
-        if not (np.isfinite(mosaic.frequency_hz) and mosaic.frequency_hz > 0):
-            raise InputFileError(f"{mosaic.path}: header frequency {mosaic.frequency_hz!r} Hz is not a frequency")
-        return float(mosaic.frequency_hz)
-    if fallback_hz is None:
-        raise InputFileError(
-            f"{mosaic.path}: header gives no frequency (RESTFRQ, FREQ or a FREQ axis). "
-            "Set lotss.frequency_hz (LoTSS-DR2: 1.44e+8) to use a fixed one"
-        )
-    log.warning("%s: header gives no frequency; using lotss.frequency_hz = %g Hz", mosaic.path, fallback_hz)
-    return float(fallback_hz)
+def survey_frequency(mosaic: Mosaic, *, fallback_hz: float | None = None) -> tuple[float, str]:
+    """Observing frequency (Hz) and its source: header, else ``fallback_hz``, else an error."""
+    return _header_or_config(
+        mosaic.frequency_hz, fallback_hz, path=mosaic.path, absent="gives no frequency",
+        key="lotss.frequency_hz", unit="Hz",
+        invalid=f"header frequency {mosaic.frequency_hz!r} Hz is not a frequency",
+        missing="header gives no frequency (RESTFRQ, FREQ or a FREQ axis). "
+                "Set lotss.frequency_hz (LoTSS-DR2: 1.44e+8) to use a fixed one",
+    )
 
 
 def cut_mosaic(
@@ -285,8 +295,8 @@ def cut_mosaic(
         mosaic whose pixels are all NaN.
     """
     mosaic = open_mosaic(mosaic_path, mosaic_id=mosaic_id)
-    beam = survey_beam(mosaic, fallback_arcsec=beam_arcsec)
-    frequency = survey_frequency(mosaic, fallback_hz=frequency_hz)
+    beam, beam_source = survey_beam(mosaic, fallback_arcsec=beam_arcsec)
+    frequency, frequency_source = survey_frequency(mosaic, fallback_hz=frequency_hz)
     with open_hdf5(sources_path) as h5:
         require_datasets(h5, ["catalogue"])
         table = read_table_hdf5(h5["catalogue"])
@@ -322,9 +332,9 @@ def cut_mosaic(
     attrs = {
         "pixel_scale_arcsec": mosaic.pixel_scale_arcsec,
         "beam_arcsec": beam,
-        "beam_source": "header" if mosaic.beam_arcsec is not None else "config",
+        "beam_source": beam_source,
         "frequency_hz": frequency,
-        "frequency_source": "header" if mosaic.frequency_hz is not None else "config",
+        "frequency_source": frequency_source,
         "cutout_size": size,
         "n_catalogue": n_catalogue,
         "n_off_mosaic": n_off,

@@ -148,6 +148,16 @@ def jy_per_beam_scale(bunit: str | None, *, path: str | os.PathLike = "mosaic") 
     return _BUNIT_SCALE[key]
 
 
+def header_frequency_hz(header) -> float | None:
+    """Observing frequency (Hz) from ``RESTFRQ``/``RESTFREQ``/``FREQ`` or a FREQ axis; None if absent."""
+    freq = header.get("RESTFRQ", header.get("RESTFREQ", header.get("FREQ")))
+    if freq is None:
+        for axis in range(3, int(header.get("NAXIS", 2)) + 1):
+            if str(header.get(f"CTYPE{axis}", "")).upper().startswith("FREQ"):
+                freq = header.get(f"CRVAL{axis}")
+    return None if freq is None else float(freq)
+
+
 def mosaic_id_from_path(path: str | os.PathLike) -> str:
     """Identifier for a mosaic file: its name without ``.fits`` (``P000+23.fits`` -> ``P000+23``)."""
     name = Path(path).name
@@ -231,11 +241,7 @@ def open_mosaic(path: str | os.PathLike, *, mosaic_id: str | None = None) -> Mos
         )
     scale_deg = float(np.sqrt(np.abs(np.linalg.det(wcs.pixel_scale_matrix))))
     beam = header.get("BMAJ")
-    freq = header.get("RESTFRQ", header.get("RESTFREQ", header.get("FREQ")))
-    if freq is None:
-        for i in range(3, naxis + 1):
-            if str(header.get(f"CTYPE{i}", "")).upper().startswith("FREQ"):
-                freq = header.get(f"CRVAL{i}")
+    freq = header_frequency_hz(header)
     blank = header.get("BLANK") if bitpix > 0 else None
     log.debug("%s: %d x %d px, BITPIX %d, %.3f arcsec/px", path, nx, ny, bitpix, scale_deg * 3600)
     return Mosaic(
@@ -246,7 +252,7 @@ def open_mosaic(path: str | os.PathLike, *, mosaic_id: str | None = None) -> Mos
         shape=(ny, nx),
         pixel_scale_arcsec=round(scale_deg * 3600.0, 9),
         beam_arcsec=round(float(beam) * 3600.0, 9) if beam is not None else None,
-        frequency_hz=float(freq) if freq is not None else None,
+        frequency_hz=freq,
         _data_offset=int(data_offset),
         _dtype=dtype,
         _bscale=float(header.get("BSCALE", 1.0)),
