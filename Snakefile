@@ -11,6 +11,7 @@ include: "workflow/rules/sample.smk"
 include: "workflow/rules/pybdsf.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/imagesets.smk"
+include: "workflow/rules/skymap.smk"
 
 
 report: "workflow/report/workflow.rst"

@@ -13,43 +13,14 @@ from astropy.wcs import WCS
 
 from radiogen.cli import main as cli_main
 from radiogen.errors import ConfigError, InputFileError
-from radiogen.model import build_network, save_model
 from radiogen.sampler import conditioning as cond
 from radiogen.sampler import generate
 from radiogen.sampler.fits_export import export_fits
 from radiogen.sampler.plots import plot_samples_vs_training, plot_trajectory, record_trajectory
+from tiny_models import NORM, save_tiny_model as _save
 
-TINY = {
-    "base_channels": 8,
-    "channel_mults": [1, 2],
-    "enc_blocks": 1,
-    "dec_blocks": 2,
-    "attention_levels": 1,
-    "attention_heads": 1,
-    "attention_head_channels": 8,
-    "norm_groups": 4,
-    "image_channels": 1,
-    "image_size": [16, 16],
-}
-NORM = {"boxcox_lambda": -0.23, "boxcox_mean": 1.7, "boxcox_std": 0.9}
 SAMPLER = {"num_steps": 4}
 SEED = 1234
-
-
-def _save(path, dataset, *, seed=0, **overrides):
-    config = {**TINY, "context_dim": 1 if dataset == "lotss" else 4, **overrides}
-    torch.manual_seed(seed)
-    net = build_network(config)
-    extra = (
-        {"normalisation": NORM,
-         "context_histogram": {"edges": np.linspace(-2.5, 2.5, 101),
-                               "counts": np.random.default_rng(0).integers(0, 50, 100)}}
-        if dataset == "lotss"
-        else {"class_names": ["FRI", "FRII", "Compact", "Bent"]}
-    )
-    save_model(path, model_config=config, state_dict=net.state_dict(), dataset=dataset,
-               train_config={}, step=0, **extra)
-    return path
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "sample",
     "pybdsf",
     "evaluate",
+    "skymap",
     "profile",
 )
 

@@ -59,6 +59,7 @@ __all__ = [
     "PybdsfFailure",
     "ModelFit",
     "import_bdsf",
+    "bdsf_errstate",
     "gc_frozen",
     "write_fits_image",
     "fit_image",
@@ -179,6 +180,12 @@ def import_bdsf():
         logging.getLogger("PyBDSF").propagate = False
         _BDSF = bdsf
     return _BDSF
+
+
+def bdsf_errstate():
+    """``numpy.errstate`` as PyBDSF set it at import (it relies on ignored warnings)."""
+    import_bdsf()
+    return np.errstate(**_BDSF_ERRSTATE)
 
 
 @contextlib.contextmanager

@@ -282,12 +282,14 @@ def generate_images(
     autocast_dtype: torch.dtype | None = None,
     progress: Callable[[int, int], None] | None = None,
     source: str = "model",
+    context: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Sample the images with global ``indices``; post-processed to [0, 1].
 
     Returns a dict with ``images`` (n, H, W) float32 in [0, 1] (clamped to
     [-1, 1] then mapped by (x + 1) / 2), ``index`` and the conditioning arrays
-    of :func:`conditioning`.
+    of :func:`conditioning`.  ``context`` (n, K), when given, replaces the
+    conditioning drawn from ``settings`` (simulated maps ask for given fluxes).
     """
     if not (math.isfinite(guidance) and guidance >= 0):
         raise ConfigError(f"guidance w must be a finite number >= 0, got {guidance!r}")
@@ -296,7 +298,10 @@ def generate_images(
     device = torch.device(device)
     indices = np.asarray(indices, dtype=np.int64)
     shape = image_shape(meta)
-    arrays = conditioning(meta, settings, indices, seed=seed, source=source)
+    if context is None:
+        arrays = conditioning(meta, settings, indices, seed=seed, source=source)
+    else:
+        arrays = {"context": np.asarray(context, dtype=np.float32).reshape(indices.size, -1)}
     images = np.empty((indices.size,) + shape, dtype=np.float32)
     conditional = getattr(net, "context_dim", None) != 0
     done = 0

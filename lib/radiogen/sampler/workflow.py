@@ -10,7 +10,7 @@ import math
 from typing import Mapping
 
 
-__all__ = ["omega_tag", "shard_names", "first_total", "shard_settings"]
+__all__ = ["omega_tag", "shard_names", "first_total", "shard_settings", "sampling_settings"]
 
 #: Keys of each dataset block that change the images (and so the shard outputs).
 CONDITIONING_KEYS = {
@@ -54,3 +54,9 @@ def shard_settings(sample: Mapping, dataset: str) -> str:
         },
         sort_keys=True,
     )
+
+
+def sampling_settings(sample: Mapping) -> str:
+    """JSON of the solver and job settings alone (``radiogen simulate-map tile --sampling``)."""
+    return json.dumps({key: sample[key] for key in ("sampler", "batch_size", "device", "precision")},
+                      sort_keys=True)

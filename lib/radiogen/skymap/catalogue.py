@@ -1,0 +1,223 @@
+"""Input catalogue of a simulated map: where each source goes and how bright it is.
+
+A user catalogue (CSV or FITS table; ``RA``, ``DEC`` in degrees and
+``Peak_flux`` in mJy/beam, the LoTSS columns; ``Source_Name`` optional) or
+positions drawn uniformly over the map at ``source_density_deg2`` with peak
+fluxes from the model's training histogram (``peak_flux: training``) or a
+power law dN/dS ∝ S^-alpha (``power_law``).  Peak fluxes outside the model's
+training range are clipped (counted, logged and flagged per row) or refused;
+positions off the map are dropped (counted, logged) or refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+from astropy.table import Table
+
+from radiogen.errors import CatalogueError, ConfigError, InputFileError
+from radiogen.io import atomic_path
+from radiogen.sampler import conditioning as cond
+from radiogen.simulate import sample_power_law, source_name
+from radiogen.skymap.geometry import tile_index, wcs_of
+from radiogen.skymap.settings import MapSettings
+
+__all__ = ["CATALOGUE_STREAM", "training_peak_range_mjy", "read_user_catalogue", "input_catalogue",
+           "write_sources", "read_sources", "file_digest",
+           "write_map_sources"]
+
+log = logging.getLogger(__name__)
+
+#: Seed-stream offset of the drawn catalogue (positions and fluxes).
+CATALOGUE_STREAM = 600
+REQUIRED_COLUMNS = ("RA", "DEC", "Peak_flux")
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 hex digest of a file (identifies the catalogue a tile was made from)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def training_peak_range_mjy(meta: Mapping, *, source: str = "model") -> tuple[float, float]:
+    """Peak-flux range of the model's training set, mJy/beam (edges of its context histogram)."""
+    hist = meta.get("context_histogram") or {}
+    if hist.get("edges") is None:
+        raise InputFileError(f"{source}: model has no context_histogram, so no training flux range")
+    edges = np.asarray(hist["edges"], dtype=np.float64)
+    low, high = cond.context_to_peak_flux(edges[[0, -1]], meta, source=source) * 1e3
+    return float(low), float(high)
+
+
+def read_user_catalogue(path: str | Path) -> pd.DataFrame:
+    """Read a CSV or FITS table with RA, DEC [deg] and Peak_flux [mJy/beam]."""
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(f"{path}: catalogue does not exist")
+    try:
+        if path.suffix.lower() in (".fits", ".fit", ".fits.gz"):
+            table = Table.read(path).to_pandas()
+        else:
+            table = pd.read_csv(path)
+    except (OSError, ValueError) as err:
+        raise InputFileError(f"{path}: cannot read the catalogue ({err})") from err
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        raise CatalogueError(f"{path}: missing column(s) {', '.join(missing)} "
+                             f"(need RA, DEC in deg and Peak_flux in mJy/beam)")
+    values = table[list(REQUIRED_COLUMNS)].apply(pd.to_numeric, errors="coerce")
+    bad = ~np.isfinite(values.to_numpy(dtype=float)).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)[:5].tolist()
+        raise CatalogueError(f"{path}: {bad.sum()} row(s) with non-numeric or NaN RA/DEC/Peak_flux "
+                             f"(first rows {rows})")
+    if (values["Peak_flux"] <= 0).any():
+        rows = np.flatnonzero(values["Peak_flux"].to_numpy() <= 0)[:5].tolist()
+        raise CatalogueError(f"{path}: Peak_flux must be > 0 mJy/beam (rows {rows})")
+    out = values.astype(float)
+    if "Source_Name" in table.columns:
+        out["Source_Name"] = table["Source_Name"].astype(str).str.strip()
+    return out
+
+
+def _drawn(settings: MapSettings, meta: Mapping, *, size_px: int, scale_arcsec: float,
+           header, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), CATALOGUE_STREAM]))
+    area_deg2 = (size_px * scale_arcsec / 3600.0) ** 2
+    n = int(rng.poisson(settings.source_density_deg2 * area_deg2))
+    x = rng.uniform(-0.5, size_px - 0.5, n)
+    y = rng.uniform(-0.5, size_px - 0.5, n)
+    ra, dec = wcs_of(header).pixel_to_world_values(x, y)
+    if settings.peak_flux == "training":
+        z = cond.lotss_context(meta, np.arange(n), seed=int(rng.integers(2**32)), mode="histogram")
+        peak = cond.context_to_peak_flux(z[:, 0], meta) * 1e3
+    else:
+        low, high = settings.peak_flux_range_mjy
+        peak = sample_power_law(rng, n, s_min=low, s_max=high, alpha=settings.power_law_slope)
+    log.info("drew %d sources over %.4f deg^2 (%.0f per deg^2), peak fluxes from %s", n, area_deg2,
+             settings.source_density_deg2, settings.peak_flux)
+    return pd.DataFrame({"RA": np.asarray(ra) % 360.0, "DEC": dec, "Peak_flux": peak})
+
+
+def input_catalogue(settings: MapSettings, meta: Mapping, header, *, seed: int,
+                    model_source: str = "model") -> pd.DataFrame:
+    """The sources of the map with pixel positions, tiles and model-range peak fluxes.
+
+    Returns
+    -------
+    DataFrame
+        ``index`` (0..n-1, seeds the source's image), ``Source_Name``, ``RA``,
+        ``DEC`` [deg], ``x``, ``y`` (0-based pixel), ``ix``, ``iy`` (placement
+        pixel), ``tile``, ``Peak_flux`` [mJy/beam, as used], ``Peak_flux_input``
+        and ``Peak_flux_clipped``.
+    """
+    size_px = int(header["NAXIS1"])
+    scale_arcsec = abs(float(header["CDELT2"])) * 3600.0
+    if settings.catalogue:
+        table = read_user_catalogue(settings.catalogue)
+        where = str(settings.catalogue)
+    else:
+        table = _drawn(settings, meta, size_px=size_px, scale_arcsec=scale_arcsec, header=header, seed=seed)
+        where = "drawn catalogue"
+    x, y = wcs_of(header).world_to_pixel_values(table["RA"].to_numpy(), table["DEC"].to_numpy())
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    ix, iy = np.floor(x + 0.5).astype(np.int64), np.floor(y + 0.5).astype(np.int64)
+    inside = np.isfinite(x) & np.isfinite(y) & (ix >= 0) & (iy >= 0) & (ix < size_px) & (iy < size_px)
+    if not inside.all():
+        first = int(np.flatnonzero(~inside)[0])
+        message = (f"{where}: {int((~inside).sum())} of {len(table)} source(s) lie off the "
+                   f"{size_px}x{size_px} px map (first: row {first}, RA {table['RA'].iloc[first]:.5f}, "
+                   f"Dec {table['DEC'].iloc[first]:.5f})")
+        if settings.outside == "error":
+            raise CatalogueError(message + "; set skymap.outside: drop to leave them out")
+        log.warning("%s; dropped (skymap.outside: drop)", message)
+    table = table.loc[inside].reset_index(drop=True)
+    x, y, ix, iy = x[inside], y[inside], ix[inside], iy[inside]
+
+    low, high = training_peak_range_mjy(meta, source=model_source)
+    peak_in = table["Peak_flux"].to_numpy(dtype=float)
+    clipped = (peak_in < low) | (peak_in > high)
+    if clipped.any():
+        message = (f"{where}: {int(clipped.sum())} of {len(table)} peak flux(es) outside the model's "
+                   f"training range [{low:.4g}, {high:.4g}] mJy/beam")
+        if settings.out_of_range == "error":
+            raise CatalogueError(message + "; set skymap.out_of_range: clip to clip them")
+        log.warning("%s; clipped to the range (skymap.out_of_range: clip)", message)
+    out = pd.DataFrame({"index": np.arange(len(table), dtype=np.int64)})
+    if "Source_Name" in table.columns:
+        out["Source_Name"] = table["Source_Name"].to_numpy()
+    else:
+        out["Source_Name"] = [source_name(r, d) for r, d in zip(table["RA"], table["DEC"])]
+    if out["Source_Name"].duplicated().any():
+        raise CatalogueError(f"{where}: Source_Name values are not unique "
+                             f"(e.g. {out['Source_Name'][out['Source_Name'].duplicated()].iloc[0]})")
+    out["RA"], out["DEC"] = table["RA"].to_numpy(), table["DEC"].to_numpy()
+    out["x"], out["y"], out["ix"], out["iy"] = x, y, ix, iy
+    out["tile"] = tile_index(ix, iy, size_px=size_px, tile_px=settings.tile_px)
+    out["Peak_flux_input"] = peak_in
+    out["Peak_flux"] = np.clip(peak_in, low, high)
+    out["Peak_flux_clipped"] = clipped
+    return out
+
+
+def write_sources(table: pd.DataFrame, path: str | Path) -> Path:
+    """Write the input catalogue CSV atomically (the tiles record its digest)."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.10g")
+    return Path(path)
+
+
+def read_sources(path: str | Path) -> pd.DataFrame:
+    """Read a catalogue written by :func:`write_sources`, checking its columns."""
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(f"{path}: source catalogue does not exist")
+    table = pd.read_csv(path)
+    needed = ("index", "Source_Name", "RA", "DEC", "ix", "iy", "tile", "Peak_flux")
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise InputFileError(f"{path}: not a radiogen map catalogue (missing {', '.join(missing)})")
+    if not np.array_equal(table["index"].to_numpy(), np.arange(len(table))):
+        raise InputFileError(f"{path}: column index must be 0..n-1 in order")
+    return table
+
+
+def check_settings_ranges(settings: MapSettings) -> None:
+    """Config checks that need no model (used before any work)."""
+    if settings.catalogue and not Path(settings.catalogue).exists():
+        raise ConfigError(f"skymap.catalogue: {settings.catalogue} does not exist")
+
+
+def write_map_sources(model_path: str | Path, settings: MapSettings, *, seed: int, name: str,
+                      sources_csv: str | Path, header_path: str | Path) -> pd.DataFrame:
+    """Build the map grid from the model's geometry and write it with the input catalogue.
+
+    ``header_path`` receives the map header as text (read by the later
+    steps), ``sources_csv`` the catalogue of :func:`input_catalogue`.
+    """
+    from radiogen.sampler.generate import check_model_kind, load_sampling_model
+    from radiogen.skymap.geometry import map_header, map_size_px, model_geometry
+
+    check_settings_ranges(settings)
+    _net, meta = load_sampling_model(model_path)
+    check_model_kind(meta, str(model_path), dataset="lotss")
+    geometry = model_geometry(meta)
+    size_px = map_size_px(settings.size_deg, pixel_scale_arcsec=geometry["pixel_scale_arcsec"])
+    header = map_header(size_px=size_px, name=name, centre_ra_deg=settings.centre_ra_deg,
+                        centre_dec_deg=settings.centre_dec_deg, template=settings.header_template, **geometry)
+    table = input_catalogue(settings, meta, header, seed=seed, model_source=str(model_path))
+    with atomic_path(header_path) as tmp:
+        header.totextfile(str(tmp), overwrite=True)
+    write_sources(table, sources_csv)
+    log.info("map %s: %d x %d px (%.3f deg), %d source(s) in %d tile(s) of %d px", name, size_px, size_px,
+             size_px * geometry["pixel_scale_arcsec"] / 3600.0, len(table),
+             int(np.ceil(size_px / settings.tile_px)) ** 2, settings.tile_px)
+    return table

@@ -1,0 +1,226 @@
+"""Generated sources of one map tile, reduced to their emission in Jy/beam.
+
+A generated LoTSS image is a min-max scaled 80x80 cutout of a source with the
+training cutouts' noise (negatives set to 0) around it.  Placing it as it is
+would print an 80x80 square of foreign noise on the map, so each image is
+reduced to a source model first, as a source finder would see it:
+
+- background level and rms from the pixels farther than ``island_radius_px``
+  from the centre (:func:`background_level`: median and 84th percentile,
+  exact for noise whose negatives were set to 0);
+- islands of pixels above level + ``island_threshold_sigma`` x rms
+  (8-connected), kept when their brightest pixel exceeds level +
+  ``peak_threshold_sigma`` x rms and they reach within ``island_radius_px`` of
+  the centre (the requested source; neighbours in the cutout are left out);
+- the background level subtracted and the result scaled so that its maximum is
+  the requested peak flux (the model's conditioning variable).
+
+The authors' map code (tmartinezML/LOFAR-Diffusion) masks at mean + 3 sigma of
+the background outside a central circle in the same spirit, then scales to a
+total flux; radiogen keeps the peak flux because that is what the LoTSS model
+is conditioned on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Mapping
+
+import h5py
+import numpy as np
+from scipy import ndimage
+
+from radiogen.errors import InputFileError
+from radiogen.io import atomic_path
+from radiogen.progress import Progress
+from radiogen.sampler import conditioning as cond
+from radiogen.skymap.catalogue import file_digest, read_sources
+from radiogen.skymap.geometry import model_geometry
+from radiogen.skymap.settings import MapSettings
+
+__all__ = ["MAP_STREAM", "map_seed", "background_level", "source_mask", "extract_source", "generate_tile", "write_tile",
+           "read_tile"]
+
+log = logging.getLogger(__name__)
+
+#: Seed-stream offset of the map's source images (distinct from the sample sets').
+MAP_STREAM = 601
+_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
+def map_seed(seed: int) -> int:
+    """Seed of the map's image noise, derived from the global seed."""
+    return int(np.random.SeedSequence([int(seed), MAP_STREAM]).generate_state(1, np.uint32)[0])
+
+
+def background_level(pixels: np.ndarray) -> tuple[float, float]:
+    """Noise level and rms of background pixels, also when negatives were set to 0.
+
+    level = median and rms = 84.13th percentile - median: for Gaussian noise
+    both are exact, and they stay exact when the pixels below the mean were
+    clipped to 0 (the LoTSS preprocessing), where a standard deviation would
+    give 0.58 of the rms.  Pixels above level + 5 rms (sources) are dropped
+    and the estimate repeated, up to five times.
+    """
+    pixels = np.asarray(pixels, dtype=np.float64).ravel()
+    pixels = pixels[np.isfinite(pixels)]
+    level, rms = float(np.median(pixels)), float(np.percentile(pixels, 84.13) - np.median(pixels))
+    for _ in range(5):
+        kept = pixels[pixels <= level + 5.0 * rms] if rms > 0 else pixels
+        if kept.size < 10:
+            break
+        new_level = float(np.median(kept))
+        new_rms = float(np.percentile(kept, 84.13) - new_level)
+        if np.isclose(new_rms, rms) and np.isclose(new_level, level):
+            break
+        level, rms = new_level, new_rms
+    if not rms > 0:
+        rms = float(np.std(pixels)) or 1e-6
+    return level, rms
+
+
+def source_mask(image: np.ndarray, *, island_threshold_sigma: float, peak_threshold_sigma: float,
+                island_radius_px: float) -> tuple[np.ndarray, float, int]:
+    """Mask of the central source's islands in one cutout.
+
+    Returns
+    -------
+    mask : ndarray of bool
+        Pixels of the kept islands.
+    background : float
+        Clipped mean of the background pixels (image units).
+    n_islands : int
+        Number of kept islands.
+    """
+    image = np.asarray(image, dtype=np.float64)
+    ny, nx = image.shape
+    gy, gx = np.mgrid[:ny, :nx]
+    radius2 = (gx - nx // 2) ** 2 + (gy - ny // 2) ** 2
+    outside = radius2 > island_radius_px**2
+    pixels = image[outside] if outside.sum() >= 50 else image.ravel()
+    mean, std = background_level(pixels)
+    labels, n = ndimage.label(image > mean + island_threshold_sigma * std, structure=_EIGHT_CONNECTED)
+    if n == 0:
+        return np.zeros(image.shape, dtype=bool), float(mean), 0
+    index = np.arange(1, n + 1)
+    peaks = ndimage.maximum(image, labels, index)
+    nearest = ndimage.minimum(radius2, labels, index)
+    keep = index[(peaks > mean + peak_threshold_sigma * std) & (nearest <= island_radius_px**2)]
+    return np.isin(labels, keep), float(mean), int(keep.size)
+
+
+def extract_source(image: np.ndarray, peak_flux_jy: float, settings: MapSettings
+                   ) -> tuple[np.ndarray, int]:
+    """The source model of one generated image in Jy/beam, and its number of islands.
+
+    All zeros (and 0 islands) when no island passes the thresholds.
+    """
+    mask, background, n_islands = source_mask(
+        image, island_threshold_sigma=settings.island_threshold_sigma,
+        peak_threshold_sigma=settings.peak_threshold_sigma, island_radius_px=settings.island_radius_px)
+    emission = np.where(mask, np.clip(np.asarray(image, dtype=np.float64) - background, 0.0, None), 0.0)
+    top = emission.max()
+    if n_islands == 0 or top <= 0:
+        return np.zeros(image.shape, dtype=np.float32), 0
+    return (emission * (peak_flux_jy / top)).astype(np.float32), n_islands
+
+
+def generate_tile(
+    model_path: str | Path,
+    sources_csv: str | Path,
+    output: str | Path,
+    *,
+    tile: int,
+    seed: int,
+    guidance: float,
+    settings: MapSettings,
+    sampler: Mapping | None = None,
+    batch_size: int = 32,
+    device: str = "auto",
+    precision: str = "auto",
+) -> Path:
+    """Generate the sources of ``tile`` and write their stamps (HDF5).
+
+    Datasets: ``stamps`` (n, H, W) float32 Jy/beam, ``index`` (catalogue
+    rows), ``n_islands``; attributes name the catalogue digest, the model and
+    the sampler, which :func:`radiogen.skymap.assemble.assemble_map` checks.
+    """
+    from radiogen.sampler import generate
+
+    sources = read_sources(sources_csv)
+    torch_device = generate.resolve_device(device)
+    autocast_dtype = generate.resolve_autocast(precision, torch_device)
+    net, meta = generate.load_sampling_model(model_path, device=torch_device)
+    generate.check_model_kind(meta, str(model_path), dataset="lotss")
+    mine = sources[sources["tile"] == int(tile)]
+    indices = mine["index"].to_numpy(dtype=np.int64)
+    peak_jy = mine["Peak_flux"].to_numpy(dtype=np.float64) * 1e-3
+    sampler = generate.sampler_settings(sampler)
+    _, height, width = generate.image_shape(meta)
+    stamps = np.zeros((indices.size, height, width), dtype=np.float32)
+    n_islands = np.zeros(indices.size, dtype=np.int64)
+    log.info("tile %d: %d source(s), w=%g, %s %d steps on %s", tile, indices.size, guidance,
+             sampler["solver"], sampler["num_steps"], torch_device)
+    started = time.perf_counter()
+    if indices.size:
+        bar = Progress(indices.size, f"tile {tile} sources", logger=log)
+        arrays = generate.generate_images(
+            net, meta, indices, seed=map_seed(seed), guidance=guidance, sampler=sampler,
+            batch_size=batch_size, device=torch_device, autocast_dtype=autocast_dtype,
+            context=cond.peak_flux_to_context(peak_jy, meta, source=str(model_path)).reshape(-1, 1),
+            progress=lambda done, n: bar.update(done - bar.done), source=str(model_path),
+        )
+        bar.close()
+        for k, (image, peak) in enumerate(zip(arrays["images"], peak_jy)):
+            stamps[k], n_islands[k] = extract_source(image, peak, settings)
+    empty = int((n_islands == 0).sum())
+    if empty:
+        log.warning("tile %d: %d of %d generated source(s) have no island above %g sigma of their "
+                    "cutout's noise; they are left off the map and out of the truth catalogue",
+                    tile, empty, indices.size, settings.peak_threshold_sigma)
+    write_tile(output, stamps=stamps, index=indices, n_islands=n_islands, attrs=dict(
+        tile=int(tile), catalogue_sha256=file_digest(sources_csv), model_id=generate.model_id(model_path),
+        seed=int(seed), guidance=float(guidance), sampler=json.dumps(sampler, sort_keys=True),
+        **model_geometry(meta)))
+    log.info("wrote %s (%d stamps, %.1f s)", output, indices.size, time.perf_counter() - started)
+    return output
+
+
+def write_tile(output: str | Path, *, stamps: np.ndarray, index: np.ndarray, n_islands: np.ndarray,
+               attrs: Mapping) -> Path:
+    """Write a tile file: ``stamps`` (n, H, W) Jy/beam, ``index``, ``n_islands`` and ``attrs``.
+
+    ``attrs`` must hold at least ``tile`` and ``catalogue_sha256`` (checked by
+    the assemble step) and ``model_id``.
+    """
+    missing = [k for k in ("tile", "catalogue_sha256", "model_id") if k not in attrs]
+    if missing:
+        raise ValueError(f"tile attributes missing: {missing}")
+    stamps = np.asarray(stamps, dtype=np.float32)
+    output = Path(output)
+    with atomic_path(output) as tmp, h5py.File(tmp, "w") as h5:
+        chunks = (max(1, min(64, len(stamps))),) + stamps.shape[1:] if len(stamps) else None
+        h5.create_dataset("stamps", data=stamps, chunks=chunks)
+        h5.create_dataset("index", data=np.asarray(index, dtype=np.int64))
+        h5.create_dataset("n_islands", data=np.asarray(n_islands, dtype=np.int64))
+        h5.attrs.update(dict(attrs))
+    return output
+
+
+def read_tile(path: str | Path) -> dict:
+    """Arrays and attributes of a tile file, checked for its datasets."""
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(f"{path}: tile file does not exist")
+    try:
+        with h5py.File(path, "r") as h5:
+            missing = [k for k in ("stamps", "index", "n_islands") if k not in h5]
+            if missing:
+                raise InputFileError(f"{path}: not a map tile (missing {', '.join(missing)})")
+            return {"stamps": h5["stamps"][()], "index": h5["index"][()], "n_islands": h5["n_islands"][()],
+                    "attrs": dict(h5.attrs)}
+    except OSError as err:
+        raise InputFileError(f"{path}: cannot read the tile ({err})") from err

@@ -1,0 +1,290 @@
+"""Simulated survey maps: catalogue, tiles, placement, truth and PyBDSF recovery."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from astropy.io import fits
+
+from radiogen.cli import main as cli_main
+from radiogen.config import fill_defaults
+from radiogen.errors import CatalogueError, InputFileError
+from radiogen.simulate import FWHM_PER_SIGMA
+from radiogen.skymap import assemble, catalogue, stamps, validate
+from radiogen.skymap.geometry import beam_area_px, map_header, n_tiles, tile_index, wcs_of
+from radiogen.skymap.settings import MapSettings, settings_json
+from tiny_models import save_tiny_model
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "workflow" / "schemas" / "skymap.schema.yaml"
+#: Peak-flux normalisation (log, lambda 0) and training histogram of a model, as a model file
+#: holds them: z in [-2.5, 2.5] is 0.32 mJy/beam to 0.32 Jy/beam.
+META = {"dataset": "lotss",
+        "normalisation": {"boxcox_lambda": 0.0, "boxcox_mean": float(np.log(0.01)), "boxcox_std": 1.38},
+        "context_histogram": {"edges": np.linspace(-2.5, 2.5, 101), "counts": np.ones(100)}}
+SIGMA_BEAM_PX = 6.0 / FWHM_PER_SIGMA / 1.5
+
+
+def _settings(tmp_path=None, **overrides) -> MapSettings:
+    block = fill_defaults(dict(overrides), SCHEMA)
+    return MapSettings.from_mapping(block)
+
+
+def _header(size=400, name="test"):
+    return map_header(size_px=size, name=name, centre_ra_deg=180.0, centre_dec_deg=55.0)
+
+
+def _gaussian_stamp(peak_jy, size=80, sigma=SIGMA_BEAM_PX):
+    gy, gx = np.mgrid[:size, :size]
+    return (peak_jy * np.exp(-((gx - size // 2) ** 2 + (gy - size // 2) ** 2) / (2 * sigma**2))
+            ).astype(np.float32)
+
+
+def _write_catalogue(path, rows):
+    pd.DataFrame(rows, columns=["Source_Name", "RA", "DEC", "Peak_flux"]).to_csv(path, index=False)
+    return path
+
+
+def _world(header, x, y):
+    ra, dec = wcs_of(header).pixel_to_world_values(x, y)
+    return float(ra), float(dec)
+
+
+def test_background_level_is_exact_for_noise_with_negatives_set_to_zero():
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal(200_000) * 2.0
+    level, rms = stamps.background_level(np.maximum(noise, 0.0))
+    assert level == pytest.approx(0.0, abs=0.02)
+    assert rms == pytest.approx(2.0, rel=0.02)
+    level, rms = stamps.background_level(noise + 5.0)
+    assert (level, rms) == pytest.approx((5.0, 2.0), rel=0.02)
+
+
+def test_extract_source_keeps_the_central_source_and_drops_a_neighbour():
+    rng = np.random.default_rng(1)
+    image = np.maximum(rng.standard_normal((80, 80)) * 0.01, 0.0)
+    image += _gaussian_stamp(1.0)  # central source
+    gy, gx = np.mgrid[:80, :80]
+    image += 0.5 * np.exp(-((gx - 72) ** 2 + (gy - 8) ** 2) / (2 * 2.0**2))  # neighbour near a corner
+    stamp, n_islands = stamps.extract_source(image, 0.02, _settings())
+    assert n_islands == 1
+    assert stamp.max() == pytest.approx(0.02, rel=1e-6)
+    assert stamp[40, 40] == stamp.max()
+    assert stamp[8, 72] == 0.0 and stamp[0, 0] == 0.0
+    empty, n_empty = stamps.extract_source(np.maximum(rng.standard_normal((80, 80)), 0) * 0.01, 0.02,
+                                           _settings(peak_threshold_sigma=8.0))
+    assert n_empty == 0 and not empty.any()
+
+
+def test_tile_index_is_row_major_and_each_pixel_in_one_tile():
+    ix, iy = np.meshgrid(np.arange(400), np.arange(400))
+    tiles = tile_index(ix, iy, size_px=400, tile_px=150)
+    assert n_tiles(400, 150) == 9
+    assert set(np.unique(tiles)) == set(range(9))
+    assert tiles[0, 149] == 0 and tiles[0, 150] == 1 and tiles[150, 0] == 3 and tiles[399, 399] == 8
+
+
+def test_catalogue_drops_positions_off_the_map_and_clips_fluxes_out_of_range(tmp_path, caplog):
+    header = _header()
+    low, high = catalogue.training_peak_range_mjy(META)
+    rows = [("A", *_world(header, 100, 100), 5.0),
+            ("B", *_world(header, 450, 100), 5.0),      # off the map
+            ("C", *_world(header, 300, 300), high * 10)]  # above the training range
+    path = _write_catalogue(tmp_path / "cat.csv", rows)
+    table = catalogue.input_catalogue(_settings(catalogue=str(path)), META, header, seed=0)
+    assert list(table["Source_Name"]) == ["A", "C"]
+    assert list(table["Peak_flux_clipped"]) == [False, True]
+    assert table["Peak_flux"].iloc[1] == pytest.approx(high)
+    assert "1 of 3 source(s) lie off" in caplog.text and "1 of 2 peak flux(es) outside" in caplog.text
+    with pytest.raises(CatalogueError, match="off the 400x400 px map"):
+        catalogue.input_catalogue(_settings(catalogue=str(path), outside="error"), META, header, seed=0)
+    with pytest.raises(CatalogueError, match="outside the model's training range"):
+        catalogue.input_catalogue(_settings(catalogue=str(path), out_of_range="error"), META, header, seed=0)
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([{"RA": 180.0, "DEC": 55.0}], "missing column"),
+    ([{"RA": 180.0, "DEC": "x", "Peak_flux": 1.0}], "non-numeric or NaN"),
+    ([{"RA": 180.0, "DEC": 55.0, "Peak_flux": -1.0}], "must be > 0"),
+])
+def test_bad_user_catalogue_is_refused_naming_the_file(tmp_path, rows, message):
+    path = tmp_path / "bad.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    with pytest.raises(CatalogueError, match=f"bad.csv: .*{message}"):
+        catalogue.read_user_catalogue(path)
+
+
+def test_drawn_catalogue_is_seeded_and_has_the_requested_density():
+    header = _header(size=2400)  # 1 deg
+    settings = _settings(source_density_deg2=300.0)
+    first = catalogue.input_catalogue(settings, META, header, seed=7)
+    again = catalogue.input_catalogue(settings, META, header, seed=7)
+    pd.testing.assert_frame_equal(first, again)
+    assert abs(len(first) - 300) < 4 * np.sqrt(300)
+    low, high = catalogue.training_peak_range_mjy(META)
+    assert first["Peak_flux"].between(low, high).all() and not first["Peak_flux_clipped"].any()
+    assert len(catalogue.input_catalogue(settings, META, header, seed=8)) != len(first) or not np.allclose(
+        catalogue.input_catalogue(settings, META, header, seed=8)["RA"], first["RA"])
+
+
+def _known_map(tmp_path, *, noise_rms_ujy=80.0, tile_px=200):
+    """Three beam-sized sources, one on a tile border; tiles written from known stamps."""
+    header = _header()
+    (tmp_path / "h.txt").write_text("")
+    header.totextfile(str(tmp_path / "h.txt"), overwrite=True)
+    settings = _settings(noise_rms_ujy=noise_rms_ujy, tile_px=tile_px, catalogue=str(tmp_path / "in.csv"))
+    positions = [(80, 90, 20.0), (200, 260, 8.0), (320, 150, 3.0)]  # x=200 lies on the 0|1 tile border
+    _write_catalogue(tmp_path / "in.csv", [(f"S{k}", *_world(header, x, y), peak)
+                                          for k, (x, y, peak) in enumerate(positions)])
+    table = catalogue.input_catalogue(settings, META, header, seed=0)
+    catalogue.write_sources(table, tmp_path / "sources.csv")
+    digest = catalogue.file_digest(tmp_path / "sources.csv")
+    tiles = []
+    for tile in range(n_tiles(400, tile_px)):
+        rows = table[table["tile"] == tile]
+        path = tmp_path / f"tile{tile}.h5"
+        stamps.write_tile(path, stamps=np.stack([_gaussian_stamp(p * 1e-3) for p in rows["Peak_flux"]])
+                          if len(rows) else np.zeros((0, 80, 80)),
+                          index=rows["index"].to_numpy(), n_islands=np.ones(len(rows), int),
+                          attrs={"tile": tile, "catalogue_sha256": digest, "model_id": "known"})
+        tiles.append(path)
+    return header, settings, table, tiles, positions
+
+
+def test_three_known_sources_are_placed_once_and_recovered_by_pybdsf(tmp_path):
+    header, settings, table, tiles, positions = _known_map(tmp_path)
+    assert sorted(table["tile"]) == [0, 1, 3]
+    truth = assemble.assemble_map(tmp_path / "sources.csv", tmp_path / "h.txt", tiles, settings=settings,
+                                  seed=3, name="test", map_path=tmp_path / "map.fits",
+                                  sky_model_path=tmp_path / "sky.fits", truth_path=tmp_path / "truth.csv")
+    sky = fits.getdata(tmp_path / "sky.fits")
+    observed = fits.getdata(tmp_path / "map.fits")
+    # each source once: the sky model holds exactly the three stamps' flux
+    expected_sum = sum(_gaussian_stamp(p * 1e-3).sum() for *_xy, p in positions)
+    assert sky.sum() == pytest.approx(expected_sum, rel=1e-5)
+    for x, y, peak in positions:
+        assert sky[y, x] == pytest.approx(peak * 1e-3, rel=1e-5)
+    noise = (observed - sky)[sky < 1e-9]
+    assert noise.std() == pytest.approx(80e-6, rel=0.05)
+    # the truth catalogue describes the placed pixels
+    assert list(truth["Source_Name"]) == ["S0", "S1", "S2"]
+    beam = beam_area_px(6.0, 1.5)
+    for row, (x, y, peak) in zip(truth.itertuples(), positions):
+        assert row.Peak_flux == pytest.approx(peak, rel=1e-5)
+        assert row.Total_flux == pytest.approx(_gaussian_stamp(peak * 1e-3).sum() / beam * 1e3, rel=1e-5)
+        assert (row.RA, row.DEC) == pytest.approx(_world(header, x, y), abs=1e-6)
+    header_out = fits.getheader(tmp_path / "map.fits")
+    assert header_out["BUNIT"] == "JY/BEAM" and header_out["CTYPE1"] == "RA---SIN"
+    assert header_out["BMAJ"] == pytest.approx(6.0 / 3600) and header_out["RESTFRQ"] > 1e8
+
+    recovered = validate.find_sources(tmp_path / "map.fits", tmp_path / "rec.csv", thresh_isl=4, thresh_pix=5)
+    footprint = fits.getdata(tmp_path / "sky.fits", extname="FOOTPRINT")
+    assert set(np.unique(footprint)) == {0, 1, 2, 3}
+    for row, (x, y, _peak) in enumerate(positions):
+        assert footprint[y, x] == row + 1
+    rows = validate.footprint_rows(footprint, header, recovered["RA"], recovered["DEC"], grow_px=2.0)
+    truth, recovered = validate.match_catalogues(truth, recovered, radius_arcsec=6.0, footprint_row=rows)
+    assert len(recovered) == 3 and sorted(recovered["truth_row"]) == [0, 1, 2]
+    assert (truth["n_matches"] == 1).all()
+    offsets = np.hypot(truth["dRA"], truth["dDEC"])
+    assert (offsets < 1.0).all(), offsets  # arcsec; the beam is 6"
+    pull = (truth["Recovered_flux"] - truth["Total_flux"]) / recovered.set_index("truth_row")["E_Total_flux"]
+    assert (np.abs(pull) < 4).all(), pull
+    table = validate.summary_table(truth, recovered, n_input=3, rms_mjy=0.08).set_index("measure")
+    assert table.loc["completeness", "value"] == 1.0 and table.loc["reliability", "value"] == 1.0
+
+
+def test_assemble_refuses_tiles_that_do_not_belong_together(tmp_path):
+    header, settings, table, tiles, _ = _known_map(tmp_path)
+    kwargs = dict(settings=settings, seed=0, name="t", map_path=tmp_path / "m.fits",
+                  sky_model_path=tmp_path / "s.fits", truth_path=tmp_path / "t.csv")
+    run = lambda paths: assemble.assemble_map(tmp_path / "sources.csv", tmp_path / "h.txt", paths, **kwargs)
+    with pytest.raises(InputFileError, match=r"tiles \[2\] of 4 are missing"):
+        run([tiles[0], tiles[1], tiles[3]])
+    with pytest.raises(InputFileError, match="given twice"):
+        run(tiles + [tiles[0]])
+    # a tile made from another catalogue (a rerun of the sources step) is refused
+    other = tmp_path / "other.h5"
+    data = stamps.read_tile(tiles[2])
+    stamps.write_tile(other, stamps=data["stamps"], index=data["index"], n_islands=data["n_islands"],
+                      attrs={**data["attrs"], "catalogue_sha256": "0" * 64})
+    with pytest.raises(InputFileError, match="another source catalogue"):
+        run([tiles[0], tiles[1], other, tiles[3]])
+    # a tile holding a source that the catalogue puts elsewhere (a seam placed twice)
+    wrong = tmp_path / "wrong.h5"
+    data = stamps.read_tile(tiles[0])
+    stamps.write_tile(wrong, stamps=np.concatenate([data["stamps"], data["stamps"]]),
+                      index=np.array([0, 1]), n_islands=np.array([1, 1]), attrs=data["attrs"])
+    with pytest.raises(InputFileError, match="tile 0 holds sources"):
+        run([wrong] + tiles[1:])
+    assert not (tmp_path / "t.csv").exists()
+
+
+def test_rms_map_scales_the_noise_and_is_checked(tmp_path):
+    header, _, table, tiles, _ = _known_map(tmp_path)
+    rms = np.full((400, 400), 1e-4, dtype=np.float32)
+    rms[:, 200:] = 4e-4
+    fits.PrimaryHDU(rms * 1e3, header=fits.Header({"BUNIT": "mJy/beam"})).writeto(tmp_path / "rms.fits")
+    settings = _settings(catalogue=str(tmp_path / "in.csv"), tile_px=200, rms_map=str(tmp_path / "rms.fits"))
+    assemble.assemble_map(tmp_path / "sources.csv", tmp_path / "h.txt", tiles, settings=settings, seed=0,
+                          name="t", map_path=tmp_path / "m.fits", sky_model_path=tmp_path / "s.fits",
+                          truth_path=tmp_path / "t.csv")
+    noise = fits.getdata(tmp_path / "m.fits") - fits.getdata(tmp_path / "s.fits")
+    left, right = noise[:, 20:180].std(), noise[:, 220:380].std()
+    assert right / left == pytest.approx(4.0, rel=0.1)
+    fits.PrimaryHDU(rms[:100]).writeto(tmp_path / "small.fits")
+    with pytest.raises(InputFileError, match="small.fits: rms map has shape"):
+        assemble.read_rms_map(tmp_path / "small.fits", (400, 400))
+
+
+def test_header_template_takes_a_real_dr2_header(shared_data):
+    template = shared_data / "lotss_dr1" / "dr2_headers" / "P000+23-mosaic-blanked.hdr"
+    header = map_header(size_px=300, name="t", centre_ra_deg=0, centre_dec_deg=0, template=template)
+    assert header["NAXIS1"] == 300 and header["CRPIX1"] == 150.5
+    assert header["CRVAL2"] == pytest.approx(23.3953) and header["CTYPE1"] == "RA---SIN"
+    with pytest.raises(InputFileError, match="arcsec/px, but the model's images have 1.8"):
+        map_header(size_px=300, name="t", centre_ra_deg=0, centre_dec_deg=0, template=template,
+                   pixel_scale_arcsec=1.8)
+
+
+def test_generate_tile_with_a_model_is_reproducible_and_refuses_a_first_model(tmp_path):
+    torch.set_num_threads(1)
+    lotss = save_tiny_model(tmp_path / "lotss.pt", "lotss")
+    first = save_tiny_model(tmp_path / "first.pt", "first")
+    settings = _settings(size_deg=0.1, tile_px=120, source_density_deg2=600.0)
+    block = json.loads(settings_json(fill_defaults({"size_deg": 0.1, "tile_px": 120,
+                                                    "source_density_deg2": 600.0}, SCHEMA)))
+    assert cli_main(["simulate-map", "sources", "--model", str(lotss), "--settings", json.dumps(block),
+                     "--seed", "5", "--name", "t", "--header", str(tmp_path / "h.txt"),
+                     "--output", str(tmp_path / "sources.csv")]) == 0
+    table = catalogue.read_sources(tmp_path / "sources.csv")
+    assert len(table) > 0 and set(table["tile"]) <= set(range(n_tiles(240, 120)))
+    sampler = {"num_steps": 3}
+    for name in ("a.h5", "b.h5"):
+        stamps.generate_tile(lotss, tmp_path / "sources.csv", tmp_path / name, tile=0, seed=5, guidance=0.0,
+                             settings=settings, sampler=sampler, device="cpu")
+    a, b = stamps.read_tile(tmp_path / "a.h5"), stamps.read_tile(tmp_path / "b.h5")
+    assert np.array_equal(a["stamps"], b["stamps"])
+    assert list(a["index"]) == list(table.index[table["tile"] == 0])
+    assert a["stamps"].shape[1:] == (16, 16) and (a["stamps"] >= 0).all()
+    kept = a["n_islands"] > 0
+    np.testing.assert_allclose(a["stamps"][kept].max(axis=(1, 2)),
+                               table.loc[table["tile"] == 0, "Peak_flux"].to_numpy()[kept] * 1e-3, rtol=1e-5)
+    with pytest.raises(InputFileError, match="this is a first model, but lotss images were asked for"):
+        stamps.generate_tile(first, tmp_path / "sources.csv", tmp_path / "c.h5", tile=0, seed=5,
+                             guidance=0.0, settings=settings, sampler=sampler, device="cpu")
+
+
+def test_settings_name_unknown_and_invalid_keys():
+    block = fill_defaults({}, SCHEMA)
+    with pytest.raises(Exception, match="unknown key"):
+        MapSettings.from_mapping({**block, "sizes_deg": 1.0})
+    with pytest.raises(Exception, match="peak_flux_range_mjy needs 0 < low < high"):
+        MapSettings.from_mapping({**block, "peak_flux_range_mjy": [10.0, 1.0]})
+    with pytest.raises(Exception, match="missing key"):
+        MapSettings.from_mapping({k: v for k, v in block.items() if k != "tile_px"})
