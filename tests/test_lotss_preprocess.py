@@ -189,3 +189,48 @@ def test_settings_match_schema_defaults(repo_root):
     assert defaults == PreprocessSettings().__dict__
     with pytest.raises(ConfigError, match="lambda_boxcox"):
         PreprocessSettings.from_mapping({"lambda_boxcox": 1})
+
+
+def test_size_context_is_the_standardised_boxcox_of_the_catalogue_las(selected_file, tmp_path):
+    from radiogen.model.data import read_training_set
+
+    out = tmp_path / "training_set.h5"
+    settings = PreprocessSettings(context="peak_flux+size", size_floor_arcsec=2.0)
+    run_preprocess(selected_file, out, settings=settings, seed=3)
+    with h5py.File(out) as h5:
+        context, size = h5["context"][()], h5["size"][()]
+        attrs = dict(h5.attrs)
+        peak = h5["peak_flux"][()]
+    assert context.shape == (len(size), 2)
+    assert json.loads(attrs["context_names"]) == ["peak_flux", "size"]
+    norm = {k: attrs[f"size_boxcox_{k}"] for k in ("lambda", "mean", "std")}
+    back = boxcox_inverse(context[:, 1], lam=norm["lambda"], mean=norm["mean"], std=norm["std"])
+    np.testing.assert_allclose(back, np.maximum(size, 2.0), rtol=1e-4)
+    assert context[:, 1].mean() == pytest.approx(0.0, abs=1e-4) and context[:, 1].std() == pytest.approx(1.0, rel=1e-3)
+    flux_back = boxcox_inverse(context[:, 0], lam=attrs["boxcox_lambda"], mean=attrs["boxcox_mean"],
+                               std=attrs["boxcox_std"])
+    np.testing.assert_allclose(flux_back, peak, rtol=1e-4)
+    data = read_training_set(out)
+    assert data.context_names() == ["peak_flux", "size"]
+    assert data.size_normalisation() == pytest.approx(
+        {"boxcox_lambda": norm["lambda"], "boxcox_mean": norm["mean"], "boxcox_std": norm["std"]})
+    hist = data.context_histogram_2d(bins=5)
+    assert hist["counts"].shape == (5, 5) and hist["counts"].sum() == len(data.train_index)
+    # the paper's peak-flux-only context keeps one column and its old digest layout
+    run_preprocess(selected_file, tmp_path / "flux_only.h5", settings=PreprocessSettings(), seed=3)
+    flux_only = read_training_set(tmp_path / "flux_only.h5")
+    assert flux_only.context_dim == 1 and flux_only.context_names() == ["peak_flux"]
+    assert flux_only.size_normalisation() is None and flux_only.context_histogram_2d() is None
+
+
+def test_size_context_needs_a_catalogue_las(selected_file, tmp_path):
+    bare = tmp_path / "bare.h5"
+    with h5py.File(selected_file) as src, h5py.File(bare, "w") as dst:
+        for name in src:
+            if name != "catalogue":
+                src.copy(name, dst)
+        dst.attrs.update(dict(src.attrs))
+    with pytest.raises(InputFileError, match="bare.h5: lotss.preprocess.context asks for size"):
+        run_preprocess(bare, tmp_path / "t.h5", settings=PreprocessSettings(context="peak_flux+size"), seed=0)
+    with pytest.raises(ConfigError, match="lotss.preprocess.context"):
+        PreprocessSettings(context="size")

@@ -288,3 +288,38 @@ def test_settings_name_unknown_and_invalid_keys():
         MapSettings.from_mapping({**block, "peak_flux_range_mjy": [10.0, 1.0]})
     with pytest.raises(Exception, match="missing key"):
         MapSettings.from_mapping({k: v for k, v in block.items() if k != "tile_px"})
+
+
+def test_size_conditioned_model_gets_each_source_size(tmp_path, caplog):
+    from radiogen.model import load_model
+
+    torch.set_num_threads(1)
+    model = save_tiny_model(tmp_path / "size.pt", "lotss", with_size=True)
+    _net, meta = load_model(model)
+    header = _header(size=240)
+    drawn = catalogue.input_catalogue(_settings(source_density_deg2=2000.0), meta, header, seed=1)
+    low, high = catalogue.training_size_range_arcsec(meta)
+    assert drawn["LAS"].between(low, high).all() and len(drawn) > 20
+    power = catalogue.input_catalogue(_settings(source_density_deg2=2000.0, peak_flux="power_law",
+                                                peak_flux_range_mjy=[100.0, 5000.0]), meta, header, seed=1)
+    assert power["LAS"].notna().all()
+    rows = [("A", *_world(header, 50, 50), 200.0)]
+    path = _write_catalogue(tmp_path / "no_las.csv", rows)
+    with pytest.raises(CatalogueError, match="conditioned on size, but the catalogue has no LAS"):
+        catalogue.input_catalogue(_settings(catalogue=str(path)), meta, header, seed=0)
+    table = pd.DataFrame({"Source_Name": ["A", "B"], "RA": [_world(header, 50, 50)[0], _world(header, 150, 150)[0]],
+                          "DEC": [_world(header, 50, 50)[1], _world(header, 150, 150)[1]],
+                          "Peak_flux": [200.0, 300.0], "LAS": [12.0, high * 3]})
+    table.to_csv(tmp_path / "las.csv", index=False)
+    sources = catalogue.input_catalogue(_settings(catalogue=str(tmp_path / "las.csv")), meta, header, seed=0)
+    assert list(sources["LAS_clipped"]) == [False, True] and sources["LAS"].iloc[1] == pytest.approx(high)
+    assert "1 of 2 size(s) outside" in caplog.text
+    catalogue.write_sources(sources, tmp_path / "sources.csv")
+    stamps.generate_tile(model, tmp_path / "sources.csv", tmp_path / "t.h5", tile=0, seed=0, guidance=0.0,
+                         settings=_settings(), sampler={"num_steps": 2}, device="cpu",
+                         expect_context="peak_flux+size")
+    assert len(stamps.read_tile(tmp_path / "t.h5")["index"]) == 2
+    with pytest.raises(InputFileError, match="conditioned on peak_flux\\+size, but the config asks for peak_flux"):
+        stamps.generate_tile(model, tmp_path / "sources.csv", tmp_path / "u.h5", tile=0, seed=0, guidance=0.0,
+                             settings=_settings(), sampler={"num_steps": 2}, device="cpu",
+                             expect_context="peak_flux")

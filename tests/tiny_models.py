@@ -21,11 +21,14 @@ TINY = {
 }
 #: Peak-flux normalisation of the tiny LoTSS model (Box-Cox lambda, mean, std).
 NORM = {"boxcox_lambda": -0.23, "boxcox_mean": 1.7, "boxcox_std": 0.9}
+#: Size normalisation of the size-conditioned tiny model: log LAS, 10" at z = 0, 1 dex at z = 2.3/1.15.
+SIZE_NORM = {"boxcox_lambda": 0.0, "boxcox_mean": float(np.log(10.0)), "boxcox_std": 1.15}
 
 
-def save_tiny_model(path, dataset, *, seed=0, **overrides):
-    """Save an untrained tiny LoTSS (peak-flux context) or FIRST (4 classes) model file."""
-    config = {**TINY, "context_dim": 1 if dataset == "lotss" else 4, **overrides}
+def save_tiny_model(path, dataset, *, seed=0, with_size=False, **overrides):
+    """Save an untrained tiny LoTSS (peak-flux context, optionally + size) or FIRST (4 classes) model."""
+    context_dim = (2 if with_size else 1) if dataset == "lotss" else 4
+    config = {**TINY, "context_dim": context_dim, **overrides}
     torch.manual_seed(seed)
     net = build_network(config)
     extra = (
@@ -35,6 +38,13 @@ def save_tiny_model(path, dataset, *, seed=0, **overrides):
         if dataset == "lotss"
         else {"class_names": ["FRI", "FRII", "Compact", "Bent"]}
     )
+    if with_size:
+        # flux and size correlated, as for real sources: counts on the diagonal
+        centres = np.arange(10)
+        counts = np.exp(-0.5 * ((centres[:, None] - centres[None, :]) / 1.5) ** 2) * 100
+        extra.update(context_names=["peak_flux", "size"], size_normalisation=SIZE_NORM,
+                     context_histogram_2d={"edges": [np.linspace(-2.5, 2.5, 11), np.linspace(-2.5, 2.5, 11)],
+                                           "counts": counts.astype(int)})
     save_model(path, model_config=config, state_dict=net.state_dict(), dataset=dataset,
                train_config={}, step=0, **extra)
     return path

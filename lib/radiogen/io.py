@@ -8,6 +8,7 @@ truncated output that Snakemake would take for finished work.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -25,6 +26,7 @@ __all__ = [
     "write_json_atomic",
     "write_table_hdf5",
     "read_table_hdf5",
+    "sha256_file",
     "open_hdf5",
     "require_datasets",
 ]
@@ -108,6 +110,15 @@ def read_table_hdf5(group: h5py.Group) -> pd.DataFrame:
             values = np.array([v.decode() if isinstance(v, bytes) else v for v in values], dtype=object)
         data[column] = values
     return pd.DataFrame(data, columns=columns)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """SHA-256 hex digest of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def open_hdf5(path: str | os.PathLike, mode: str = "r") -> h5py.File:

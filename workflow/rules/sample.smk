@@ -30,6 +30,8 @@ MODEL_IMAGE_SIZE = {
     "lotss": config["lotss"]["cutout_size"],
     "first": config["first"]["crop_size"],
 }
+# What the LoTSS model must be conditioned on (checked by every sampling job).
+LOTSS_CONTEXT = config["lotss"]["preprocess"]["context"]
 FIRST_MAIN_SAMPLES = results(
     "samples", "first", f"omega{omega_tag(FIRST_MAIN_OMEGA)}", "samples.h5"
 )
@@ -58,9 +60,10 @@ rule sample_lotss_shard:
         seed=config["seed"],
         guidance=SAMPLE["lotss"]["guidance"],
         size=MODEL_IMAGE_SIZE["lotss"],
+        context=LOTSS_CONTEXT,
     shell:
         "radiogen sample-shard --model {input.model:q} --shard {wildcards.shard}"
-        " --dataset lotss --image-size {params.size}"
+        " --dataset lotss --image-size {params.size} --context {params.context}"
         " --seed {params.seed} --guidance {params.guidance} --threads {threads}"
         " --settings {params.settings:q} --output {output:q} > {log:q} 2>&1"
 
@@ -203,9 +206,11 @@ rule sample_trajectory:
         ),
         index=SAMPLE["figures"]["trajectory_index"],
         size=lambda wildcards: MODEL_IMAGE_SIZE[wildcards.dataset],
+        context=LOTSS_CONTEXT,
     shell:
         "radiogen sample-trajectory --model {input.model:q} --seed {params.seed}"
         " --dataset {wildcards.dataset} --image-size {params.size}"
+        " --context {params.context}"
         " --guidance {params.guidance} --index {params.index} --threads {threads}"
         " --settings {params.settings:q} --output {output:q} > {log:q} 2>&1"
 

@@ -55,11 +55,12 @@ rule skymap_tile:
     params:
         settings=SKYMAP_SETTINGS,
         sampling=sampling_settings(SAMPLE),
+        context=LOTSS_CONTEXT,
         seed=config["seed"],
         guidance=SAMPLE["lotss"]["guidance"],
     shell:
         "radiogen simulate-map tile --model {input.model:q} --sources {input.sources:q}"
-        " --tile {wildcards.tile} --settings {params.settings:q} --sampling {params.sampling:q}"
+        " --tile {wildcards.tile} --context {params.context} --settings {params.settings:q} --sampling {params.sampling:q}"
         " --seed {params.seed} --guidance {params.guidance} --threads {threads}"
         " --output {output:q} > {log:q} 2>&1"
 

@@ -9,6 +9,7 @@ Subcommands (each one workflow rule, each writing its own outputs):
 * ``evaluate-feature-distances``   size-matched Frechet distance and KID of classifier embeddings
 * ``evaluate-summary``             one table per generated set from the two above
 * ``evaluate-overview``            the report's first page: judge accuracy and floor ratios
+* ``evaluate-size``                measured vs requested size (size-conditioned LoTSS model)
 
 Seeds: every subcommand takes ``--seed`` (the workflow passes ``config["seed"]``)
 and adds a fixed offset per use, listed in :data:`SEED_OFFSETS`.
@@ -65,6 +66,14 @@ def _settings(text: str | None, defaults: dict, name: str) -> dict:
     if unknown:
         raise ConfigError(f"evaluation.{name}: unknown key(s) {', '.join(unknown)}")
     return {**defaults, **given}
+
+
+def cmd_size(args) -> int:
+    from radiogen.evaluation.size import size_conditioning
+
+    size_conditioning({"real": args.real, "generated": args.generated}, args.output_json, args.figure,
+                      max_images=args.max_images)
+    return 0
 
 
 def register(subparsers) -> None:
@@ -130,6 +139,14 @@ def register(subparsers) -> None:
     p.add_argument("--output-csv", required=True)
     p.add_argument("--output-html", required=True)
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("evaluate-size", help="measured vs requested source size, real and generated")
+    p.add_argument("--real", required=True, help="training_set.h5 with /size (catalogue LAS, arcsec)")
+    p.add_argument("--generated", required=True, help="samples.h5 of a size-conditioned model (/size)")
+    p.add_argument("--max-images", type=int, default=None, help="measure at most this many per set")
+    p.add_argument("--output-json", required=True)
+    p.add_argument("--figure", required=True)
+    p.set_defaults(func=cmd_size)
 
     p = sub.add_parser("evaluate-overview", help="one-page table of what the run achieved")
     p.add_argument("--accuracy", required=True, help="accuracy CSV of evaluate-class-conditioning")

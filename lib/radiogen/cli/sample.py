@@ -36,6 +36,7 @@ def _shard(args: argparse.Namespace) -> int:
         precision=settings.get("precision", "auto"),
         expect_dataset=args.dataset,
         expect_image_size=args.image_size,
+        expect_context=args.context,
     )
     return 0
 
@@ -71,7 +72,8 @@ def _trajectory(args: argparse.Namespace) -> int:
     settings = json_object(args.settings)
     device = generate.resolve_device(settings.get("device", "auto"))
     net, meta = generate.load_sampling_model(args.model, device=device)
-    generate.check_model_kind(meta, args.model, dataset=args.dataset, image_size=args.image_size)
+    generate.check_model_kind(meta, args.model, dataset=args.dataset, image_size=args.image_size,
+                              context=args.context)
     steps = record_trajectory(
         net, meta, seed=args.seed, guidance=args.guidance, sampler=settings.get("sampler"),
         settings=settings.get("dataset", {}), index=args.index, device=device,
@@ -85,6 +87,8 @@ def _model_checks(p: argparse.ArgumentParser) -> None:
                    help="refuse a model of the other dataset (checked before any work)")
     p.add_argument("--image-size", type=int, default=None,
                    help="refuse a model whose images are not this many px on a side")
+    p.add_argument("--context", choices=("peak_flux", "peak_flux+size"), default=None,
+                   help="refuse a LoTSS model conditioned on anything else (lotss.preprocess.context)")
 
 
 def register(subparsers) -> None:

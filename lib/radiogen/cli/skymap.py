@@ -39,7 +39,7 @@ def cmd_tile(args: argparse.Namespace) -> int:
     generate_tile(args.model, args.sources, args.output, tile=args.tile, seed=args.seed,
                   guidance=args.guidance, settings=_settings(args), sampler=sampling.get("sampler"),
                   batch_size=int(sampling.get("batch_size", 32)), device=sampling.get("device", "auto"),
-                  precision=sampling.get("precision", "auto"))
+                  precision=sampling.get("precision", "auto"), expect_context=args.context)
     return 0
 
 
@@ -93,6 +93,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", required=True, type=int)
     p.add_argument("--guidance", required=True, type=nonnegative_float, help="classifier-free guidance w")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--context", choices=("peak_flux", "peak_flux+size"), default=None,
+                   help="refuse a model conditioned on anything else (lotss.preprocess.context)")
     p.add_argument("--output", required=True, help="tile HDF5 to write")
     p.set_defaults(func=cmd_tile)
 

@@ -668,8 +668,8 @@ def _add_set_columns(row: dict, offset: int, peak_flux, context, labels) -> None
     row["peak_flux_jy"] = peak
     for name in ("model_flux", "image_sum"):
         row[f"{name}_jy"] = row[name] * peak if np.isfinite(peak) else np.nan
-    if context is not None and context.shape[1] == 1:
-        row["context_peak"] = float(context[offset, 0])
+    if context is not None and labels is None and context.shape[1] >= 1:
+        row["context_peak"] = float(context[offset, 0])  # LoTSS: peak flux first (then size, if any)
     if labels is not None:
         row["label"] = int(labels[offset])
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 from radiogen.errors import ConfigError, InputFileError
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 
 #: Offset added to the global seed for the train/validation split draw.
 SPLIT_SEED_OFFSET = 2
+#: Context choices: config value -> conditioning variables in context-vector order.
+CONTEXTS = {"peak_flux": ["peak_flux"], "peak_flux+size": ["peak_flux", "size"]}
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ class PreprocessSettings:
     validation_fraction: float = 0.1
     boxcox_lambda: float | None = None
     chunk_size: int = 8192
+    context: str = "peak_flux"
+    size_floor_arcsec: float = 1.5
 
     @classmethod
     def from_mapping(cls, mapping: dict | None, *, source: str = "settings") -> "PreprocessSettings":
@@ -70,6 +75,10 @@ class PreprocessSettings:
                 values["boxcox_lambda"] = float(mapping["boxcox_lambda"])
             if "chunk_size" in mapping:
                 values["chunk_size"] = int(mapping["chunk_size"])
+            if "context" in mapping:
+                values["context"] = str(mapping["context"])
+            if "size_floor_arcsec" in mapping:
+                values["size_floor_arcsec"] = float(mapping["size_floor_arcsec"])
         except (TypeError, ValueError) as err:
             raise ConfigError(f"{source}: {err}") from None
         return cls(**values)
@@ -83,6 +92,15 @@ class PreprocessSettings:
             raise ConfigError(f"lotss.preprocess.chunk_size: must be >= 1, got {self.chunk_size}")
         if self.boxcox_lambda is not None and not np.isfinite(self.boxcox_lambda):
             raise ConfigError(f"lotss.preprocess.boxcox_lambda: must be finite, got {self.boxcox_lambda}")
+        if self.context not in CONTEXTS:
+            raise ConfigError(f"lotss.preprocess.context: must be one of {sorted(CONTEXTS)}, got {self.context!r}")
+        if not (np.isfinite(self.size_floor_arcsec) and self.size_floor_arcsec > 0):
+            raise ConfigError(f"lotss.preprocess.size_floor_arcsec: must be > 0, got {self.size_floor_arcsec}")
+
+    @property
+    def context_names(self) -> list[str]:
+        """Conditioning variables in context-vector order."""
+        return CONTEXTS[self.context]
 
 
 def scale_images(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -222,6 +240,17 @@ def _read_selected(path):
     return shape, names, extras, catalogue, attrs
 
 
+def _catalogue_sizes(catalogue, n: int, source, *, required: bool) -> np.ndarray:
+    """Catalogue LAS per image, arcsec (NaN where unknown); an error if required and absent."""
+    if catalogue is not None and len(catalogue) == n and "LAS" in catalogue.columns:
+        return pd.to_numeric(catalogue["LAS"], errors="coerce").to_numpy(dtype=np.float64)
+    if required:
+        raise InputFileError(
+            f"{source}: lotss.preprocess.context asks for size, but the file has no catalogue LAS column "
+            "(DR2 cross-match LAS, DR1 DC_Maj, or the simulated survey's LAS)")
+    return np.full(n, np.nan)
+
+
 def run_preprocess(
     selected: str | os.PathLike,
     output: str | os.PathLike,
@@ -269,14 +298,30 @@ def run_preprocess(
     keep = np.nonzero(peaks > 0)[0]
     if len(keep) < n:
         log.warning("%s: %d images without positive pixels dropped", selected, n - len(keep))
+    sizes = _catalogue_sizes(catalogue, n, selected, required="size" in settings.context_names)
+    if "size" in settings.context_names:
+        known = keep[np.isfinite(sizes[keep])]
+        if len(known) < len(keep):
+            log.warning("%s: %d image(s) without a catalogue LAS dropped (size conditioning)", selected,
+                        len(keep) - len(known))
+        keep = known
     if len(keep) < 2:
         raise InputFileError(f"{selected}: {len(keep)} usable images; need at least 2 for Box-Cox")
     lam, mean, std = fit_boxcox(peaks[keep], lam=settings.boxcox_lambda)
-    context = boxcox_forward(peaks[keep], lam=lam, mean=mean, std=std).astype(np.float32)
+    context = boxcox_forward(peaks[keep], lam=lam, mean=mean, std=std).astype(np.float32)[:, None]
     log.info(
         "Box-Cox lambda=%.4f (%s), mean=%.6g, std=%.6g over %d peaks",
         lam, "fixed" if settings.boxcox_lambda is not None else "maximum likelihood", mean, std, len(keep),
     )
+    size_norm = None
+    if "size" in settings.context_names:
+        floored = np.maximum(sizes[keep], settings.size_floor_arcsec)
+        log.info("size context: %d of %d LAS values below the floor of %g arcsec raised to it",
+                 int((sizes[keep] < settings.size_floor_arcsec).sum()), len(keep), settings.size_floor_arcsec)
+        size_norm = fit_boxcox(floored)
+        size_context = boxcox_forward(floored, lam=size_norm[0], mean=size_norm[1], std=size_norm[2])
+        context = np.column_stack([context[:, 0], size_context]).astype(np.float32)
+        log.info("size Box-Cox lambda=%.4f, mean=%.6g, std=%.6g over %d LAS values", *size_norm, len(keep))
     split = split_train_validation(len(keep), validation_fraction=settings.validation_fraction, seed=seed)
 
     text = h5py.string_dtype("utf-8")
@@ -298,10 +343,14 @@ def run_preprocess(
                 rate = written / max(time.perf_counter() - t0, 1e-9)
                 log.info("scaled %d/%d images (%.0f images/s)", written, len(keep), rate)
         out.create_dataset("split", data=split)
-        out.create_dataset("context", data=context[:, None])
+        out.create_dataset("context", data=context)
         out.create_dataset("peak_flux", data=peaks[keep].astype(np.float32))
         out["peak_flux"].attrs["units"] = "Jy/beam"
         out.create_dataset("source_name", data=names[keep], dtype=text)
+        if np.isfinite(sizes[keep]).any():
+            out.create_dataset("size", data=sizes[keep].astype(np.float32))
+            out["size"].attrs["units"] = "arcsec"
+            out["size"].attrs["meaning"] = "catalogue largest angular size (LAS; DR1 DC_Maj)"
         for name, values in extras.items():
             if values.dtype == object:
                 out.create_dataset(name, data=values[keep], dtype=text)
@@ -317,12 +366,16 @@ def run_preprocess(
         out.attrs["boxcox_mean"] = mean
         out.attrs["boxcox_std"] = std
         out.attrs["boxcox_lambda_fitted"] = settings.boxcox_lambda is None
+        out.attrs["context_names"] = json.dumps(settings.context_names)
+        if size_norm is not None:
+            out.attrs["size_boxcox_lambda"], out.attrs["size_boxcox_mean"], out.attrs["size_boxcox_std"] = size_norm
+            out.attrs["size_floor_arcsec"] = settings.size_floor_arcsec
         out.attrs["preprocess_settings"] = json.dumps(dataclasses.asdict(settings), sort_keys=True)
         out.attrs["source_file"] = str(selected)
     if figure_path is not None:
         from radiogen.lotss.selection_plots import plot_peak_flux
 
-        plot_peak_flux(peaks[keep], context, figure_path, lam=lam, mean=mean, std=std)
+        plot_peak_flux(peaks[keep], context[:, 0], figure_path, lam=lam, mean=mean, std=std)
     summary = {
         "n_input": int(n),
         "n_images": int(len(keep)),

@@ -14,6 +14,16 @@ The model file ``model.pt`` (a :func:`torch.save` dict, written by
     FIRST: the class names of the one-hot context;
 ``context_histogram``
     LoTSS: ``{edges, counts}``, 100-bin histogram of the training split's context;
+``context_names``
+    LoTSS: the conditioning variables in context order, ``["peak_flux"]`` or
+    ``["peak_flux", "size"]`` (None in files from before size conditioning:
+    peak flux only);
+``size_normalisation``
+    LoTSS with size: ``{boxcox_lambda, boxcox_mean, boxcox_std}`` of the size
+    context (LAS in arcsec);
+``context_histogram_2d``
+    LoTSS with size: ``{edges: [peak-flux edges, size edges], counts}``, the
+    joint histogram of the training split's context, for joint draws;
 ``dataset``, ``image_size`` (H, W), ``channels``, ``train_config``, ``step``,
 ``history`` (loss curves).
 """
@@ -127,6 +137,9 @@ def save_model(
     class_names: list[str] | None = None,
     context_histogram: dict | None = None,
     history: dict | None = None,
+    context_names: list[str] | None = None,
+    size_normalisation: dict | None = None,
+    context_histogram_2d: dict | None = None,
 ) -> None:
     """Write the model file atomically (see the module docstring for its keys)."""
     payload = {
@@ -147,6 +160,13 @@ def save_model(
             "counts": [int(c) for c in np.asarray(context_histogram["counts"])],
         },
         "history": history or {},
+        "context_names": None if context_names is None else [str(c) for c in context_names],
+        "size_normalisation": None if size_normalisation is None
+        else {k: float(v) for k, v in size_normalisation.items()},
+        "context_histogram_2d": None if context_histogram_2d is None else {
+            "edges": [[float(e) for e in np.asarray(axis)] for axis in context_histogram_2d["edges"]],
+            "counts": np.asarray(context_histogram_2d["counts"]).astype(int).tolist(),
+        },
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -185,6 +205,12 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
     if hist is not None:
         meta["context_histogram"] = {
             "edges": np.asarray(hist["edges"], dtype=np.float64),
+            "counts": np.asarray(hist["counts"], dtype=np.int64),
+        }
+    hist = meta.get("context_histogram_2d")
+    if hist is not None:
+        meta["context_histogram_2d"] = {
+            "edges": [np.asarray(axis, dtype=np.float64) for axis in hist["edges"]],
             "counts": np.asarray(hist["counts"], dtype=np.int64),
         }
     return net, meta

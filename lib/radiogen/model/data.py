@@ -89,6 +89,8 @@ class TrainingData:
             h.update(f"{arr.dtype.str}{arr.shape}".encode())
             h.update(np.ascontiguousarray(arr).data)
         meta = {"dataset": self.dataset, "normalisation": self.normalisation(), "classes": self.class_names()}
+        if self.size_normalisation() is not None:  # files without size context keep their digest
+            meta.update(context_names=self.context_names(), size_normalisation=self.size_normalisation())
         h.update(json.dumps(meta, sort_keys=True).encode())
         return h.hexdigest()
 
@@ -98,6 +100,32 @@ class TrainingData:
         if all(k in self.attrs for k in keys):
             return {k: float(self.attrs[k]) for k in keys}
         return None
+
+    def context_names(self) -> list[str] | None:
+        """LoTSS conditioning variables in context order (``["peak_flux"]`` or with ``"size"``)."""
+        if self.dataset != "lotss":
+            return None
+        names = self.attrs.get("context_names")
+        names = json.loads(names) if isinstance(names, str) else ["peak_flux"]
+        if len(names) != self.context_dim:
+            raise InputFileError(f"{self.path}: attribute context_names {names} does not match /context "
+                                 f"with {self.context_dim} column(s)")
+        return [str(n) for n in names]
+
+    def size_normalisation(self) -> dict | None:
+        """Box-Cox parameters of the size context (LoTSS with size conditioning), else None."""
+        keys = ("size_boxcox_lambda", "size_boxcox_mean", "size_boxcox_std")
+        if all(k in self.attrs for k in keys):
+            return {k.removeprefix("size_"): float(self.attrs[k]) for k in keys}
+        return None
+
+    def context_histogram_2d(self, bins: int = 30) -> dict | None:
+        """Joint ``bins`` x ``bins`` histogram of the training split's (peak flux, size) context."""
+        if self.dataset != "lotss" or self.context_dim < 2:
+            return None
+        counts, edges_flux, edges_size = np.histogram2d(
+            self.context[self.train_index, 0], self.context[self.train_index, 1], bins=bins)
+        return {"edges": [edges_flux, edges_size], "counts": counts.astype(np.int64)}
 
     def class_names(self) -> list[str] | None:
         """Class names of the one-hot context (FIRST), else None."""

@@ -751,6 +751,9 @@ def _train(
             class_names=data.class_names(),
             context_histogram=data.context_histogram(int(settings["histogram_bins"])),
             history=history,
+            context_names=data.context_names(),
+            size_normalisation=data.size_normalisation(),
+            context_histogram_2d=data.context_histogram_2d(),
         )
         log.info("wrote %s (EMA weights, step %d)", out_path, step)
     if env.distributed:

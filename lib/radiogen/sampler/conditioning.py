@@ -1,8 +1,10 @@
 """Conditioning values for generated images (paper Sect. 6.1).
 
 LoTSS images are conditioned on the standardised Box-Cox transform of their
-peak flux, z = (BoxCox_lambda(S_peak) - mean) / std; FIRST images on a one-hot
-morphology class.  Every draw is made per image from a generator seeded by
+peak flux, z = (BoxCox_lambda(S_peak) - mean) / std, and, for a model trained
+with ``lotss.preprocess.context: peak_flux+size``, of their largest angular
+size (LAS, arcsec) as a second value; FIRST images on a one-hot morphology
+class.  Every draw is made per image from a generator seeded by
 (global seed, stream, image index), so image i gets the same conditioning
 whatever shard or batch it falls into.
 """
@@ -25,12 +27,18 @@ __all__ = [
     "context_to_peak_flux",
     "histogram_draws",
     "lotss_context",
+    "context_names",
+    "size_to_context",
+    "context_to_size",
+    "joint_histogram_draws",
     "first_labels",
     "one_hot",
 ]
 
 #: Seed-stream offset for conditioning draws (noise uses NOISE_STREAM in generate).
 CONTEXT_STREAM = 501
+#: Seed-stream offset for the size draws of a ``range`` (independent of the flux draws).
+SIZE_STREAM = 503
 
 
 def image_rng(seed: int, stream: int, index: int) -> np.random.Generator:
@@ -86,6 +94,56 @@ def context_to_peak_flux(context, meta: Mapping, *, source: str = "model") -> np
     return peak
 
 
+def context_names(meta: Mapping) -> list[str]:
+    """A LoTSS model's conditioning variables: ``["peak_flux"]`` or ``["peak_flux", "size"]``."""
+    return list(meta.get("context_names") or ["peak_flux"])
+
+
+def _size_normalisation(meta: Mapping, source: str) -> dict:
+    norm = meta.get("size_normalisation") or {}
+    missing = [k for k in ("boxcox_lambda", "boxcox_mean", "boxcox_std") if norm.get(k) is None]
+    if missing:
+        raise InputFileError(f"{source}: model has no size normalisation ({', '.join(missing)})")
+    return {"lam": float(norm["boxcox_lambda"]), "mean": float(norm["boxcox_mean"]),
+            "std": float(norm["boxcox_std"])}
+
+
+def size_to_context(size_arcsec, meta: Mapping, *, source: str = "model") -> np.ndarray:
+    """Model conditioning z for angular sizes in arcsec (all must be > 0)."""
+    size = np.asarray(size_arcsec, dtype=np.float64)
+    bad = ~(np.isfinite(size) & (size > 0))
+    if bad.any():
+        raise ConfigError(f"sample: sizes must be positive finite arcsec values; got {size[bad][:5].tolist()}")
+    return boxcox_forward(size, **_size_normalisation(meta, source))
+
+
+def context_to_size(context, meta: Mapping, *, source: str = "model") -> np.ndarray:
+    """Angular size in arcsec for size conditioning values z (inverse of the above)."""
+    size = boxcox_inverse(np.asarray(context, dtype=np.float64), **_size_normalisation(meta, source))
+    if not np.all(np.isfinite(size)):
+        raise ConfigError(f"{source}: size conditioning values outside the invertible Box-Cox range")
+    return size
+
+
+def joint_histogram_draws(edges, counts, rngs: Sequence[np.random.Generator]) -> np.ndarray:
+    """(n, 2) values, one per generator: a 2-D bin with probability ∝ count, then uniform in it.
+
+    Drawing both values from their joint histogram keeps their correlation
+    (bright LoTSS sources are larger).
+    """
+    ex, ey = (np.asarray(e, dtype=np.float64) for e in edges)
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.shape != (ex.size - 1, ey.size - 1) or counts.sum() <= 0 or (counts < 0).any():
+        raise InputFileError(f"joint context histogram: counts {counts.shape} do not match edges "
+                             f"({ex.size}, {ey.size}) or are not positive")
+    prob = counts.ravel() / counts.sum()
+    out = np.empty((len(rngs), 2))
+    for k, rng in enumerate(rngs):
+        i, j = np.unravel_index(rng.choice(prob.size, p=prob), counts.shape)
+        out[k] = rng.uniform(ex[i], ex[i + 1]), rng.uniform(ey[j], ey[j + 1])
+    return out
+
+
 def histogram_draws(edges, counts, rngs: Sequence[np.random.Generator]) -> np.ndarray:
     """One value per generator: a bin with probability ∝ count, then uniform in the bin."""
     edges = np.asarray(edges, dtype=np.float64)
@@ -112,9 +170,18 @@ def lotss_context(
     peak_flux: Sequence[float] | None = None,
     peak_flux_range: Sequence[float] | None = None,
     range_space: str = "boxcox",
+    size: Sequence[float] | None = None,
+    size_range: Sequence[float] | None = None,
     source: str = "model",
 ) -> np.ndarray:
-    """Standardised Box-Cox peak-flux conditioning z for the given global image indices.
+    """Standardised Box-Cox conditioning z for the given global image indices.
+
+    The first column is the peak flux; a model with size conditioning
+    (:func:`context_names`) gets a second, the size: drawn jointly with the
+    flux from the model's 2-D training histogram (``histogram``), from
+    ``size`` (arcsec, entry i mod len, ``list``) or flat in log size on
+    ``size_range`` = [low, high] arcsec (``range``).  Sizes given to a
+    peak-flux-only model are a ConfigError.
 
     Parameters
     ----------
@@ -134,9 +201,17 @@ def lotss_context(
     Returns
     -------
     numpy.ndarray
-        (n, 1) float32 conditioning.
+        (n, K) float32 conditioning, K = 1 or 2.
     """
     indices = np.asarray(indices, dtype=np.int64)
+    with_size = "size" in context_names(meta)
+    if not with_size and (size or size_range):
+        raise ConfigError(f"sample.lotss.size/size_range given, but {source} is conditioned on peak flux only "
+                          "(train with lotss.preprocess.context: peak_flux+size)")
+    if with_size:
+        return _lotss_context_with_size(meta, indices, seed=seed, mode=mode, peak_flux=peak_flux,
+                                        peak_flux_range=peak_flux_range, range_space=range_space, size=size,
+                                        size_range=size_range, source=source)
     if mode == "histogram":
         hist = meta.get("context_histogram") or {}
         if hist.get("edges") is None or hist.get("counts") is None:
@@ -169,6 +244,34 @@ def lotss_context(
     else:
         raise ConfigError(f"sample.lotss.conditioning: unknown mode {mode!r} (histogram, list, range)")
     return z.astype(np.float32).reshape(-1, 1)
+
+
+def _lotss_context_with_size(meta, indices, *, seed, mode, peak_flux, peak_flux_range, range_space, size,
+                             size_range, source) -> np.ndarray:
+    if mode == "histogram":
+        hist = meta.get("context_histogram_2d") or {}
+        if hist.get("edges") is None or hist.get("counts") is None:
+            raise InputFileError(f"{source}: size-conditioned model has no context_histogram_2d")
+        rngs = [image_rng(seed, CONTEXT_STREAM, i) for i in indices]
+        return joint_histogram_draws(hist["edges"], hist["counts"], rngs).astype(np.float32)
+    flux_only = {**meta, "context_names": ["peak_flux"]}
+    z_flux = lotss_context(flux_only, indices, seed=seed, mode=mode, peak_flux=peak_flux,
+                           peak_flux_range=peak_flux_range, range_space=range_space, source=source)[:, 0]
+    if mode == "list":
+        if not size:
+            raise ConfigError("sample.lotss.size: a size-conditioned model in mode 'list' needs a list (arcsec)")
+        values = np.asarray(size, dtype=np.float64)
+        z_size = size_to_context(values, meta, source=source)[indices % values.size]
+    else:
+        if size_range is None or len(size_range) != 2:
+            raise ConfigError("sample.lotss.size_range: a size-conditioned model in mode 'range' needs "
+                              "[low, high] arcsec")
+        low, high = (float(v) for v in size_range)
+        if not 0 < low <= high:
+            raise ConfigError(f"sample.lotss.size_range: need 0 < low <= high arcsec, got [{low}, {high}]")
+        u = np.array([image_rng(seed, SIZE_STREAM, i).uniform() for i in indices])
+        z_size = size_to_context(np.exp(np.log(low) + u * np.log(high / low)), meta, source=source)
+    return np.column_stack([z_flux, z_size]).astype(np.float32)
 
 
 def first_labels(n_per_class: int | Sequence[int], n_classes: int) -> np.ndarray:

@@ -12,7 +12,6 @@ The noise does not depend on w, so a guidance sweep compares the same latents.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 
 from radiogen.errors import ConfigError, InputFileError, RadiogenError
-from radiogen.io import atomic_path, open_hdf5, require_datasets
+from radiogen.io import atomic_path, open_hdf5, require_datasets, sha256_file
 from radiogen.progress import Progress
 from radiogen.sampler import conditioning as cond
 from radiogen.sampler.solvers import SOLVERS, solve
@@ -74,11 +73,7 @@ SAMPLER_DEFAULTS = {
 
 def model_id(path: str | Path) -> str:
     """SHA-256 hex digest of the model file: identifies the weights a set came from."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 def load_sampling_model(path: str | Path, *, device: str | torch.device = "cpu"):
@@ -103,7 +98,7 @@ def load_sampling_model(path: str | Path, *, device: str | torch.device = "cpu")
 
 
 def check_model_kind(meta: Mapping, source: str, *, dataset: str | None = None,
-                     image_size: int | None = None) -> None:
+                     image_size: int | None = None, context: str | None = None) -> None:
     """Raise :class:`InputFileError` unless the model file is of the expected kind.
 
     Parameters
@@ -117,16 +112,23 @@ def check_model_kind(meta: Mapping, source: str, *, dataset: str | None = None,
         peak-flux value, FIRST one-hot over the model's classes).
     image_size : int, optional
         Expected image side in pixels.
+    context : {"peak_flux", "peak_flux+size"}, optional
+        Expected LoTSS conditioning (config ``lotss.preprocess.context``).
     """
     found = _dataset(meta, source)
     if dataset is not None and found != dataset:
         raise InputFileError(f"{source}: this is a {found} model, but {dataset} images were asked for")
     context_dim = int(meta.get("model_config", {}).get("context_dim", 0))
-    expected_context = 1 if found == "lotss" else len(meta.get("class_names") or [])
+    expected_context = (len(cond.context_names(meta)) if found == "lotss"
+                        else len(meta.get("class_names") or []))
     if context_dim != expected_context:
         raise InputFileError(
             f"{source}: {found} model takes a context of {context_dim} value(s), expected {expected_context}"
         )
+    if found == "lotss" and context is not None and "+".join(cond.context_names(meta)) != context:
+        raise InputFileError(
+            f"{source}: model is conditioned on {'+'.join(cond.context_names(meta))}, but the config asks for "
+            f"{context} (lotss.preprocess.context); retrain or change the config")
     size = [int(v) for v in meta.get("image_size", [])]
     if image_size is not None and size != [image_size, image_size]:
         raise InputFileError(f"{source}: model makes {size} px images, expected {image_size}x{image_size}")
@@ -206,8 +208,9 @@ def conditioning(
     """Conditioning arrays for global ``indices``.
 
     Returns ``context`` (n, K) float32 and, for LoTSS, ``peak_flux`` (n,)
-    float32 in Jy/beam (inverse standardisation and Box-Cox of the context);
-    for FIRST, ``label`` (n,) int64.
+    float32 in Jy/beam (inverse standardisation and Box-Cox of the context)
+    and, for a size-conditioned model, ``size`` (n,) float32 in arcsec; for
+    FIRST, ``label`` (n,) int64.
     """
     indices = np.asarray(indices, dtype=np.int64)
     if _dataset(meta, source) == "lotss":
@@ -219,10 +222,15 @@ def conditioning(
             peak_flux=settings.get("peak_flux"),
             peak_flux_range=settings.get("peak_flux_range"),
             range_space=settings.get("range_space", "boxcox"),
+            size=settings.get("size"),
+            size_range=settings.get("size_range"),
             source=source,
         )
         peak = cond.context_to_peak_flux(context[:, 0], meta, source=source)
-        return {"context": context, "peak_flux": peak.astype(np.float32)}
+        arrays = {"context": context, "peak_flux": peak.astype(np.float32)}
+        if context.shape[1] > 1:
+            arrays["size"] = cond.context_to_size(context[:, 1], meta, source=source).astype(np.float32)
+        return arrays
     labels = _labels(meta, settings, source)[indices]
     return {"context": cond.one_hot(labels, len(meta["class_names"])), "label": labels}
 
@@ -352,7 +360,11 @@ def _attrs(meta: Mapping, *, model_hash: str, seed: int, guidance: float, sample
             boxcox_lambda=float(norm["boxcox_lambda"]),
             boxcox_mean=float(norm["boxcox_mean"]),
             boxcox_std=float(norm["boxcox_std"]),
+            context_names=json.dumps(cond.context_names(meta)),
         )
+        if meta.get("size_normalisation"):
+            size_norm = meta["size_normalisation"]
+            attrs.update({f"size_{k}": float(size_norm[k]) for k in ("boxcox_lambda", "boxcox_mean", "boxcox_std")})
     return attrs
 
 
@@ -364,6 +376,8 @@ def _write_arrays(h5: h5py.File, arrays: Mapping[str, np.ndarray]) -> None:
     h5.create_dataset("index", data=arrays["index"].astype(np.int64))
     if "peak_flux" in arrays:
         h5.create_dataset("peak_flux", data=arrays["peak_flux"].astype(np.float32))
+    if "size" in arrays:
+        h5.create_dataset("size", data=arrays["size"].astype(np.float32))
     if "label" in arrays:
         h5.create_dataset("label", data=arrays["label"].astype(np.int64))
 
@@ -383,6 +397,7 @@ def write_shard(
     precision: str = "auto",
     expect_dataset: str | None = None,
     expect_image_size: int | None = None,
+    expect_context: str | None = None,
 ) -> Path:
     """Generate shard ``shard`` of a sample set from ``model.pt`` into ``output`` (HDF5).
 
@@ -396,7 +411,8 @@ def write_shard(
     autocast_dtype = resolve_autocast(precision, torch_device)
     net, meta = load_sampling_model(model_path, device=torch_device)
     source = str(model_path)
-    check_model_kind(meta, source, dataset=expect_dataset, image_size=expect_image_size)
+    check_model_kind(meta, source, dataset=expect_dataset, image_size=expect_image_size,
+                     context=expect_context)
     total = n_images(meta, settings, source=source)
     indices = shard_indices(shard, total=total, images_per_shard=images_per_shard)
     sampler = sampler_settings(sampler)

@@ -14,7 +14,7 @@ __all__ = ["omega_tag", "shard_names", "first_total", "shard_settings", "samplin
 
 #: Keys of each dataset block that change the images (and so the shard outputs).
 CONDITIONING_KEYS = {
-    "lotss": ("n_images", "conditioning", "peak_flux", "peak_flux_range", "range_space"),
+    "lotss": ("n_images", "conditioning", "peak_flux", "peak_flux_range", "range_space", "size", "size_range"),
     "first": ("n_per_class",),
 }
 

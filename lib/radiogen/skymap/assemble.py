@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 #: Seed-stream offset of the map noise.
 NOISE_STREAM = 602
 TRUTH_COLUMNS = ("Source_Name", "RA", "DEC", "optRA", "optDec", "LAS", "LAS_from", "Peak_flux", "Total_flux",
-                 "E_Total_flux", "S_Code", "Mosaic_ID", "Requested_peak_flux", "Peak_flux_clipped",
+                 "E_Total_flux", "S_Code", "Mosaic_ID", "Requested_peak_flux", "Peak_flux_clipped", "Requested_LAS",
                  "n_islands", "n_pixels", "x_pix", "y_pix", "tile")
 
 
@@ -222,6 +222,7 @@ def assemble_map(
             "Mosaic_ID": name,
             "Requested_peak_flux": float(row.Peak_flux),
             "Peak_flux_clipped": bool(row.Peak_flux_clipped) if "Peak_flux_clipped" in rows else False,
+            "Requested_LAS": float(row.LAS) if "LAS" in rows else np.nan,
             "n_islands": int(n_islands[k]),
             "n_pixels": n_pixels,
             "x_pix": int(row.ix),

@@ -1,17 +1,18 @@
 """Input catalogue of a simulated map: where each source goes and how bright it is.
 
 A user catalogue (CSV or FITS table; ``RA``, ``DEC`` in degrees and
-``Peak_flux`` in mJy/beam, the LoTSS columns; ``Source_Name`` optional) or
-positions drawn uniformly over the map at ``source_density_deg2`` with peak
-fluxes from the model's training histogram (``peak_flux: training``) or a
-power law dN/dS ∝ S^-alpha (``power_law``).  Peak fluxes outside the model's
-training range are clipped (counted, logged and flagged per row) or refused;
-positions off the map are dropped (counted, logged) or refused.
+``Peak_flux`` in mJy/beam, the LoTSS columns; ``Source_Name`` optional;
+``LAS`` in arcsec for a size-conditioned model) or positions drawn uniformly
+over the map at ``source_density_deg2`` with peak fluxes (and sizes) from the
+model's training histogram (``peak_flux: training``; flux and size jointly) or
+a power law dN/dS ∝ S^-alpha (``power_law``; sizes then drawn from the
+training histogram's size distribution at each flux).  Values outside the
+model's training range are clipped (counted, logged and flagged per row) or
+refused; positions off the map are dropped (counted, logged) or refused.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Mapping
@@ -21,7 +22,7 @@ import pandas as pd
 from astropy.table import Table
 
 from radiogen.errors import CatalogueError, ConfigError, InputFileError
-from radiogen.io import atomic_path
+from radiogen.io import atomic_path, sha256_file
 from radiogen.sampler import conditioning as cond
 from radiogen.simulate import sample_power_law, source_name
 from radiogen.skymap.geometry import tile_index, wcs_of
@@ -29,7 +30,7 @@ from radiogen.skymap.settings import MapSettings
 
 __all__ = ["CATALOGUE_STREAM", "training_peak_range_mjy", "read_user_catalogue", "input_catalogue",
            "write_sources", "read_sources", "file_digest",
-           "write_map_sources"]
+           "write_map_sources", "training_size_range_arcsec"]
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +41,7 @@ REQUIRED_COLUMNS = ("RA", "DEC", "Peak_flux")
 
 def file_digest(path: str | Path) -> str:
     """SHA-256 hex digest of a file (identifies the catalogue a tile was made from)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 def training_peak_range_mjy(meta: Mapping, *, source: str = "model") -> tuple[float, float]:
@@ -85,6 +82,12 @@ def read_user_catalogue(path: str | Path) -> pd.DataFrame:
     out = values.astype(float)
     if "Source_Name" in table.columns:
         out["Source_Name"] = table["Source_Name"].astype(str).str.strip()
+    if "LAS" in table.columns:
+        las = pd.to_numeric(table["LAS"], errors="coerce").to_numpy(dtype=float)
+        if not (np.isfinite(las) & (las > 0)).all():
+            rows = np.flatnonzero(~(np.isfinite(las) & (las > 0)))[:5].tolist()
+            raise CatalogueError(f"{path}: LAS must be a positive size in arcsec (rows {rows})")
+        out["LAS"] = las
     return out
 
 
@@ -96,15 +99,50 @@ def _drawn(settings: MapSettings, meta: Mapping, *, size_px: int, scale_arcsec: 
     x = rng.uniform(-0.5, size_px - 0.5, n)
     y = rng.uniform(-0.5, size_px - 0.5, n)
     ra, dec = wcs_of(header).pixel_to_world_values(x, y)
+    with_size = "size" in cond.context_names(meta)
+    draw_seed = int(rng.integers(2**32))
     if settings.peak_flux == "training":
-        z = cond.lotss_context(meta, np.arange(n), seed=int(rng.integers(2**32)), mode="histogram")
+        z = cond.lotss_context(meta, np.arange(n), seed=draw_seed, mode="histogram")
         peak = cond.context_to_peak_flux(z[:, 0], meta) * 1e3
     else:
         low, high = settings.peak_flux_range_mjy
         peak = sample_power_law(rng, n, s_min=low, s_max=high, alpha=settings.power_law_slope)
-    log.info("drew %d sources over %.4f deg^2 (%.0f per deg^2), peak fluxes from %s", n, area_deg2,
-             settings.source_density_deg2, settings.peak_flux)
-    return pd.DataFrame({"RA": np.asarray(ra) % 360.0, "DEC": dec, "Peak_flux": peak})
+        if with_size:
+            z_flux = cond.peak_flux_to_context(peak * 1e-3, meta)
+            z = np.column_stack([z_flux, _sizes_at_flux(meta, z_flux, seed=draw_seed)])
+    table = pd.DataFrame({"RA": np.asarray(ra) % 360.0, "DEC": dec, "Peak_flux": peak})
+    if with_size:
+        table["LAS"] = cond.context_to_size(z[:, 1], meta)
+    log.info("drew %d sources over %.4f deg^2 (%.0f per deg^2), peak fluxes%s from %s", n, area_deg2,
+             settings.source_density_deg2, " and sizes" if with_size else "", settings.peak_flux)
+    return table
+
+
+def _sizes_at_flux(meta: Mapping, z_flux: np.ndarray, *, seed: int) -> np.ndarray:
+    """Size context drawn from the joint training histogram's row at each flux (conditional draw)."""
+    hist = meta.get("context_histogram_2d") or {}
+    if hist.get("edges") is None:
+        raise InputFileError("size-conditioned model has no context_histogram_2d")
+    edges_flux, edges_size = (np.asarray(e, dtype=float) for e in hist["edges"])
+    counts = np.asarray(hist["counts"], dtype=float)
+    rows = np.clip(np.searchsorted(edges_flux, z_flux, side="right") - 1, 0, counts.shape[0] - 1)
+    out = np.empty(len(z_flux))
+    for k, row in enumerate(rows):
+        rng = cond.image_rng(seed, cond.SIZE_STREAM, k)
+        weights = counts[row] if counts[row].sum() > 0 else counts.sum(axis=0)
+        j = rng.choice(weights.size, p=weights / weights.sum())
+        out[k] = rng.uniform(edges_size[j], edges_size[j + 1])
+    return out
+
+
+def training_size_range_arcsec(meta: Mapping, *, source: str = "model") -> tuple[float, float]:
+    """Size range of a size-conditioned model's training set, arcsec (its 2-D histogram's edges)."""
+    hist = meta.get("context_histogram_2d") or {}
+    if hist.get("edges") is None:
+        raise InputFileError(f"{source}: size-conditioned model has no context_histogram_2d")
+    edges = np.asarray(hist["edges"][1], dtype=np.float64)
+    low, high = cond.context_to_size(edges[[0, -1]], meta, source=source)
+    return float(low), float(high)
 
 
 def input_catalogue(settings: MapSettings, meta: Mapping, header, *, seed: int,
@@ -142,15 +180,6 @@ def input_catalogue(settings: MapSettings, meta: Mapping, header, *, seed: int,
     table = table.loc[inside].reset_index(drop=True)
     x, y, ix, iy = x[inside], y[inside], ix[inside], iy[inside]
 
-    low, high = training_peak_range_mjy(meta, source=model_source)
-    peak_in = table["Peak_flux"].to_numpy(dtype=float)
-    clipped = (peak_in < low) | (peak_in > high)
-    if clipped.any():
-        message = (f"{where}: {int(clipped.sum())} of {len(table)} peak flux(es) outside the model's "
-                   f"training range [{low:.4g}, {high:.4g}] mJy/beam")
-        if settings.out_of_range == "error":
-            raise CatalogueError(message + "; set skymap.out_of_range: clip to clip them")
-        log.warning("%s; clipped to the range (skymap.out_of_range: clip)", message)
     out = pd.DataFrame({"index": np.arange(len(table), dtype=np.int64)})
     if "Source_Name" in table.columns:
         out["Source_Name"] = table["Source_Name"].to_numpy()
@@ -162,10 +191,34 @@ def input_catalogue(settings: MapSettings, meta: Mapping, header, *, seed: int,
     out["RA"], out["DEC"] = table["RA"].to_numpy(), table["DEC"].to_numpy()
     out["x"], out["y"], out["ix"], out["iy"] = x, y, ix, iy
     out["tile"] = tile_index(ix, iy, size_px=size_px, tile_px=settings.tile_px)
-    out["Peak_flux_input"] = peak_in
-    out["Peak_flux"] = np.clip(peak_in, low, high)
-    out["Peak_flux_clipped"] = clipped
+    _clip_column(out, table, "Peak_flux", training_peak_range_mjy(meta, source=model_source),
+                 what="peak flux(es)", unit="mJy/beam", where=where, settings=settings)
+    if "size" in cond.context_names(meta):
+        if "LAS" not in table.columns:
+            raise CatalogueError(f"{where}: the model is conditioned on size, but the catalogue has no LAS "
+                                 "column (largest angular size, arcsec)")
+        _clip_column(out, table, "LAS", training_size_range_arcsec(meta, source=model_source),
+                     what="size(s)", unit="arcsec", where=where, settings=settings)
+    elif "LAS" in table.columns:
+        log.info("%s: LAS column ignored, the model is conditioned on peak flux only", where)
     return out
+
+
+def _clip_column(out: pd.DataFrame, table: pd.DataFrame, column: str, limits: tuple[float, float], *,
+                 what: str, unit: str, where: str, settings: MapSettings) -> None:
+    """``out[column]`` = ``table[column]`` clipped to the training range (``_input``, ``_clipped`` kept)."""
+    low, high = limits
+    values = table[column].to_numpy(dtype=float)
+    clipped = (values < low) | (values > high)
+    if clipped.any():
+        message = (f"{where}: {int(clipped.sum())} of {len(table)} {what} outside the model's training "
+                   f"range [{low:.4g}, {high:.4g}] {unit}")
+        if settings.out_of_range == "error":
+            raise CatalogueError(message + "; set skymap.out_of_range: clip to clip them")
+        log.warning("%s; clipped to the range (skymap.out_of_range: clip)", message)
+    out[f"{column}_input"] = values
+    out[column] = np.clip(values, low, high)
+    out[f"{column}_clipped"] = clipped
 
 
 def write_sources(table: pd.DataFrame, path: str | Path) -> Path:

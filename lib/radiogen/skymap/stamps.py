@@ -128,6 +128,17 @@ def extract_source(image: np.ndarray, peak_flux_jy: float, settings: MapSettings
     return (emission * (peak_flux_jy / top)).astype(np.float32), n_islands
 
 
+def _context(sources, meta: Mapping, source: str) -> np.ndarray:
+    """(n, K) model context of catalogue rows: peak flux, and LAS for a size-conditioned model."""
+    columns = [cond.peak_flux_to_context(sources["Peak_flux"].to_numpy(dtype=float) * 1e-3, meta, source=source)]
+    if "size" in cond.context_names(meta):
+        if "LAS" not in sources.columns:
+            raise InputFileError(f"{source}: size-conditioned model, but the source catalogue has no LAS column; "
+                                 "rerun the sources step with this model")
+        columns.append(cond.size_to_context(sources["LAS"].to_numpy(dtype=float), meta, source=source))
+    return np.column_stack(columns).astype(np.float32)
+
+
 def generate_tile(
     model_path: str | Path,
     sources_csv: str | Path,
@@ -141,8 +152,12 @@ def generate_tile(
     batch_size: int = 32,
     device: str = "auto",
     precision: str = "auto",
+    expect_context: str | None = None,
 ) -> Path:
     """Generate the sources of ``tile`` and write their stamps (HDF5).
+
+    A size-conditioned model gets each source's ``LAS`` from the catalogue as
+    the second context value.
 
     Datasets: ``stamps`` (n, H, W) float32 Jy/beam, ``index`` (catalogue
     rows), ``n_islands``; attributes name the catalogue digest, the model and
@@ -154,7 +169,7 @@ def generate_tile(
     torch_device = generate.resolve_device(device)
     autocast_dtype = generate.resolve_autocast(precision, torch_device)
     net, meta = generate.load_sampling_model(model_path, device=torch_device)
-    generate.check_model_kind(meta, str(model_path), dataset="lotss")
+    generate.check_model_kind(meta, str(model_path), dataset="lotss", context=expect_context)
     mine = sources[sources["tile"] == int(tile)]
     indices = mine["index"].to_numpy(dtype=np.int64)
     peak_jy = mine["Peak_flux"].to_numpy(dtype=np.float64) * 1e-3
@@ -170,7 +185,7 @@ def generate_tile(
         arrays = generate.generate_images(
             net, meta, indices, seed=map_seed(seed), guidance=guidance, sampler=sampler,
             batch_size=batch_size, device=torch_device, autocast_dtype=autocast_dtype,
-            context=cond.peak_flux_to_context(peak_jy, meta, source=str(model_path)).reshape(-1, 1),
+            context=_context(mine, meta, str(model_path)),
             progress=lambda done, n: bar.update(done - bar.done), source=str(model_path),
         )
         bar.close()

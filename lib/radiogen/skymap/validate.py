@@ -224,6 +224,15 @@ def summary_table(truth: pd.DataFrame, recovered: pd.DataFrame, *, n_input: int,
         ("dRA_median_arcsec", float(np.nanmedian(truth["dRA"])) if found.any() else np.nan, "RA cos(Dec) offset"),
         ("dDEC_median_arcsec", float(np.nanmedian(truth["dDEC"])) if found.any() else np.nan, "Dec offset"),
     ]
+    if "Requested_LAS" in truth.columns and truth["Requested_LAS"].notna().sum() >= 3:
+        from radiogen.evaluation.size import size_agreement
+
+        agreement = size_agreement(truth["LAS"].to_numpy(), truth["Requested_LAS"].to_numpy())
+        rows += [
+            ("size_spearman_rho", agreement["spearman_rho"], "placed LAS vs requested LAS (size conditioning)"),
+            ("size_log_ratio_median", agreement["median_log_ratio"], "median log10(placed / requested LAS)"),
+            ("size_log_ratio_scatter", agreement["scatter_log_ratio"], "its half 16-84 percentile range, dex"),
+        ]
     return pd.DataFrame(rows, columns=["measure", "value", "meaning"])
 
 
