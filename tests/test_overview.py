@@ -70,3 +70,18 @@ def test_overview_cli(tmp_path):
     assert len(table) == 3 + 5 and (tmp_path / "o.html").stat().st_size > 0
     bad = [a if not a.startswith("first=") else "first" for a in args]
     assert main(bad) == 1  # DATASET=CSV expected
+
+
+def test_overview_adds_size_conditioning_and_the_simulated_map():
+    accuracy = _accuracy()
+    size = {"generated": {"spearman_rho": 0.41, "scatter_log_ratio": 0.3, "n": 50},
+            "real": {"spearman_rho": 0.8, "scatter_log_ratio": 0.2, "n": 300}}
+    skymap = pd.DataFrame({"measure": ["placed_sources", "recovered_sources", "completeness", "reliability",
+                                       "flux_ratio_median"], "value": [40, 90, 0.95, 0.99, 0.93],
+                           "meaning": [""] * 5})
+    table = ov.overview_table(accuracy, {}, main_omega=0.75, size=size, skymap=skymap)
+    rows = table.set_index("section")
+    assert rows.loc["size conditioning", "value"] == pytest.approx(0.41)
+    assert "real images (catalogue LAS): rho 0.80" in rows.loc["size conditioning", "reading"]
+    mapped = table[table["section"] == "simulated map"].set_index("quantity")["value"]
+    assert list(mapped) == pytest.approx([0.95, 0.99, 0.93])

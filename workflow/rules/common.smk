@@ -88,3 +88,13 @@ def imageset_options(name):
     if spec["skip_unlabelled"]:
         words.append("--skip-unlabelled")
     return " ".join(shlex.quote(w) for w in words)
+
+
+def overview_extra_inputs():
+    """Optional inputs of the overview: option -> file (size conditioning, simulated map)."""
+    extra = {}
+    if "size" in config["lotss"]["preprocess"]["context"]:
+        extra["--size-json"] = results("evaluation", "size_conditioning.json")
+    if config["skymap"]["enabled"]:
+        extra["--skymap"] = results("skymap", "validation.tsv")
+    return extra

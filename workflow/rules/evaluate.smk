@@ -277,6 +277,7 @@ rule overview:
     input:
         accuracy=results("evaluation", "classes", "accuracy.csv"),
         summaries=expand(SUMMARY_CSV, dataset=REAL_SET),
+        extra=overview_extra_inputs().values(),
     output:
         csv=report(
             results("evaluation", "overview.csv"),
@@ -300,8 +301,13 @@ rule overview:
             for dataset in REAL_SET
         ),
         omega=MAIN_OMEGA,
+        extra=" ".join(
+            f"{option} {shlex.quote(path)}"
+            for option, path in overview_extra_inputs().items()
+        ),
     shell:
         "radiogen evaluate-overview --accuracy {input.accuracy:q} {params.summaries}"
+        " {params.extra}"
         " --main-omega {params.omega} --output-csv {output.csv:q}"
         " --output-html {output.html:q} > {log:q} 2>&1"
 

@@ -153,6 +153,8 @@ def register(subparsers) -> None:
     p.add_argument("--summary", action="append", required=True, metavar="DATASET=CSV",
                    help="summary CSV of one dataset (repeatable), e.g. first=results/evaluation/summary/first.csv")
     p.add_argument("--main-omega", type=nonnegative_float, required=True, help="omega of the main generated FIRST set")
+    p.add_argument("--size-json", default=None, help="size_conditioning.json (size-conditioned LoTSS model)")
+    p.add_argument("--skymap", default=None, help="validation.tsv of the simulated map")
     p.add_argument("--output-csv", required=True)
     p.add_argument("--output-html", required=True)
     p.set_defaults(func=cmd_overview)
@@ -470,7 +472,22 @@ def cmd_overview(args) -> int:
         if not sep or not name or not path:
             raise ConfigError(f"--summary expects DATASET=CSV, got {item!r}")
         summaries[name] = _read_csv(path, "summary table")
-    table = ov.overview_table(_read_csv(args.accuracy, "accuracy table"), summaries, main_omega=args.main_omega)
+    size = None
+    if args.size_json:
+        import json
+        from pathlib import Path
+
+        if not Path(args.size_json).exists():
+            raise InputFileError(f"{args.size_json}: size-conditioning JSON does not exist")
+        size = json.loads(Path(args.size_json).read_text())
+    skymap = None
+    if args.skymap:
+        try:
+            skymap = pd.read_csv(args.skymap, sep="\t")
+        except (OSError, ValueError) as err:
+            raise InputFileError(f"{args.skymap}: cannot read the map validation table ({err})") from err
+    table = ov.overview_table(_read_csv(args.accuracy, "accuracy table"), summaries, main_omega=args.main_omega,
+                              size=size, skymap=skymap)
     write_csv(table, args.output_csv)
     ov.write_overview_html(table, args.output_html)
     log.info("overview:\n%s", table.to_string(index=False))

@@ -11,7 +11,10 @@ It gathers, beside the paper's number where the paper gives one,
 * fidelity: the size-matched ratios ``generated_over_floor`` of the image mean
   and std distances (W1 and KS) and the KID's distance from its floor, per
   dataset, from the summary tables of :mod:`radiogen.evaluation.summary` (the
-  paper shows these distributions only as histograms, so it gives no numbers).
+  paper shows these distributions only as histograms, so it gives no numbers);
+* beyond the paper, when the run makes them: size conditioning (Spearman rho
+  of measured vs requested size, generated against real) and the simulated
+  map's recovery by PyBDSF (completeness, reliability, flux ratio).
 """
 
 from __future__ import annotations
@@ -121,7 +124,43 @@ def _fidelity_rows(dataset: str, summary: pd.DataFrame) -> list[dict]:
     return rows
 
 
-def overview_table(accuracy: pd.DataFrame, summaries: dict[str, pd.DataFrame], *, main_omega: float) -> pd.DataFrame:
+def _size_rows(size: dict) -> list[dict]:
+    generated, real = size.get("generated", {}), size.get("real", {})
+    return [{
+        "section": "size conditioning",
+        "dataset": "lotss",
+        "quantity": "Spearman rho, measured vs requested size, generated images",
+        "value": float(generated.get("spearman_rho", np.nan)),
+        "uncertainty": np.nan,
+        "paper": NOT_GIVEN,
+        "reading": (f"real images (catalogue LAS): rho {float(real.get('spearman_rho', np.nan)):.2f}; scatter of "
+                    f"log10(measured / requested) {float(generated.get('scatter_log_ratio', np.nan)):.2f} dex "
+                    f"generated vs {float(real.get('scatter_log_ratio', np.nan)):.2f} real; "
+                    f"n = {generated.get('n', 0)}"),
+    }]
+
+
+def _map_rows(validation: pd.DataFrame) -> list[dict]:
+    values = validation.set_index("measure")["value"]
+    readings = {
+        "completeness": "truth sources recovered by PyBDSF",
+        "reliability": "PyBDSF sources that are truth sources",
+        "flux_ratio_median": "median S_recovered / S_true",
+    }
+    return [{
+        "section": "simulated map",
+        "dataset": "lotss",
+        "quantity": f"{key.replace('_', ' ')} (PyBDSF on the map)",
+        "value": float(values[key]),
+        "uncertainty": np.nan,
+        "paper": NOT_GIVEN,
+        "reading": f"{reading}; {int(values.get('placed_sources', 0))} placed, "
+                   f"{int(values.get('recovered_sources', 0))} recovered",
+    } for key, reading in readings.items() if key in values.index]
+
+
+def overview_table(accuracy: pd.DataFrame, summaries: dict[str, pd.DataFrame], *, main_omega: float,
+                   size: dict | None = None, skymap: pd.DataFrame | None = None) -> pd.DataFrame:
     """The overview rows: judge accuracy, accuracy per omega, floor ratios per dataset.
 
     Parameters
@@ -135,6 +174,10 @@ def overview_table(accuracy: pd.DataFrame, summaries: dict[str, pd.DataFrame], *
         (:func:`radiogen.evaluation.summary.summary_table`).
     main_omega : float, keyword-only
         Guidance of the generated FIRST set in the summary tables.
+    size : dict, optional, keyword-only
+        ``results/evaluation/size_conditioning.json``.
+    skymap : DataFrame, optional, keyword-only
+        ``results/skymap/validation.tsv``.
 
     Returns
     -------
@@ -147,6 +190,10 @@ def overview_table(accuracy: pd.DataFrame, summaries: dict[str, pd.DataFrame], *
     rows = _accuracy_rows(accuracy, main_omega=main_omega)
     for dataset, summary in summaries.items():
         rows += _fidelity_rows(dataset, summary)
+    if size is not None:
+        rows += _size_rows(size)
+    if skymap is not None:
+        rows += _map_rows(skymap)
     return pd.DataFrame(rows, columns=OVERVIEW_COLUMNS)
 
 
