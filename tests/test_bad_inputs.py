@@ -368,6 +368,12 @@ def test_missing_beam_taken_from_config_with_a_warning(lotss_dr1_dir, tmp_path, 
     assert "header has no BMAJ; using lotss.beam_arcsec = 6 arcsec" in caplog.text
     with h5py.File(out) as h5:
         assert h5.attrs["beam_arcsec"] == 6.0 and h5.attrs["beam_source"] == "config"
+    # the origin travels on with the cutouts (selection and preprocessing copy these attributes)
+    from radiogen.lotss.cutouts import aggregate_shards
+
+    aggregate_shards([out], tmp_path / "cutouts.h5")
+    with h5py.File(tmp_path / "cutouts.h5") as h5:
+        assert h5.attrs["beam_source"] == "config" and h5.attrs["frequency_source"] == "header"
 
 
 def test_cutouts_refuse_nonpositive_fallback_beam(lotss_dr1_dir, tmp_path, sources, capsys):

@@ -405,13 +405,16 @@ def aggregate_shards(
     shard_paths = [Path(p) for p in shard_paths]
     if not shard_paths:
         raise InputFileError(f"{out_path}: no cutout shards to aggregate")
-    counts, first_attrs = [], None
+    counts, first_attrs, origins = [], None, {"beam_source": set(), "frequency_source": set()}
     for path in shard_paths:
         with open_hdf5(path) as h5:
             require_datasets(h5, list(_PER_CUTOUT) + ["catalogue"])
             attrs = dict(h5.attrs)
             if first_attrs is None:
                 first_attrs = attrs
+            for key in origins:
+                if key in attrs:
+                    origins[key].add(str(attrs[key]))
             for key in ("pixel_scale_arcsec", "beam_arcsec", "cutout_size"):
                 a, b = float(attrs[key]), float(first_attrs[key])
                 if not (np.isclose(a, b, rtol=1e-3) or (np.isnan(a) and np.isnan(b))):
@@ -443,6 +446,8 @@ def aggregate_shards(
         write_table_hdf5(out, "catalogue", catalogue)
         attrs = {k: first_attrs[k] for k in ("pixel_scale_arcsec", "beam_arcsec", "frequency_hz", "cutout_size")}
         attrs.update(n_catalogue=n_catalogue, n_off_mosaic=n_off, n_mosaics=len(shard_paths), sample=sample)
+        # where beam and frequency came from: "header", "config", or both over the mosaics
+        attrs.update({key: ",".join(sorted(values)) for key, values in origins.items() if values})
         _set_attrs(out, attrs, out["flag_nan"][()], out["flag_partial"][()])
         summary = {"n_cutouts": n, "n_catalogue": n_catalogue, "n_off_mosaic": n_off,
                    "n_flag_nan": int(out.attrs["n_flag_nan"]),

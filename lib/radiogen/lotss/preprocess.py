@@ -361,6 +361,9 @@ def run_preprocess(
         out.attrs["dataset"] = "lotss"
         for key, default in survey_attrs("lotss").items():
             out.attrs[key] = float(attrs.get(key, default))
+        for key in ("beam_source", "frequency_source"):  # header or config, from the cutout jobs
+            if key in attrs:
+                out.attrs[key] = str(attrs[key])
         out.attrs["seed"] = int(seed)
         out.attrs["boxcox_lambda"] = lam
         out.attrs["boxcox_mean"] = mean
