@@ -150,6 +150,9 @@ def test_evaluation_rules_and_single_file_report(repo_root, first_zip, lotss_dr1
         "rule all:\n    input:\n        ALL_TARGETS,\n"
     )
     overrides = {
+        # only evaluate.smk is included: no simulated map, and the inputs made here are peak-flux sets
+        "skymap": {"enabled": False},
+        "lotss": {"preprocess": {"context": "peak_flux"}},
         "sample": {"first": {"guidance": 0.75, "guidance_values": [0.75]}},
         "evaluation": {
             "first_omega": 0.75,

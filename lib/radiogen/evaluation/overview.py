@@ -124,18 +124,23 @@ def _fidelity_rows(dataset: str, summary: pd.DataFrame) -> list[dict]:
     return rows
 
 
+def _number(values: dict, key: str) -> float:
+    value = values.get(key)
+    return float("nan") if value is None else float(value)
+
+
 def _size_rows(size: dict) -> list[dict]:
     generated, real = size.get("generated", {}), size.get("real", {})
     return [{
         "section": "size conditioning",
         "dataset": "lotss",
         "quantity": "Spearman rho, measured vs requested size, generated images",
-        "value": float(generated.get("spearman_rho", np.nan)),
+        "value": _number(generated, "spearman_rho"),
         "uncertainty": np.nan,
         "paper": NOT_GIVEN,
-        "reading": (f"real images (catalogue LAS): rho {float(real.get('spearman_rho', np.nan)):.2f}; scatter of "
-                    f"log10(measured / requested) {float(generated.get('scatter_log_ratio', np.nan)):.2f} dex "
-                    f"generated vs {float(real.get('scatter_log_ratio', np.nan)):.2f} real; "
+        "reading": (f"real images (catalogue LAS): rho {_number(real, 'spearman_rho'):.2f}; scatter of "
+                    f"log10(measured / requested) {_number(generated, 'scatter_log_ratio'):.2f} dex "
+                    f"generated vs {_number(real, 'scatter_log_ratio'):.2f} real; "
                     f"n = {generated.get('n', 0)}"),
     }]
 

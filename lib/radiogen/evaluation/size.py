@@ -100,7 +100,10 @@ def size_conditioning(sets: dict[str, str | Path], output_json: str | Path, figu
         points[label] = (requested, measured)
         log.info("%s: %s", label, summary[label])
     with atomic_path(output_json) as tmp:
-        Path(tmp).write_text(json.dumps(summary, indent=2, sort_keys=True))
+        # NaN (too few sources to measure) as JSON null
+        clean = {label: {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in values.items()}
+                 for label, values in summary.items()}
+        Path(tmp).write_text(json.dumps(clean, indent=2, sort_keys=True))
     fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4.6), squeeze=False)
     for ax, (label, (requested, measured)) in zip(axes[0], points.items()):
         ax.scatter(requested, measured, s=8, alpha=0.6)
@@ -112,6 +115,9 @@ def size_conditioning(sets: dict[str, str | Path], output_json: str | Path, figu
                ylabel="measured largest extent [arcsec]",
                title=f"{label}: Spearman rho {s['spearman_rho']:.2f}, scatter {s['scatter_log_ratio']:.2f} dex")
         ax.legend(fontsize=8)
+        if s["n"] == 0:
+            ax.text(0.5, 0.5, f"no measurable source in {s['n_without_source']} images", ha="center",
+                    transform=ax.transAxes, color="grey")
     fig.tight_layout()
     with atomic_path(figure) as tmp:
         fig.savefig(tmp, dpi=110, format=Path(figure).suffix.lstrip(".") or "png")

@@ -236,6 +236,10 @@ def summary_table(truth: pd.DataFrame, recovered: pd.DataFrame, *, n_input: int,
     return pd.DataFrame(rows, columns=["measure", "value", "meaning"])
 
 
+def _no_data(ax) -> None:
+    ax.text(0.5, 0.5, "no sources", ha="center", va="center", transform=ax.transAxes, color="grey")
+
+
 def plot_validation(truth: pd.DataFrame, recovered: pd.DataFrame, output: str | Path, *, rms_mjy: float,
                     area_deg2: float, beam_arcsec: float, title: str) -> None:
     """Four panels: completeness and reliability, flux ratio vs S/N, offsets, source counts."""
@@ -262,7 +266,11 @@ def plot_validation(truth: pd.DataFrame, recovered: pd.DataFrame, output: str | 
     ratio = truth["Recovered_flux"] / truth["Total_flux"]
     ax.scatter(snr[found], ratio[found], s=10, alpha=0.7)
     ax.axhline(1.0, color="k", lw=0.8)
-    ax.set(xscale="log", xlabel="true peak S/N", ylabel="S_recovered / S_true")
+    ax.set(xlabel="true peak S/N", ylabel="S_recovered / S_true")
+    if found.any():
+        ax.set_xscale("log")
+    else:
+        _no_data(ax)
     ax = axes[1, 0]
     ax.scatter(truth["dRA"][found], truth["dDEC"][found], s=10, alpha=0.7)
     ax.add_patch(plt.Circle((0, 0), beam_arcsec / 2, fill=False, ls="--", color="grey", label="beam FWHM / 2"))
@@ -270,14 +278,23 @@ def plot_validation(truth: pd.DataFrame, recovered: pd.DataFrame, output: str | 
     ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xlabel="ΔRA cos δ [arcsec]",
            ylabel="ΔDec [arcsec]")
     ax.legend(fontsize=8)
+    if not found.any():
+        _no_data(ax)
     ax = axes[1, 1]
+    plotted = False
     for flux, label in ((truth["Total_flux"], "truth"), (recovered["Total_flux"], "PyBDSF")):
         counts = euclidean_counts(flux, edges, area_deg2=area_deg2)
-        keep = counts["n"] > 0
-        ax.errorbar(counts["S_jy"][keep], counts["counts"][keep], yerr=counts["error"][keep], marker="o",
-                    capsize=3, label=label)
-    ax.set(xscale="log", yscale="log", xlabel="total flux S [Jy]", ylabel="S^2.5 dN/dS [Jy^1.5 sr^-1]")
-    ax.legend(fontsize=8)
+        keep = (counts["n"] > 0).to_numpy()
+        if keep.any():
+            ax.errorbar(counts["S_jy"][keep], counts["counts"][keep], yerr=counts["error"][keep], marker="o",
+                        capsize=3, label=label)
+            plotted = True
+    ax.set(xlabel="total flux S [Jy]", ylabel="S^2.5 dN/dS [Jy^1.5 sr^-1]")
+    if plotted:
+        ax.set(xscale="log", yscale="log")
+        ax.legend(fontsize=8)
+    else:
+        _no_data(ax)
     fig.suptitle(title)
     fig.tight_layout()
     with atomic_path(output) as tmp:
@@ -309,7 +326,8 @@ def plot_map(map_path: str | Path, truth: pd.DataFrame, recovered: pd.DataFrame,
         x, y = wcs.world_to_pixel_values(recovered["RA"], recovered["DEC"])
         ax.scatter(x, y, s=30, marker="x", color="lime", lw=0.8, label="PyBDSF")
     ax.set(xlabel="RA", ylabel="Dec", title=title)
-    ax.legend(loc="upper right", fontsize=8)
+    if len(truth) or len(recovered):
+        ax.legend(loc="upper right", fontsize=8)
     with atomic_path(output) as tmp:
         fig.savefig(tmp, dpi=110, format=Path(output).suffix.lstrip(".") or "png")
     plt.close(fig)
@@ -344,5 +362,8 @@ def validate_map(map_path: str | Path, truth_csv: str | Path, recovered_csv: str
     plot_validation(truth, recovered, figure_path, rms_mjy=rms_mjy, area_deg2=size_deg**2,
                     beam_arcsec=float(header["BMAJ"]) * 3600.0, title=title)
     plot_map(map_path, truth, recovered, map_figure_path, title=title)
+    if len(truth) == 0:
+        log.warning("%s: no source was placed on the map (every generated image was below the stamp "
+                    "thresholds); the measures are undefined", name)
     log.info("validation of %s:\n%s", name, table.to_string(index=False))
     return table
