@@ -45,7 +45,7 @@ rule select_lotss:
         survey="main|classical",
     conda:
         "../../envs/data.yaml"
-    threads: 2
+    threads: config["lotss"]["threads"]
     resources:
         mem_mb=lambda wildcards, threads: 1000 + 800 * threads,
         runtime=60,
