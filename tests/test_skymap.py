@@ -14,6 +14,7 @@ from astropy.io import fits
 from radiogen.cli import main as cli_main
 from radiogen.config import fill_defaults
 from radiogen.errors import CatalogueError, InputFileError
+from radiogen.io import file_digest
 from radiogen.simulate import FWHM_PER_SIGMA
 from radiogen.skymap import assemble, catalogue, stamps, validate
 from radiogen.skymap.geometry import beam_area_px, map_header, n_tiles, tile_index, wcs_of
@@ -143,7 +144,7 @@ def _known_map(tmp_path, *, noise_rms_ujy=80.0, tile_px=200):
                                           for k, (x, y, peak) in enumerate(positions)])
     table = catalogue.input_catalogue(settings, META, header, seed=0)
     catalogue.write_sources(table, tmp_path / "sources.csv")
-    digest = catalogue.file_digest(tmp_path / "sources.csv")
+    digest = file_digest(tmp_path / "sources.csv")
     tiles = []
     for tile in range(n_tiles(400, tile_px)):
         rows = table[table["tile"] == tile]

@@ -9,7 +9,6 @@ rerun retries exactly what failed.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import os
@@ -19,8 +18,9 @@ import urllib.request
 from pathlib import Path
 
 from radiogen.errors import InputFileError
+from radiogen.io import file_digest
 
-__all__ = ["DownloadError", "download_file", "file_digest"]
+__all__ = ["DownloadError", "download_file"]
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +31,6 @@ _BACKOFF_S = 2.0
 
 class DownloadError(InputFileError):
     """A file could not be fetched or failed its size/checksum check."""
-
-
-def file_digest(path: str | os.PathLike, algorithm: str) -> str:
-    """Hex digest of a file (``sha256``, ``md5``, ...), read in 1 MiB chunks."""
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def download_file(

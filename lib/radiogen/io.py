@@ -26,7 +26,7 @@ __all__ = [
     "write_json_atomic",
     "write_table_hdf5",
     "read_table_hdf5",
-    "sha256_file",
+    "file_digest",
     "open_hdf5",
     "require_datasets",
 ]
@@ -112,12 +112,12 @@ def read_table_hdf5(group: h5py.Group) -> pd.DataFrame:
     return pd.DataFrame(data, columns=columns)
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """SHA-256 hex digest of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file (``sha256``, ``md5``, ...), read in 1 MiB chunks."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
     return digest.hexdigest()
 
 

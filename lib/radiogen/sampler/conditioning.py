@@ -31,6 +31,8 @@ __all__ = [
     "size_to_context",
     "context_to_size",
     "joint_histogram_draws",
+    "joint_histogram",
+    "conditional_size_draws",
     "first_labels",
     "one_hot",
 ]
@@ -59,11 +61,12 @@ def boxcox_inverse(z, *, lam: float, mean: float, std: float) -> np.ndarray:
     return np.asarray(preprocess.boxcox_inverse(z, lam=lam, mean=mean, std=std), dtype=np.float64)
 
 
-def _normalisation(meta: Mapping, source: str) -> dict:
-    norm = meta.get("normalisation") or {}
+def _boxcox_params(meta: Mapping, source: str, *, key: str = "normalisation", what: str = "peak-flux") -> dict:
+    """Box-Cox parameters stored in model metadata ``key`` as keyword arguments of boxcox_forward."""
+    norm = meta.get(key) or {}
     missing = [k for k in ("boxcox_lambda", "boxcox_mean", "boxcox_std") if norm.get(k) is None]
     if missing:
-        raise InputFileError(f"{source}: model has no peak-flux normalisation ({', '.join(missing)})")
+        raise InputFileError(f"{source}: model has no {what} normalisation ({', '.join(missing)})")
     return {
         "lam": float(norm["boxcox_lambda"]),
         "mean": float(norm["boxcox_mean"]),
@@ -80,16 +83,16 @@ def peak_flux_to_context(peak_flux, meta: Mapping, *, source: str = "model") -> 
             f"sample: peak fluxes must be positive finite Jy/beam values; "
             f"got {peak[bad][:5].tolist()} (Box-Cox is undefined for them)"
         )
-    return boxcox_forward(peak, **_normalisation(meta, source))
+    return boxcox_forward(peak, **_boxcox_params(meta, source))
 
 
 def context_to_peak_flux(context, meta: Mapping, *, source: str = "model") -> np.ndarray:
     """Peak flux in Jy/beam for model conditioning values z (inverse of the above)."""
-    peak = boxcox_inverse(np.asarray(context, dtype=np.float64), **_normalisation(meta, source))
+    peak = boxcox_inverse(np.asarray(context, dtype=np.float64), **_boxcox_params(meta, source))
     if not np.all(np.isfinite(peak)):
         raise ConfigError(
             f"{source}: conditioning values outside the invertible Box-Cox range "
-            f"(lambda={_normalisation(meta, source)['lam']})"
+            f"(lambda={_boxcox_params(meta, source)['lam']})"
         )
     return peak
 
@@ -99,13 +102,8 @@ def context_names(meta: Mapping) -> list[str]:
     return list(meta.get("context_names") or ["peak_flux"])
 
 
-def _size_normalisation(meta: Mapping, source: str) -> dict:
-    norm = meta.get("size_normalisation") or {}
-    missing = [k for k in ("boxcox_lambda", "boxcox_mean", "boxcox_std") if norm.get(k) is None]
-    if missing:
-        raise InputFileError(f"{source}: model has no size normalisation ({', '.join(missing)})")
-    return {"lam": float(norm["boxcox_lambda"]), "mean": float(norm["boxcox_mean"]),
-            "std": float(norm["boxcox_std"])}
+def _size_params(meta: Mapping, source: str) -> dict:
+    return _boxcox_params(meta, source, key="size_normalisation", what="size")
 
 
 def size_to_context(size_arcsec, meta: Mapping, *, source: str = "model") -> np.ndarray:
@@ -114,12 +112,12 @@ def size_to_context(size_arcsec, meta: Mapping, *, source: str = "model") -> np.
     bad = ~(np.isfinite(size) & (size > 0))
     if bad.any():
         raise ConfigError(f"sample: sizes must be positive finite arcsec values; got {size[bad][:5].tolist()}")
-    return boxcox_forward(size, **_size_normalisation(meta, source))
+    return boxcox_forward(size, **_size_params(meta, source))
 
 
 def context_to_size(context, meta: Mapping, *, source: str = "model") -> np.ndarray:
     """Angular size in arcsec for size conditioning values z (inverse of the above)."""
-    size = boxcox_inverse(np.asarray(context, dtype=np.float64), **_size_normalisation(meta, source))
+    size = boxcox_inverse(np.asarray(context, dtype=np.float64), **_size_params(meta, source))
     if not np.all(np.isfinite(size)):
         raise ConfigError(f"{source}: size conditioning values outside the invertible Box-Cox range")
     return size
@@ -141,6 +139,31 @@ def joint_histogram_draws(edges, counts, rngs: Sequence[np.random.Generator]) ->
     for k, rng in enumerate(rngs):
         i, j = np.unravel_index(rng.choice(prob.size, p=prob), counts.shape)
         out[k] = rng.uniform(ex[i], ex[i + 1]), rng.uniform(ey[j], ey[j + 1])
+    return out
+
+
+def joint_histogram(meta: Mapping, *, source: str = "model") -> tuple[list[np.ndarray], np.ndarray]:
+    """(edges [flux, size], counts) of a size-conditioned model's joint context histogram."""
+    hist = meta.get("context_histogram_2d") or {}
+    if hist.get("edges") is None or hist.get("counts") is None:
+        raise InputFileError(f"{source}: size-conditioned model has no context_histogram_2d")
+    return [np.asarray(e, dtype=np.float64) for e in hist["edges"]], np.asarray(hist["counts"], dtype=np.float64)
+
+
+def conditional_size_draws(meta: Mapping, z_flux, rngs: Sequence[np.random.Generator], *,
+                           source: str = "model") -> np.ndarray:
+    """Size context for given flux context: the joint training histogram's row at each flux.
+
+    For fluxes that do not come from the histogram (a power law); a flux bin
+    without training images falls back to the marginal size distribution.
+    """
+    (edges_flux, edges_size), counts = joint_histogram(meta, source=source)
+    rows = np.clip(np.searchsorted(edges_flux, np.asarray(z_flux, float), side="right") - 1, 0, counts.shape[0] - 1)
+    out = np.empty(len(rows))
+    for k, (row, rng) in enumerate(zip(rows, rngs)):
+        weights = counts[row] if counts[row].sum() > 0 else counts.sum(axis=0)
+        j = rng.choice(weights.size, p=weights / weights.sum())
+        out[k] = rng.uniform(edges_size[j], edges_size[j + 1])
     return out
 
 
@@ -212,6 +235,14 @@ def lotss_context(
         return _lotss_context_with_size(meta, indices, seed=seed, mode=mode, peak_flux=peak_flux,
                                         peak_flux_range=peak_flux_range, range_space=range_space, size=size,
                                         size_range=size_range, source=source)
+    return _peak_flux_context(meta, indices, seed=seed, mode=mode, peak_flux=peak_flux,
+                              peak_flux_range=peak_flux_range, range_space=range_space,
+                              source=source).astype(np.float32).reshape(-1, 1)
+
+
+def _peak_flux_context(meta, indices, *, seed, mode, peak_flux, peak_flux_range, range_space, source
+                       ) -> np.ndarray:
+    """(n,) peak-flux conditioning z of one draw mode (histogram, list, range)."""
     if mode == "histogram":
         hist = meta.get("context_histogram") or {}
         if hist.get("edges") is None or hist.get("counts") is None:
@@ -243,20 +274,17 @@ def lotss_context(
             raise ConfigError(f"sample.lotss.range_space: unknown {range_space!r} (boxcox, log, linear)")
     else:
         raise ConfigError(f"sample.lotss.conditioning: unknown mode {mode!r} (histogram, list, range)")
-    return z.astype(np.float32).reshape(-1, 1)
+    return z
 
 
 def _lotss_context_with_size(meta, indices, *, seed, mode, peak_flux, peak_flux_range, range_space, size,
                              size_range, source) -> np.ndarray:
     if mode == "histogram":
-        hist = meta.get("context_histogram_2d") or {}
-        if hist.get("edges") is None or hist.get("counts") is None:
-            raise InputFileError(f"{source}: size-conditioned model has no context_histogram_2d")
+        edges, counts = joint_histogram(meta, source=source)
         rngs = [image_rng(seed, CONTEXT_STREAM, i) for i in indices]
-        return joint_histogram_draws(hist["edges"], hist["counts"], rngs).astype(np.float32)
-    flux_only = {**meta, "context_names": ["peak_flux"]}
-    z_flux = lotss_context(flux_only, indices, seed=seed, mode=mode, peak_flux=peak_flux,
-                           peak_flux_range=peak_flux_range, range_space=range_space, source=source)[:, 0]
+        return joint_histogram_draws(edges, counts, rngs).astype(np.float32)
+    z_flux = _peak_flux_context(meta, indices, seed=seed, mode=mode, peak_flux=peak_flux,
+                                peak_flux_range=peak_flux_range, range_space=range_space, source=source)
     if mode == "list":
         if not size:
             raise ConfigError("sample.lotss.size: a size-conditioned model in mode 'list' needs a list (arcsec)")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from radiogen.errors import ConfigError, InputFileError, RadiogenError
-from radiogen.io import atomic_path, open_hdf5, require_datasets, sha256_file
+from radiogen.io import atomic_path, open_hdf5, require_datasets, file_digest
 from radiogen.progress import Progress
 from radiogen.sampler import conditioning as cond
 from radiogen.sampler.solvers import SOLVERS, solve
@@ -73,7 +73,7 @@ SAMPLER_DEFAULTS = {
 
 def model_id(path: str | Path) -> str:
     """SHA-256 hex digest of the model file: identifies the weights a set came from."""
-    return sha256_file(path)
+    return file_digest(path)
 
 
 def load_sampling_model(path: str | Path, *, device: str | torch.device = "cpu"):

@@ -32,10 +32,10 @@ from scipy.ndimage import gaussian_filter
 from scipy.spatial import ConvexHull, QhullError
 
 from radiogen.errors import InputFileError
-from radiogen.io import atomic_path
+from radiogen.io import atomic_path, file_digest
 from radiogen.lotss.mosaic import jy_per_beam_scale
 from radiogen.simulate import FWHM_PER_SIGMA
-from radiogen.skymap.catalogue import file_digest, read_sources
+from radiogen.skymap.catalogue import read_sources
 from radiogen.skymap.geometry import beam_area_px, n_tiles, wcs_of
 from radiogen.skymap.settings import MapSettings
 from radiogen.skymap.stamps import read_tile
@@ -110,22 +110,21 @@ def read_rms_map(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
 
 
 def image_plane_observation(sky: np.ndarray, *, header: fits.Header, settings: MapSettings,
-                            rng: np.random.Generator) -> np.ndarray:
+                            rms_jy: float | np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Sky model plus Gaussian noise correlated like the restoring beam.
 
     White noise convolved with the beam (sigma_b = FWHM / 2 sqrt(2 ln 2)
-    pixels), scaled to unit rms, times ``noise_rms_ujy`` or the rms map.
+    pixels), scaled to unit rms, times ``rms_jy`` (a number or an rms map on
+    the grid, Jy/beam).
     """
     scale_arcsec = abs(float(header["CDELT2"])) * 3600.0
     sigma_b = float(header["BMAJ"]) * 3600.0 / FWHM_PER_SIGMA / scale_arcsec
     noise = gaussian_filter(rng.standard_normal(sky.shape, dtype=np.float32), sigma_b, mode="wrap")
     noise /= noise.std()
-    rms = (read_rms_map(settings.rms_map, sky.shape) if settings.rms_map
-           else settings.noise_rms_ujy * 1e-6)
-    return (sky + noise * rms).astype(np.float32)
+    return (sky + noise * rms_jy).astype(np.float32)
 
 
-#: Observations of the sky model: name -> f(sky, header=, settings=, rng=) -> map.
+#: Observations of the sky model: name -> f(sky, header=, settings=, rms_jy=, rng=) -> map.
 OBSERVATIONS: dict[str, Callable[..., np.ndarray]] = {"image_plane": image_plane_observation}
 
 
@@ -189,7 +188,8 @@ def assemble_map(
     scale_arcsec = abs(float(header["CDELT2"])) * 3600.0
     beam_px = beam_area_px(float(header["BMAJ"]) * 3600.0, scale_arcsec)
     wcs = wcs_of(header)
-    rms_jy = (read_rms_map(settings.rms_map, (size, size)) if settings.rms_map else None)
+    # the map noise, a number or an rms map (Jy/beam): read once, for the truth errors and the observation
+    rms_jy = read_rms_map(settings.rms_map, (size, size)) if settings.rms_map else settings.noise_rms_ujy * 1e-6
     truth = []
     footprint = np.zeros((size, size), dtype=np.int32)
     strongest = np.zeros((size, size), dtype=np.float32)
@@ -206,7 +206,7 @@ def assemble_map(
         cx = mcols.start + float((px * weight).sum() / weight.sum())
         ra, dec = wcs.pixel_to_world_values(cx, cy)
         n_pixels = int(py.size)
-        local_rms = (settings.noise_rms_ujy * 1e-6 if rms_jy is None else float(rms_jy[row.iy, row.ix]))
+        local_rms = float(rms_jy[row.iy, row.ix]) if np.ndim(rms_jy) else rms_jy
         truth.append({
             "Source_Name": row.Source_Name,
             "RA": float(ra) % 360.0,
@@ -231,7 +231,7 @@ def assemble_map(
         })
     truth = pd.DataFrame(truth, columns=list(TRUTH_COLUMNS))
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), NOISE_STREAM]))
-    observed = OBSERVATIONS[settings.observation](sky, header=header, settings=settings, rng=rng)
+    observed = OBSERVATIONS[settings.observation](sky, header=header, settings=settings, rms_jy=rms_jy, rng=rng)
 
     out_header = header.copy()
     out_header["BUNIT"] = "JY/BEAM"

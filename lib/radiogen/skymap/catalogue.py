@@ -22,14 +22,14 @@ import pandas as pd
 from astropy.table import Table
 
 from radiogen.errors import CatalogueError, ConfigError, InputFileError
-from radiogen.io import atomic_path, sha256_file
+from radiogen.io import atomic_path
 from radiogen.sampler import conditioning as cond
 from radiogen.simulate import sample_power_law, source_name
 from radiogen.skymap.geometry import tile_index, wcs_of
 from radiogen.skymap.settings import MapSettings
 
 __all__ = ["CATALOGUE_STREAM", "training_peak_range_mjy", "read_user_catalogue", "input_catalogue",
-           "write_sources", "read_sources", "file_digest",
+           "write_sources", "read_sources",
            "write_map_sources", "training_size_range_arcsec"]
 
 log = logging.getLogger(__name__)
@@ -37,11 +37,6 @@ log = logging.getLogger(__name__)
 #: Seed-stream offset of the drawn catalogue (positions and fluxes).
 CATALOGUE_STREAM = 600
 REQUIRED_COLUMNS = ("RA", "DEC", "Peak_flux")
-
-
-def file_digest(path: str | Path) -> str:
-    """SHA-256 hex digest of a file (identifies the catalogue a tile was made from)."""
-    return sha256_file(path)
 
 
 def training_peak_range_mjy(meta: Mapping, *, source: str = "model") -> tuple[float, float]:
@@ -109,7 +104,8 @@ def _drawn(settings: MapSettings, meta: Mapping, *, size_px: int, scale_arcsec: 
         peak = sample_power_law(rng, n, s_min=low, s_max=high, alpha=settings.power_law_slope)
         if with_size:
             z_flux = cond.peak_flux_to_context(peak * 1e-3, meta)
-            z = np.column_stack([z_flux, _sizes_at_flux(meta, z_flux, seed=draw_seed)])
+            rngs = [cond.image_rng(draw_seed, cond.SIZE_STREAM, k) for k in range(n)]
+            z = np.column_stack([z_flux, cond.conditional_size_draws(meta, z_flux, rngs)])
     table = pd.DataFrame({"RA": np.asarray(ra) % 360.0, "DEC": dec, "Peak_flux": peak})
     if with_size:
         table["LAS"] = cond.context_to_size(z[:, 1], meta)
@@ -118,30 +114,10 @@ def _drawn(settings: MapSettings, meta: Mapping, *, size_px: int, scale_arcsec: 
     return table
 
 
-def _sizes_at_flux(meta: Mapping, z_flux: np.ndarray, *, seed: int) -> np.ndarray:
-    """Size context drawn from the joint training histogram's row at each flux (conditional draw)."""
-    hist = meta.get("context_histogram_2d") or {}
-    if hist.get("edges") is None:
-        raise InputFileError("size-conditioned model has no context_histogram_2d")
-    edges_flux, edges_size = (np.asarray(e, dtype=float) for e in hist["edges"])
-    counts = np.asarray(hist["counts"], dtype=float)
-    rows = np.clip(np.searchsorted(edges_flux, z_flux, side="right") - 1, 0, counts.shape[0] - 1)
-    out = np.empty(len(z_flux))
-    for k, row in enumerate(rows):
-        rng = cond.image_rng(seed, cond.SIZE_STREAM, k)
-        weights = counts[row] if counts[row].sum() > 0 else counts.sum(axis=0)
-        j = rng.choice(weights.size, p=weights / weights.sum())
-        out[k] = rng.uniform(edges_size[j], edges_size[j + 1])
-    return out
-
-
 def training_size_range_arcsec(meta: Mapping, *, source: str = "model") -> tuple[float, float]:
     """Size range of a size-conditioned model's training set, arcsec (its 2-D histogram's edges)."""
-    hist = meta.get("context_histogram_2d") or {}
-    if hist.get("edges") is None:
-        raise InputFileError(f"{source}: size-conditioned model has no context_histogram_2d")
-    edges = np.asarray(hist["edges"][1], dtype=np.float64)
-    low, high = cond.context_to_size(edges[[0, -1]], meta, source=source)
+    (_edges_flux, edges_size), _counts = cond.joint_histogram(meta, source=source)
+    low, high = cond.context_to_size(edges_size[[0, -1]], meta, source=source)
     return float(low), float(high)
 
 
@@ -243,8 +219,8 @@ def read_sources(path: str | Path) -> pd.DataFrame:
     return table
 
 
-def check_settings_ranges(settings: MapSettings) -> None:
-    """Config checks that need no model (used before any work)."""
+def _check_catalogue_exists(settings: MapSettings) -> None:
+    """A configured catalogue must exist before the model is loaded."""
     if settings.catalogue and not Path(settings.catalogue).exists():
         raise ConfigError(f"skymap.catalogue: {settings.catalogue} does not exist")
 
@@ -259,7 +235,7 @@ def write_map_sources(model_path: str | Path, settings: MapSettings, *, seed: in
     from radiogen.sampler.generate import check_model_kind, load_sampling_model
     from radiogen.skymap.geometry import map_header, map_size_px, model_geometry
 
-    check_settings_ranges(settings)
+    _check_catalogue_exists(settings)
     _net, meta = load_sampling_model(model_path)
     check_model_kind(meta, str(model_path), dataset="lotss")
     geometry = model_geometry(meta)

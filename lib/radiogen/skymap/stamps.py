@@ -34,10 +34,10 @@ import numpy as np
 from scipy import ndimage
 
 from radiogen.errors import InputFileError
-from radiogen.io import atomic_path
+from radiogen.io import atomic_path, file_digest
 from radiogen.progress import Progress
 from radiogen.sampler import conditioning as cond
-from radiogen.skymap.catalogue import file_digest, read_sources
+from radiogen.skymap.catalogue import read_sources
 from radiogen.skymap.geometry import model_geometry
 from radiogen.skymap.settings import MapSettings
 
