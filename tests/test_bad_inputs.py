@@ -86,8 +86,6 @@ CONFIG_CASES = {
                                r"lotss\.download\.mosaics: mosaic ID 'P 124'"),
     "mosaic ID with a quote": ("lotss.download.mosaics", ["P1'; rm -rf ~"],
                                r"lotss\.download\.mosaics: mosaic ID"),
-    "evaluated guidance never sampled": ("evaluation.first_omega", 0.3,
-                                         r"evaluation\.first_omega \(0.3\) is not sampled"),
 }
 
 
@@ -402,9 +400,9 @@ def _pybdsf_shard(path: Path, statuses: list[str], start: int) -> str:
 def test_pybdsf_set_with_most_images_failed_stops_at_merge(tmp_path, caplog):
     shards = [_pybdsf_shard(tmp_path / "0.csv", ["failed"] * 8 + ["ok"] * 2, 0),
               _pybdsf_shard(tmp_path / "1.csv", ["failed"] * 5 + ["ok"] * 5, 10)]
-    out = Sentinel(tmp_path / "first_generated_w0.75.csv")
+    out = Sentinel(tmp_path / "first_generated_guidance0.75.csv")
     assert cli_main(["pybdsf-merge", "--shards", *shards, "--output", str(out.path)]) == 1
-    assert ("first_generated_w0.75.csv: PyBDSF failed on 13 of 20 images (65.0%), more than "
+    assert ("first_generated_guidance0.75.csv: PyBDSF failed on 13 of 20 images (65.0%), more than "
             "evaluation.pybdsf.max_failed_fraction = 0.05") in caplog.text
     assert "most common reason (13 images): 'ValueError: numpy 2.5 removed np.product'" in caplog.text
     assert out.intact()

@@ -56,7 +56,7 @@ def test_confusion_matrix_and_accuracy_on_known_labels():
 def test_accuracy_table_and_figure(tmp_path):
     real = classes.class_metrics([0, 1, 2, 3], [0, 1, 2, 2], class_names=list(CLASS_DIRS))
     gen = classes.class_metrics([0, 1, 2, 3, 3], [0, 1, 2, 3, 3], class_names=list(CLASS_DIRS))
-    table = classes.accuracy_table([("real test split", np.nan, real), ("generated, omega=0.75", 0.75, gen)])
+    table = classes.accuracy_table([("real test split", np.nan, real), ("generated, guidance 0.75", 0.75, gen)])
     assert list(table["accuracy_percent"]) == pytest.approx([75.0, 100.0])
     # binomial standard error sqrt(p (1 - p) / n): 3 of 4 right; 5 of 5 right has none
     assert list(table["accuracy_se_percent"]) == pytest.approx([100 * np.sqrt(0.75 * 0.25 / 4), 0.0])
@@ -127,10 +127,10 @@ def test_class_conditioning_cli_table_and_figure(tmp_path):
             "--generated", str(tmp_path / "w075.h5"), str(tmp_path / "w0.h5"),
             "--output-table", str(tmp_path / "a.csv"), "--output-html", str(tmp_path / "a.html"),
             "--output-figure", str(tmp_path / "c.png")]
-    assert main([*args, "--main-omega", "0.75"]) == 0
+    assert main([*args, "--main-guidance", "0.75"]) == 0
     table = pd.read_csv(tmp_path / "a.csv")
-    assert list(table["set"]) == ["real test split", "generated, omega=0", "generated, omega=0.75"]
+    assert list(table["set"]) == ["real test split", "generated, guidance 0", "generated, guidance 0.75"]
     assert list(table["accuracy_percent"]) == pytest.approx([75.0, 62.5, 87.5])
     assert "Table 7" in (tmp_path / "a.html").read_text()
     assert (tmp_path / "c.png").stat().st_size > 0
-    assert main([*args, "--main-omega", "0.5"]) == 1  # no set sampled at the main omega
+    assert main([*args, "--main-guidance", "0.5"]) == 1  # no set sampled at the main guidance

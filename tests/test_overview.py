@@ -1,4 +1,4 @@
-"""The report's first page: judge accuracy, accuracy per omega and floor ratios beside the paper."""
+"""The report's first page: judge accuracy, accuracy per guidance and floor ratios beside the paper."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ NAMES = ["FRI", "FRII", "Compact", "Bent"]
 def _accuracy() -> pd.DataFrame:
     rng = np.random.default_rng(0)
     entries = []
-    for name, omega, n, right in (("real test split", np.nan, 200, 163), ("generated, omega=0", 0.0, 400, 250),
-                                  ("generated, omega=0.75", 0.75, 400, 334)):
+    for name, guidance, n, right in (("real test split", np.nan, 200, 163), ("generated, guidance 0", 0.0, 400, 250),
+                                  ("generated, guidance 0.75", 0.75, 400, 334)):
         true = rng.integers(0, 4, n)
         predicted = np.where(np.arange(n) < right, true, (true + 1) % 4)
-        entries.append((name, omega, class_metrics(true, predicted, class_names=NAMES)))
+        entries.append((name, guidance, class_metrics(true, predicted, class_names=NAMES)))
     return accuracy_table(entries)
 
 
@@ -35,14 +35,14 @@ def _summary(shift: float) -> pd.DataFrame:
 
 def test_overview_rows_beside_the_paper(tmp_path):
     accuracy = _accuracy()
-    table = ov.overview_table(accuracy, {"first": _summary(0.0), "lotss": _summary(1.0)}, main_omega=0.75)
+    table = ov.overview_table(accuracy, {"first": _summary(0.0), "lotss": _summary(1.0)}, main_guidance=0.75)
     assert list(table.columns) == ov.OVERVIEW_COLUMNS
     judge = table.iloc[0]
     assert judge["section"] == "judge" and judge["value"] == pytest.approx(81.5)
     assert judge["uncertainty"] == pytest.approx(100 * np.sqrt(0.815 * 0.185 / 200))  # binomial standard error
     assert judge["paper"] == "81.5"
     conditioning = table[table["section"] == "class conditioning"].set_index("paper")
-    # The paper gives 83.4% at omega = 0.75 only; omega = 0 is not given.
+    # The paper gives 83.4% at guidance 0.75 only; guidance 0 is not given.
     assert conditioning.loc["83.4", "value"] == pytest.approx(83.5)
     assert "summary tables" in conditioning.loc["83.4", "reading"]
     assert conditioning.loc[ov.NOT_GIVEN, "value"] == pytest.approx(62.5)
@@ -63,7 +63,7 @@ def test_overview_cli(tmp_path):
     _accuracy().to_csv(tmp_path / "accuracy.csv", index=False)
     _summary(0.0).to_csv(tmp_path / "first.csv", index=False)
     args = ["evaluate-overview", "--accuracy", str(tmp_path / "accuracy.csv"), "--summary",
-            f"first={tmp_path / 'first.csv'}", "--main-omega", "0.75",
+            f"first={tmp_path / 'first.csv'}", "--main-guidance", "0.75",
             "--output-csv", str(tmp_path / "o.csv"), "--output-html", str(tmp_path / "o.html")]
     assert main(args) == 0
     table = pd.read_csv(tmp_path / "o.csv")
@@ -79,7 +79,7 @@ def test_overview_adds_size_conditioning_and_the_simulated_map():
     skymap = pd.DataFrame({"measure": ["placed_sources", "recovered_sources", "completeness", "reliability",
                                        "flux_ratio_median"], "value": [40, 90, 0.95, 0.99, 0.93],
                            "meaning": [""] * 5})
-    table = ov.overview_table(accuracy, {}, main_omega=0.75, size=size, skymap=skymap)
+    table = ov.overview_table(accuracy, {}, main_guidance=0.75, size=size, skymap=skymap)
     rows = table.set_index("section")
     assert rows.loc["size conditioning", "value"] == pytest.approx(0.41)
     assert "real images (catalogue LAS): rho 0.80" in rows.loc["size conditioning", "reading"]

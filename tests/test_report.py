@@ -80,7 +80,7 @@ def _lotss_tiles(fits_path, offset):
     return np.array(tiles[:10]), np.array(peaks[:10])
 
 
-def _make_inputs(root: Path, first_zip: Path, lotss_dir: Path, omegas) -> None:
+def _make_inputs(root: Path, first_zip: Path, lotss_dir: Path, guidance_values) -> None:
     import torch
 
     from radiogen.classifier import MorphologyClassifier, save_classifier
@@ -100,8 +100,8 @@ def _make_inputs(root: Path, first_zip: Path, lotss_dir: Path, omegas) -> None:
                       "split": (np.arange(train.sum()) % 10 == 9).astype(np.uint8)},
                attrs={"class_names": json.dumps(CLASS_NAMES)})
     other = ~train  # stand-ins for generated images: real images the "model" never saw
-    for w in omegas:
-        _write_set(res / "samples" / "first" / f"omega{float(w)}" / "samples.h5", images[other], dataset="first",
+    for w in guidance_values:
+        _write_set(res / "samples" / "first" / f"guidance{float(w)}" / "samples.h5", images[other], dataset="first",
                    extra={"label": labels[other], "context": onehot[labels[other]]}, attrs={"guidance": float(w)})
     for name, offset in (("main", 0), ("classical", 20)):
         tiles, peaks = _lotss_tiles(lotss_dir / "P205+55_400px.fits", offset)
@@ -118,7 +118,7 @@ def _make_inputs(root: Path, first_zip: Path, lotss_dir: Path, omegas) -> None:
         "lotss_classical": res / "lotss" / "classical" / "training_set.h5",
         "lotss_generated": res / "samples" / "lotss" / "samples.h5",
         "first_real": res / "first" / "training_set.h5",
-        "first_generated_w0.75": res / "samples" / "first" / "omega0.75" / "samples.h5",
+        "first_generated_guidance0.75": res / "samples" / "first" / "guidance0.75" / "samples.h5",
     }
     for name, path in sets.items():
         out = res / "evaluation" / "pybdsf"
@@ -155,7 +155,6 @@ def test_evaluation_rules_and_single_file_report(repo_root, first_zip, lotss_dr1
         "lotss": {"preprocess": {"context": "peak_flux"}},
         "sample": {"first": {"guidance": 0.75, "guidance_values": [0.75]}},
         "evaluation": {
-            "first_omega": 0.75,
             "classes": {"threads": 1},
             "similarity": {"n_generated": 8, "n_reference": 8, "n_show": 3, "threads": 1},
             "summary": {"max_pixels": 20000},

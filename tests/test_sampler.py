@@ -295,7 +295,7 @@ def test_workflow_helpers_and_paper_defaults(repo_root):
 
     from radiogen.sampler import workflow as wf
 
-    assert [wf.omega_tag(w) for w in (0, 0.75, 1, 2.0)] == ["0.0", "0.75", "1.0", "2.0"]
+    assert [wf.guidance_tag(w) for w in (0, 0.75, 1, 2.0)] == ["0.0", "0.75", "1.0", "2.0"]
     assert wf.shard_names(50000, 5000) == [f"{i:04d}" for i in range(10)]
     assert wf.shard_names(7, 3) == ["0000", "0001", "0002"]
     assert wf.first_total({"n_per_class": 2000}) == 8000

@@ -7,12 +7,19 @@ sets every missing key to its documented default.  :func:`check_config` adds
 what JSON schema lets through (NaN passes ``minimum``), cross-key conditions
 and safe mosaic IDs; :func:`read_config_file` names file, line and column of a
 YAML syntax error.
+
+The schemas in ``workflow/schemas`` are the only place a default is written:
+:func:`section_defaults` gives the library the defaults of one section, so
+that code called without the workflow (tests, notebooks, the CLI) sees the
+same values as a workflow run.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import math
+import os
 import re
 from pathlib import Path
 
@@ -20,7 +27,15 @@ import yaml
 
 from radiogen.errors import ConfigError
 
-__all__ = ["check_config", "fill_defaults", "load_schema", "read_config_file", "SAFE_ID"]
+__all__ = [
+    "check_config",
+    "fill_defaults",
+    "load_schema",
+    "read_config_file",
+    "schema_dir",
+    "section_defaults",
+    "SAFE_ID",
+]
 
 #: Mosaic (pointing) IDs become file names and shell words: letters, digits, + - . _
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9+._-]*$")
@@ -69,6 +84,55 @@ def _fill(instance: dict, schema: dict, base_dir: Path) -> None:
         for key, value in instance.items():
             if key not in schema.get("properties", {}) and isinstance(value, dict):
                 _fill(value, extra, base_dir)
+
+
+def schema_dir() -> Path:
+    """Directory of the workflow's config schemas (``RADIOGEN_SCHEMAS`` overrides it).
+
+    radiogen is installed editable from its checkout (``scripts/setup``, the conda
+    envs' post-deploy script), so the schemas sit two levels above the package.
+    """
+    override = os.environ.get("RADIOGEN_SCHEMAS")
+    path = Path(override) if override else Path(__file__).resolve().parents[2] / "workflow" / "schemas"
+    if not (path / "config.schema.yaml").is_file():
+        raise ConfigError(
+            f"{path}: no config.schema.yaml here; radiogen reads its defaults from the workflow's "
+            "schemas (install it editable from the checkout, or set RADIOGEN_SCHEMAS)"
+        )
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def _section_defaults(dotted: str) -> dict:
+    schema_path = schema_dir() / "config.schema.yaml"
+    schema, base_dir = load_schema(schema_path), schema_path.parent
+    for part in dotted.split(".") if dotted else ():
+        schema, base_dir = _resolve(schema, base_dir)
+        if part not in schema.get("properties", {}):
+            raise KeyError(f"config schema has no section {dotted!r} (no key {part!r})")
+        schema, base_dir = _resolve(schema["properties"][part], base_dir)
+    defaults = copy.deepcopy(schema.get("default", {}))
+    if not isinstance(defaults, dict):
+        raise KeyError(f"config schema: {dotted!r} is a setting, not a section")
+    _fill(defaults, schema, base_dir)
+    return defaults
+
+
+def section_defaults(dotted: str) -> dict:
+    """Defaults of one config section, from its schema (a fresh copy each call).
+
+    Parameters
+    ----------
+    dotted : str
+        Section path in the config, e.g. ``"train"``, ``"train.first"``,
+        ``"lotss.selection"`` or ``"evaluation.summary"``; ``""`` is the whole config.
+
+    Returns
+    -------
+    dict
+        Every key of the section that has a default, nested sections filled.
+    """
+    return copy.deepcopy(_section_defaults(dotted))
 
 
 def read_config_file(path: str | Path) -> dict:
@@ -129,8 +193,7 @@ def check_config(config: dict) -> dict:
     * NaN or infinite numbers anywhere (JSON schema's ``minimum`` lets NaN pass);
     * ranges given the wrong way round (sampler sigma_min/sigma_max, S_min/S_max,
       peak-flux ranges, the simulated flux range);
-    * mosaic IDs that are not safe as file names and shell words;
-    * an evaluated FIRST guidance value that is never sampled.
+    * mosaic IDs that are not safe as file names and shell words.
     """
     problems = [f"{key} must be a finite number, got {value}" for key, value in _non_finite(config, "")]
     for low, high, strict in (
@@ -152,16 +215,6 @@ def check_config(config: dict) -> dict:
                     f"{key}: mosaic ID {str(mosaic)!r} may only contain letters, digits and + - . _ "
                     "(it names files and appears in shell commands)"
                 )
-    first = _get(config, "sample.first") or {}
-    omega = _get(config, "evaluation.first_omega")
-    sampled = [first.get("guidance"), *(first.get("guidance_values") or [])]
-    if isinstance(omega, (int, float)) and first and all(
-        not isinstance(w, (int, float)) or not math.isclose(w, omega) for w in sampled
-    ):
-        problems.append(
-            f"evaluation.first_omega ({omega}) is not sampled: add it to sample.first.guidance_values "
-            f"or set sample.first.guidance to it"
-        )
     if problems:
         raise ConfigError("invalid configuration: " + "; ".join(problems))
     return config

@@ -38,8 +38,10 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from scipy.ndimage import gaussian_filter
 
+from radiogen.config import section_defaults
 from radiogen.errors import ConfigError
 from radiogen.io import atomic_path
+from radiogen.surveys import LOTSS
 
 __all__ = [
     "SurveySettings",
@@ -55,16 +57,18 @@ log = logging.getLogger(__name__)
 
 #: FWHM / sigma of a Gaussian, 2 sqrt(2 ln 2).
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
-#: LoTSS-DR2 mosaic grid, beam and frequency (Shimwell et al. 2022).
-PIXEL_SCALE_ARCSEC = 1.5
-BEAM_ARCSEC = 6.0
+#: LoTSS-DR2 mosaic grid and beam (radiogen.surveys); RESTFRQ as DR2 mosaic headers give it.
+PIXEL_SCALE_ARCSEC = LOTSS.pixel_scale_arcsec
+BEAM_ARCSEC = LOTSS.beam_arcsec
 RESTFRQ_HZ = 143.65e6
 MORPHOLOGIES = ("compact", "FRI", "FRII", "bent")
+#: ``lotss.simulate`` defaults (the schema is their only source).
+_DEFAULTS = section_defaults("lotss.simulate")
 
 
 @dataclass(frozen=True)
 class SurveySettings:
-    """Settings of the simulated survey (config ``lotss.simulate``).
+    """Settings of the simulated survey (config ``lotss.simulate``; defaults from its schema).
 
     Attributes
     ----------
@@ -92,19 +96,18 @@ class SurveySettings:
         Field centre of the first mosaic; the others follow in RA without overlap.
     """
 
-    n_mosaics: int = 3
-    mosaic_size: int = 1200
-    sources_per_mosaic: int = 200
-    morphology_fractions: dict = field(
-        default_factory=lambda: {"compact": 0.55, "FRI": 0.15, "FRII": 0.15, "bent": 0.15})
-    flux_min_mjy: float = 1.0
-    flux_max_mjy: float = 1000.0
-    flux_slope: float = 1.6
-    rms_ujy: float = 80.0
-    blank_radius: float = 0.98
-    optical_id_fraction: float = 0.85
-    dec_deg: float = 55.0
-    ra_start_deg: float = 180.0
+    n_mosaics: int = _DEFAULTS["n_mosaics"]
+    mosaic_size: int = _DEFAULTS["mosaic_size"]
+    sources_per_mosaic: int = _DEFAULTS["sources_per_mosaic"]
+    morphology_fractions: dict = field(default_factory=lambda: dict(_DEFAULTS["morphology_fractions"]))
+    flux_min_mjy: float = _DEFAULTS["flux_min_mjy"]
+    flux_max_mjy: float = _DEFAULTS["flux_max_mjy"]
+    flux_slope: float = _DEFAULTS["flux_slope"]
+    rms_ujy: float = _DEFAULTS["rms_ujy"]
+    blank_radius: float = _DEFAULTS["blank_radius"]
+    optical_id_fraction: float = _DEFAULTS["optical_id_fraction"]
+    dec_deg: float = _DEFAULTS["dec_deg"]
+    ra_start_deg: float = _DEFAULTS["ra_start_deg"]
 
     @classmethod
     def from_mapping(cls, mapping: dict | None) -> "SurveySettings":

@@ -1,4 +1,5 @@
 # Validates the configuration and defines input functions; no rules here.
+import json
 import os
 import shlex
 import sys
@@ -60,10 +61,21 @@ def image_set_file(name):
         return results("first", "training_set.h5")
     if name.startswith("fits_"):
         return results("imagesets", f"{name.removeprefix('fits_')}.h5")
-    if name.startswith("first_generated_w"):
-        omega = name.removeprefix("first_generated_w")
-        return results("samples", "first", f"omega{omega}", "samples.h5")
+    if name.startswith("first_generated_guidance"):
+        guidance = name.removeprefix("first_generated_guidance")
+        return results("samples", "first", f"guidance{guidance}", "samples.h5")
     raise ValueError(f"unknown image set {name!r}")
+
+
+# FIRST guidance: one key, sample.first.guidance, names the set that every
+# evaluation compares with the real one; sample.first.guidance_values adds the
+# sweep of the class-accuracy table. Paths carry the value as float text
+# (guidance0.75), as radiogen.sampler.workflow.guidance_tag writes it.
+FIRST_MAIN_GUIDANCE = float(config["sample"]["first"]["guidance"])
+FIRST_GUIDANCE = sorted(
+    {float(w) for w in config["sample"]["first"]["guidance_values"]}
+    | {FIRST_MAIN_GUIDANCE}
+)
 
 
 # FITS image sets (imagesets.smk): name -> settings, schema defaults filled.
@@ -98,3 +110,22 @@ def overview_extra_inputs():
     if config["skymap"]["enabled"]:
         extra["--skymap"] = results("skymap", "validation.tsv")
     return extra
+
+
+# Training inputs per model (the LoTSS model trains on the main survey's set).
+TRAINING_SET = {
+    "lotss": results("lotss", "main", "training_set.h5"),
+    "first": results("first", "training_set.h5"),
+}
+
+
+def train_settings(dataset):
+    """JSON of the train section for one model: shared keys + that model's block.
+
+    `resources` is the job's, not the training's, and stays out, so that a
+    change of wall time or memory does not rerun the training.
+    """
+    section = config["train"]
+    shared = {k: v for k, v in section.items() if k not in TRAINING_SET}
+    own = {k: v for k, v in section[dataset].items() if k != "resources"}
+    return json.dumps({**shared, dataset: own}, sort_keys=True)

@@ -27,18 +27,15 @@ FEATURE_SETTINGS = json.dumps(
     {k: SUMMARY[k] for k in ("floor_repeats", "kid_subset_size", "kid_subsets")},
     sort_keys=True,
 )
-MAIN_OMEGA = float(config["evaluation"].get("first_omega", 0.75))
-# Guidance sweep of the FIRST sets (FIRST_GUIDANCE from sample.smk), always with the
-# main w; paths use float text (omega0.75), as sample.smk's omega_tag().
-FIRST_OMEGAS = sorted(
-    {float(w) for w in globals().get("FIRST_GUIDANCE", [])} | {MAIN_OMEGA}
-)
 
 # Real and generated image set per dataset; LoTSS also has the classical baseline.
 REAL_SET = {"lotss": "lotss_real", "first": "first_real"}
-GENERATED_SET = {"lotss": "lotss_generated", "first": f"first_generated_w{MAIN_OMEGA}"}
+GENERATED_SET = {
+    "lotss": "lotss_generated",
+    "first": f"first_generated_guidance{FIRST_MAIN_GUIDANCE}",
+}
 CLASSICAL_SET = {"lotss": "lotss_classical"}
-SCORED_SET_RE = r"first_test|fits_[a-z0-9_]+|(lotss|first)_[a-z]+(_w[0-9.]+)?"
+SCORED_SET_RE = r"first_test|fits_[a-z0-9_]+|(lotss|first)_[a-z]+(_guidance[0-9.]+)?"
 SCORES = results("evaluation", "classes", "scores", "{name}.h5")
 PYBDSF_TABLE = results("evaluation", "pybdsf", "{name}.csv")
 DISTANCES = results("evaluation", "distances", "{dataset}.csv")
@@ -110,7 +107,9 @@ rule classify_set:
 rule class_conditioning:
     input:
         real=SCORES.format(name="first_test"),
-        generated=[SCORES.format(name=f"first_generated_w{w}") for w in FIRST_OMEGAS],
+        generated=[
+            SCORES.format(name=f"first_generated_guidance{w}") for w in FIRST_GUIDANCE
+        ],
     output:
         table=report(
             results("evaluation", "classes", "accuracy.csv"),
@@ -135,10 +134,10 @@ rule class_conditioning:
     conda:
         "../../envs/plotting.yaml"
     params:
-        omega=MAIN_OMEGA,
+        guidance=FIRST_MAIN_GUIDANCE,
     shell:
         "radiogen evaluate-class-conditioning --real {input.real:q}"
-        " --generated {input.generated:q} --main-omega {params.omega}"
+        " --generated {input.generated:q} --main-guidance {params.guidance}"
         " --output-table {output.table:q} --output-html {output.html:q}"
         " --output-figure {output.figure:q} > {log:q} 2>&1"
 
@@ -300,7 +299,7 @@ rule overview:
             named_option("--summary", dataset, SUMMARY_CSV.format(dataset=dataset))
             for dataset in REAL_SET
         ),
-        omega=MAIN_OMEGA,
+        guidance=FIRST_MAIN_GUIDANCE,
         extra=" ".join(
             f"{option} {shlex.quote(path)}"
             for option, path in overview_extra_inputs().items()
@@ -308,7 +307,7 @@ rule overview:
     shell:
         "radiogen evaluate-overview --accuracy {input.accuracy:q} {params.summaries}"
         " {params.extra}"
-        " --main-omega {params.omega} --output-csv {output.csv:q}"
+        " --main-guidance {params.guidance} --output-csv {output.csv:q}"
         " --output-html {output.html:q} > {log:q} 2>&1"
 
 

@@ -33,9 +33,9 @@ PYBDSF_PLOT_SETTINGS = json.dumps(
 # Image sets compared per dataset; the first is the real (reference) set.
 EVAL_SETS = {
     "lotss": ["lotss_real", "lotss_generated", "lotss_classical"],
-    "first": ["first_real", f"first_generated_w{float(EVAL['first_omega'])}"],
+    "first": ["first_real", f"first_generated_guidance{FIRST_MAIN_GUIDANCE}"],
 }
-IMAGESET_RE = r"(lotss|first)_[a-z]+(_w[0-9.]+)?"
+IMAGESET_RE = r"(lotss|first)_[a-z]+(_guidance[0-9.]+)?"
 
 # Per evaluated dataset: PyBDSF plot inputs (image set, merged table, shard models per
 # set) and image-statistics inputs, with the matching --set arguments of the CLI.

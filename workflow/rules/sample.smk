@@ -2,10 +2,10 @@
 # (radiogen.sampler; CLI radiogen sample-*).  Each shard is one GPU job (CPU
 # locally); shard seeds derive from config["seed"] and the image indices, so
 # any shard can be rerun alone.  FIRST sets are one per guidance value w, in
-# results/samples/first/omega{w}/ with w formatted by omega_tag().
+# results/samples/first/guidance{w}/ with w formatted by guidance_tag().
 from radiogen.sampler.workflow import (
     first_total,
-    omega_tag,
+    guidance_tag,
     shard_names,
     shard_settings,
 )
@@ -17,14 +17,9 @@ LOTSS_SHARDS = shard_names(
 FIRST_SHARDS = shard_names(
     first_total(SAMPLE["first"]), SAMPLE["first"]["images_per_shard"]
 )
-FIRST_MAIN_OMEGA = float(SAMPLE["first"]["guidance"])
-# Guidance sweep, also read by evaluate.smk (classifier accuracy per w).
-FIRST_GUIDANCE = sorted(
-    {float(w) for w in SAMPLE["first"]["guidance_values"]} | {FIRST_MAIN_OMEGA}
-)
 # Per-rule wildcard constraints (other rule files may use {shard} differently).
 SHARD_RE = r"\d+"
-OMEGA_RE = r"[0-9]+\.[0-9]+"
+GUIDANCE_RE = r"[0-9]+\.[0-9]+"
 # Image side each model must produce (checked by the shard jobs before sampling).
 MODEL_IMAGE_SIZE = {
     "lotss": config["lotss"]["cutout_size"],
@@ -33,7 +28,7 @@ MODEL_IMAGE_SIZE = {
 # What the LoTSS model must be conditioned on (checked by every sampling job).
 LOTSS_CONTEXT = config["lotss"]["preprocess"]["context"]
 FIRST_MAIN_SAMPLES = results(
-    "samples", "first", f"omega{omega_tag(FIRST_MAIN_OMEGA)}", "samples.h5"
+    "samples", "first", f"guidance{guidance_tag(FIRST_MAIN_GUIDANCE)}", "samples.h5"
 )
 
 
@@ -85,14 +80,16 @@ rule sample_first_shard:
     input:
         model=results("models", "first", "model.pt"),
     output:
-        results("samples", "first", "omega{omega}", "shards", "{shard}.h5"),
+        results("samples", "first", "guidance{guidance}", "shards", "{shard}.h5"),
     log:
-        results("logs", "sample", "first", "omega{omega}", "shard_{shard}.log"),
+        results("logs", "sample", "first", "guidance{guidance}", "shard_{shard}.log"),
     benchmark:
-        results("benchmarks", "sample", "first", "omega{omega}", "shard_{shard}.tsv")
+        results(
+            "benchmarks", "sample", "first", "guidance{guidance}", "shard_{shard}.tsv"
+        )
     wildcard_constraints:
         shard=SHARD_RE,
-        omega=OMEGA_RE,
+        guidance=GUIDANCE_RE,
     conda:
         "../../envs/torch.yaml"
     threads: SAMPLE["threads"]
@@ -107,23 +104,23 @@ rule sample_first_shard:
     shell:
         "radiogen sample-shard --model {input.model:q} --shard {wildcards.shard}"
         " --dataset first --image-size {params.size}"
-        " --seed {params.seed} --guidance {wildcards.omega} --threads {threads}"
+        " --seed {params.seed} --guidance {wildcards.guidance} --threads {threads}"
         " --settings {params.settings:q} --output {output:q} > {log:q} 2>&1"
 
 
 rule aggregate_samples_first:
     input:
         lambda wildcards: expand(
-            results("samples", "first", "omega{omega}", "shards", "{shard}.h5"),
-            omega=wildcards.omega,
+            results("samples", "first", "guidance{guidance}", "shards", "{shard}.h5"),
+            guidance=wildcards.guidance,
             shard=FIRST_SHARDS,
         ),
     output:
-        results("samples", "first", "omega{omega}", "samples.h5"),
+        results("samples", "first", "guidance{guidance}", "samples.h5"),
     log:
-        results("logs", "sample", "first", "omega{omega}", "aggregate.log"),
+        results("logs", "sample", "first", "guidance{guidance}", "aggregate.log"),
     wildcard_constraints:
-        omega=OMEGA_RE,
+        guidance=GUIDANCE_RE,
     conda:
         "../../envs/torch.yaml"
     shell:
@@ -202,7 +199,7 @@ rule sample_trajectory:
         guidance=lambda wildcards: (
             SAMPLE["lotss"]["guidance"]
             if wildcards.dataset == "lotss"
-            else FIRST_MAIN_OMEGA
+            else FIRST_MAIN_GUIDANCE
         ),
         index=SAMPLE["figures"]["trajectory_index"],
         size=lambda wildcards: MODEL_IMAGE_SIZE[wildcards.dataset],
@@ -223,7 +220,7 @@ rule export_fits:
     log:
         results("logs", "sample", "{sampleset}", "export_fits.log"),
     wildcard_constraints:
-        sampleset=f"lotss|first/omega{OMEGA_RE}",
+        sampleset=f"lotss|first/guidance{GUIDANCE_RE}",
     conda:
         "../../envs/data.yaml"
     params:
@@ -244,7 +241,7 @@ ALL_TARGETS.extend(
     [
         results("samples", "lotss", "samples.h5"),
         *[
-            results("samples", "first", f"omega{omega_tag(w)}", "samples.h5")
+            results("samples", "first", f"guidance{guidance_tag(w)}", "samples.h5")
             for w in FIRST_GUIDANCE
         ],
         results("samples", "figures", "lotss_samples_vs_training.png"),

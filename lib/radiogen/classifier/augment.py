@@ -23,20 +23,25 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from radiogen.config import section_defaults
+
 __all__ = ["AugmentSettings", "augment_batch"]
+
+#: ``classifier.augment`` defaults (the schema is their only source).
+_DEFAULTS = section_defaults("classifier.augment")
 
 
 @dataclass(frozen=True)
 class AugmentSettings:
-    """Ranges of the random augmentations (see module docstring)."""
+    """Ranges of the random augmentations (see module docstring); defaults from the schema."""
 
-    blur_sigma: tuple[float, float] = (0.1, 1.0)
-    noise_sigma: tuple[float, float] = (1e-4, 0.1)
-    crop_scale: tuple[float, float] = (0.9, 1.0)
-    rotate: bool = True
-    fill: float = -1.0
-    vflip_p: float = 0.5
-    enabled: bool = True
+    blur_sigma: tuple[float, float] = tuple(_DEFAULTS["blur_sigma"])
+    noise_sigma: tuple[float, float] = tuple(_DEFAULTS["noise_sigma"])
+    crop_scale: tuple[float, float] = tuple(_DEFAULTS["crop_scale"])
+    rotate: bool = _DEFAULTS["rotate"]
+    fill: float = _DEFAULTS["fill"]
+    vflip_p: float = _DEFAULTS["vflip_p"]
+    enabled: bool = _DEFAULTS["enabled"]
 
     @classmethod
     def from_dict(cls, settings: dict | None) -> "AugmentSettings":

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from radiogen.classifier.augment import AugmentSettings, augment_batch
 from radiogen.classifier.metrics import classification_report
 from radiogen.classifier.network import MorphologyClassifier
+from radiogen.config import section_defaults
 from radiogen.errors import ConfigError, InputFileError
 from radiogen.first.dataset import CLASS_NAMES, FirstDataset
 
@@ -45,33 +46,9 @@ log = logging.getLogger(__name__)
 #: Second SeedSequence entry for everything random in classifier training.
 TRAIN_SEED_OFFSET = 310
 
-#: Defaults of the ``classifier`` config section (mirrors classifier.schema.yaml).
-DEFAULT_SETTINGS = {
-    "epochs": 200,
-    "batch_size": 32,
-    "eval_batch_size": 200,
-    "learning_rate": 1e-4,
-    "weight_decay": 0.0,
-    "dropout": 0.5,
-    "hidden_units": 256,
-    "lr_schedule": "plateau",
-    "lr_factor": 0.5,
-    "lr_patience": 10,
-    "min_lr": 1e-7,
-    "selection_metric": "accuracy",
-    "bn_recalibration_images": 0,
-    "max_train_images_per_epoch": None,
-    "augment": {
-        "enabled": True,
-        "blur_sigma": [0.1, 1.0],
-        "noise_sigma": [1e-4, 0.1],
-        "crop_scale": [0.9, 1.0],
-        "rotate": True,
-        "fill": -1.0,
-        "vflip_p": 0.5,
-    },
-    "device": "auto",
-}
+#: Defaults of the ``classifier`` config section, from its schema (``threads`` is
+#: the job's core count, handed to torch by the CLI, not a training setting).
+DEFAULT_SETTINGS = {k: v for k, v in section_defaults("classifier").items() if k != "threads"}
 
 _CHECKPOINT = "last.pt"
 

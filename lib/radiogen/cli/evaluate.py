@@ -3,7 +3,7 @@
 Subcommands (each one workflow rule, each writing its own outputs):
 
 * ``evaluate-classify``            classifier probabilities + embeddings of one image set
-* ``evaluate-class-conditioning``  accuracy-vs-omega table, confusion matrices (Fig. 19, Table 7)
+* ``evaluate-class-conditioning``  accuracy-vs-guidance table, confusion matrices (Fig. 19, Table 7)
 * ``evaluate-similarity``          nearest training images by SSIM, memorisation number (App. A)
 * ``evaluate-distances``           size-matched W1 / KS: real vs generated (and classical) and the floor
 * ``evaluate-feature-distances``   size-matched Frechet distance and KID of classifier embeddings
@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from radiogen.cli.options import json_object, nonnegative_float
+from radiogen.config import section_defaults
 from radiogen.errors import ConfigError, InputFileError
 from radiogen.io import atomic_path, write_json_atomic
 
@@ -41,23 +42,10 @@ SEED_OFFSETS = {
     "feature_partitions": 608,
 }
 
-CLASSES_DEFAULTS = {"batch_size": 256, "device": "cpu", "max_images": None, "threads": 2}
-SIMILARITY_DEFAULTS = {
-    "n_generated": 200,
-    "n_reference": 500,
-    "max_training": None,
-    "k": 5,
-    "tau_pca_sigma": 5.0,
-    "pca_weights": "intensity",
-    "window": "global",
-    "flips": True,
-    "percentile": 99.0,
-    "batch_size": 2048,
-    "n_show": 6,
-    "show": "most_similar",
-    "threads": 2,
-}
-SUMMARY_DEFAULTS = {"max_pixels": 2_000_000, "floor_repeats": 10, "kid_subset_size": 1000, "kid_subsets": 20}
+#: Defaults of the evaluation sub-sections, from their schemas.
+CLASSES_DEFAULTS = section_defaults("evaluation.classes")
+SIMILARITY_DEFAULTS = section_defaults("evaluation.similarity")
+SUMMARY_DEFAULTS = section_defaults("evaluation.summary")
 
 
 def _settings(text: str | None, defaults: dict, name: str) -> dict:
@@ -92,7 +80,7 @@ def register(subparsers) -> None:
     p = sub.add_parser("evaluate-class-conditioning", help="accuracy table and confusion matrices")
     p.add_argument("--real", required=True, help="scores of the real test split (from classify)")
     p.add_argument("--generated", nargs="+", required=True, help="scores of generated sets")
-    p.add_argument("--main-omega", type=nonnegative_float, required=True, help="omega of the main generated set")
+    p.add_argument("--main-guidance", type=nonnegative_float, required=True, help="guidance of the main generated set")
     p.add_argument("--output-table", required=True, help="accuracy CSV")
     p.add_argument("--output-html", required=True, help="accuracy table as HTML")
     p.add_argument("--output-figure", required=True, help="confusion matrices PNG")
@@ -152,7 +140,7 @@ def register(subparsers) -> None:
     p.add_argument("--accuracy", required=True, help="accuracy CSV of evaluate-class-conditioning")
     p.add_argument("--summary", action="append", required=True, metavar="DATASET=CSV",
                    help="summary CSV of one dataset (repeatable), e.g. first=results/evaluation/summary/first.csv")
-    p.add_argument("--main-omega", type=nonnegative_float, required=True, help="omega of the main generated FIRST set")
+    p.add_argument("--main-guidance", type=nonnegative_float, required=True, help="guidance of the main generated FIRST set")
     p.add_argument("--size-json", default=None, help="size_conditioning.json (size-conditioned LoTSS model)")
     p.add_argument("--skymap", default=None, help="validation.tsv of the simulated map")
     p.add_argument("--output-csv", required=True)
@@ -212,12 +200,12 @@ def cmd_class_conditioning(args) -> int:
         if scores["class_names"] != names:
             raise InputFileError(f"{path}: class names {scores['class_names']} differ from {names}")
         generated.append((scores["guidance"], path, class_metrics(scores["label"], scores["predicted"], class_names=names)))
-    for omega, _, metrics in sorted(generated, key=lambda g: g[0]):
-        entries.append((f"generated, omega={omega:g}", omega, metrics))
-    main = [g for g in generated if np.isclose(g[0], args.main_omega)]
+    for guidance, _, metrics in sorted(generated, key=lambda g: g[0]):
+        entries.append((f"generated, guidance {guidance:g}", guidance, metrics))
+    main = [g for g in generated if np.isclose(g[0], args.main_guidance)]
     if not main:
-        raise InputFileError(f"no generated set has guidance omega = {args.main_omega}")
-    panels.append((f"generated, omega={args.main_omega:g}", main[0][2]["confusion"]))
+        raise InputFileError(f"no generated set has guidance = {args.main_guidance}")
+    panels.append((f"generated, guidance {args.main_guidance:g}", main[0][2]["confusion"]))
     table = accuracy_table(entries)
     write_csv(table, args.output_table)
     write_table_html(
@@ -228,7 +216,7 @@ def cmd_class_conditioning(args) -> int:
             "accuracy_percent: share of images whose predicted class equals the true (real) or conditioned (generated) class; "
             "accuracy_se_percent: its binomial standard error sqrt(p (1 - p) / n).",
             "recall_<class>_percent: the same within one class (diagonal of the row-normalised confusion matrix).",
-            "Paper (Table 7): 81.5% on the real test split, 83.4% at omega = 0.75.",
+            "Paper (Table 7): 81.5% on the real test split, 83.4% at guidance 0.75.",
         ],
     )
     plot_confusions(panels, names, args.output_figure)
@@ -486,7 +474,7 @@ def cmd_overview(args) -> int:
             skymap = pd.read_csv(args.skymap, sep="\t")
         except (OSError, ValueError) as err:
             raise InputFileError(f"{args.skymap}: cannot read the map validation table ({err})") from err
-    table = ov.overview_table(_read_csv(args.accuracy, "accuracy table"), summaries, main_omega=args.main_omega,
+    table = ov.overview_table(_read_csv(args.accuracy, "accuracy table"), summaries, main_guidance=args.main_guidance,
                               size=size, skymap=skymap)
     write_csv(table, args.output_csv)
     ov.write_overview_html(table, args.output_html)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from radiogen.cli.options import json_object, positive_float
+from radiogen.config import section_defaults
 
 log = logging.getLogger("radiogen.first")
 
@@ -29,10 +30,11 @@ def cmd_prepare(args) -> int:
     from radiogen.first.figures import plot_examples
     from radiogen.io import atomic_path
 
-    settings = json_object(args.settings)
-    crop = int(settings.get("crop_size", 80))
-    dataset = read_first_zip(args.zip, crop_size=crop, image_size=int(settings.get("image_size", 300)))
-    write_dataset_h5(dataset, args.output, source=str(settings.get("source", args.zip)), seed=args.seed)
+    given = json_object(args.settings)
+    settings = {**section_defaults("first"), **given}
+    crop = int(settings["crop_size"])
+    dataset = read_first_zip(args.zip, crop_size=crop, image_size=int(settings["image_size"]))
+    write_dataset_h5(dataset, args.output, source=str(given.get("source", args.zip)), seed=args.seed)
     counts = class_counts_table(dataset.table["label"], dataset.table["first_split"])
     with atomic_path(args.counts) as tmp:
         counts.to_csv(tmp)
@@ -40,7 +42,7 @@ def cmd_prepare(args) -> int:
     if args.examples:
         # the example draw is seeded from the global seed (offset 303)
         plot_examples(dataset.images, dataset.table["label"].to_numpy(), args.examples,
-                      per_class=int(settings.get("examples_per_class", 16)), seed=args.seed + 303,
+                      per_class=int(settings["examples_per_class"]), seed=args.seed + 303,
                       title=f"FIRST (Griese et al. 2023), {crop}x{crop} px centre crops")
     return 0
 
@@ -49,11 +51,11 @@ def cmd_balance(args) -> int:
     from radiogen.first.balance import build_training_set, write_training_set
     from radiogen.first.dataset import read_dataset_h5
 
-    settings = json_object(args.settings)
+    settings = {**section_defaults("first"), **json_object(args.settings)}
     dataset = read_dataset_h5(args.dataset)
-    balance = settings.get("balance", "undersample")
+    balance = settings["balance"]
     arrays = build_training_set(dataset, balance=balance,
-                                validation_fraction=float(settings.get("validation_fraction", 0.1)),
+                                validation_fraction=float(settings["validation_fraction"]),
                                 seed=args.seed)
     write_training_set(arrays, args.output, seed=args.seed, balance=balance, source=str(args.dataset))
     return 0

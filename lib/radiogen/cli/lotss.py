@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from radiogen.cli.options import positive_float
+from radiogen.cli.options import config_default, positive_float
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,10 +16,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--mosaic", nargs=2, action="append", default=[], metavar=("ID", "FITS"),
                    help="a mosaic ID and its FITS file (repeat per mosaic)")
     p.add_argument("--out", required=True, help="output HDF5 (sources with centre and mosaic)")
-    p.add_argument("--duplicates", choices=["error", "keep_first"], default="error",
-                   help="duplicate Source_Name handling (default: error)")
-    p.add_argument("--sources", choices=["resolved", "all", "list"], default="all",
-                   help="source sample: resolved (the paper, LoTSS-DR2 criterion), all, or list")
+    p.add_argument("--duplicates", choices=["error", "keep_first"], default=config_default("lotss.duplicate_names"),
+                   help="duplicate Source_Name handling (default: lotss.duplicate_names)")
+    p.add_argument("--sources", choices=["resolved", "all", "list"], default=config_default("lotss.sources"),
+                   help="source sample: resolved (the paper, LoTSS-DR2 criterion), all, or list "
+                        "(default: lotss.sources)")
     p.add_argument("--source-list", default=None, help="file of source names for --sources list")
     p.set_defaults(func=_assign)
 
@@ -28,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--mosaic-id", required=True, help="mosaic ID (as given to lotss-assign)")
     p.add_argument("--sources", required=True, help="lotss-assign output")
     p.add_argument("--out", required=True, help="output shard HDF5")
-    p.add_argument("--size", type=int, default=80, help="cutout side in pixels (default 80)")
+    p.add_argument("--size", type=int, default=config_default("lotss.cutout_size"),
+                   help="cutout side in pixels (default: lotss.cutout_size)")
     p.add_argument("--beam-arcsec", type=positive_float, default=None,
                    help="beam FWHM for mosaics whose header lacks BMAJ (arcsec)")
     p.add_argument("--frequency-hz", type=positive_float, default=None,

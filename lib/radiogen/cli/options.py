@@ -6,7 +6,15 @@ import argparse
 import json
 import math
 
+from radiogen.config import section_defaults
 from radiogen.errors import ConfigError
+
+
+def config_default(dotted_key: str):
+    """The schema default of one config key (``"lotss.cutout_size"``): CLI options
+    that stand for a config key take their default from there, never a copy."""
+    section, _, key = dotted_key.rpartition(".")
+    return section_defaults(section)[key]
 
 
 def json_object(text: str | None, *, option: str = "--settings") -> dict:

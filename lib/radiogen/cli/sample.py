@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from radiogen.cli.options import finite_float, json_object, nonnegative_float
+from radiogen.cli.options import config_default, finite_float, json_object, nonnegative_float
 
 log = logging.getLogger("radiogen.sample")
 
@@ -30,10 +30,10 @@ def _shard(args: argparse.Namespace) -> int:
         guidance=args.guidance,
         settings=settings.get("dataset", {}),
         sampler=settings.get("sampler"),
-        images_per_shard=int(settings.get("images_per_shard", 1000)),
-        batch_size=int(settings.get("batch_size", 32)),
-        device=settings.get("device", "auto"),
-        precision=settings.get("precision", "auto"),
+        images_per_shard=settings.get("images_per_shard"),
+        batch_size=int(settings.get("batch_size", config_default("sample.batch_size"))),
+        device=settings.get("device", config_default("sample.device")),
+        precision=settings.get("precision", config_default("sample.precision")),
         expect_dataset=args.dataset,
         expect_image_size=args.image_size,
         expect_context=args.context,
@@ -116,9 +116,11 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("sample-export-fits", help="write generated images as FITS files")
     p.add_argument("--samples", required=True, help="samples.h5")
     p.add_argument("--output-dir", required=True, help="directory for sample_NNNNNN.fits")
-    p.add_argument("--ra", type=finite_float, default=180.0, help="reference RA [deg] (SIN projection)")
-    p.add_argument("--dec", type=finite_float, default=45.0, help="reference Dec [deg]")
-    p.add_argument("--max-images", type=int, default=None, help="export at most this many")
+    p.add_argument("--ra", type=finite_float, default=config_default("sample.fits.ra_deg"),
+                   help="reference RA [deg] (SIN projection; default: sample.fits.ra_deg)")
+    p.add_argument("--dec", type=finite_float, default=config_default("sample.fits.dec_deg"),
+                   help="reference Dec [deg] (default: sample.fits.dec_deg)")
+    p.add_argument("--max-images", type=int, default=None, help="export at most this many (default: all)")
     p.set_defaults(func=_export)
 
     p = subparsers.add_parser("sample-figure", help="random generated vs training images")

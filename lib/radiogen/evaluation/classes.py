@@ -5,7 +5,7 @@ test split and every class-conditioned generated set: overall accuracy (the
 fraction of images whose predicted class equals the class they were drawn
 from / labelled with), per-class recall, and the confusion matrix
 ``C[i, j] = #{true class i, predicted class j}`` (paper Fig. 19, Table 7:
-81.5% on the real test split, 83.4% on images generated at omega = 0.75).
+81.5% on the real test split, 83.4% on images generated at guidance 0.75).
 
 The same pass keeps the classifier's penultimate-layer embeddings, which
 :mod:`radiogen.evaluation.distances` turns into the Frechet distance and
@@ -117,7 +117,7 @@ def classify_file(
     Output HDF5: ``/probabilities`` float32 (n, K), ``/embeddings`` float32
     (n, D), ``/predicted`` int64 (n,), ``/label`` int64 (n,) (-1 where the set
     has no labels), ``/index`` int64 (n,) rows of the input file; attrs
-    ``class_names`` (JSON), ``source``, ``guidance`` (omega, NaN when absent),
+    ``class_names`` (JSON), ``source``, ``guidance`` (guidance, NaN when absent),
     ``accuracy`` (NaN without labels).
     """
     from radiogen.classifier import classify, load_classifier
@@ -199,17 +199,17 @@ def class_metrics(true, predicted, *, class_names) -> dict:
 def accuracy_table(entries) -> pd.DataFrame:
     """Table 7 of the paper: accuracy per scored set.
 
-    ``entries``: iterable of (set name, omega or NaN, metrics from
-    :func:`class_metrics`).  Columns: set, guidance_omega, n_images,
+    ``entries``: iterable of (set name, guidance or NaN, metrics from
+    :func:`class_metrics`).  Columns: set, guidance, n_images,
     accuracy_percent, accuracy_se_percent (binomial standard error), then
     ``recall_<class>_percent``.
     """
     rows = []
-    for name, omega, metrics in entries:
+    for name, guidance, metrics in entries:
         p, n = metrics["accuracy"], metrics["n_images"]
         row = {
             "set": name,
-            "guidance_omega": omega,
+            "guidance": guidance,
             "n_images": n,
             "accuracy_percent": 100.0 * p,
             # Binomial standard error of a proportion, sqrt(p (1 - p) / n).

@@ -6,8 +6,8 @@ It gathers, beside the paper's number where the paper gives one,
   test split (paper Sect. 6.3: 81.5%), with its binomial standard error
   ``sqrt(p (1 - p) / n)``;
 * class conditioning: the same accuracy on the generated FIRST sets, one row
-  per guidance omega (paper Sect. 6.3: 83.4% on the set generated at the best
-  omega, 0.75; the other values of its Table 7 are not in the paper's text);
+  per guidance (paper Sect. 6.3: 83.4% on the set generated at the best
+  guidance, 0.75; the other values of its Table 7 are not in the paper's text);
 * fidelity: the size-matched ratios ``generated_over_floor`` of the image mean
   and std distances (W1 and KS) and the KID's distance from its floor, per
   dataset, from the summary tables of :mod:`radiogen.evaluation.summary` (the
@@ -36,7 +36,7 @@ __all__ = [
 
 #: Classifier accuracy on the real FIRST test split, percent (paper Sect. 6.3).
 PAPER_REAL_TEST_ACCURACY = 81.5
-#: Accuracy on generated FIRST sets per omega, percent (paper Sect. 6.3 text;
+#: Accuracy on generated FIRST sets per guidance, percent (paper Sect. 6.3 text;
 #: Table 7's other rows are not given in the text).
 PAPER_GENERATED_ACCURACY = {0.75: 83.4}
 NOT_GIVEN = "not given"
@@ -47,8 +47,8 @@ OVERVIEW_COLUMNS = ["section", "dataset", "quantity", "value", "uncertainty", "p
 _FIDELITY_ROWS = [("image_mean", "W1"), ("image_mean", "KS"), ("image_std", "W1"), ("image_std", "KS")]
 
 
-def _accuracy_rows(accuracy: pd.DataFrame, *, main_omega: float) -> list[dict]:
-    needed = ["set", "guidance_omega", "n_images", "accuracy_percent"]
+def _accuracy_rows(accuracy: pd.DataFrame, *, main_guidance: float) -> list[dict]:
+    needed = ["set", "guidance", "n_images", "accuracy_percent"]
     missing = [c for c in needed if c not in accuracy.columns]
     if missing:
         raise InputFileError(f"accuracy table lacks column(s) {', '.join(missing)}")
@@ -57,8 +57,8 @@ def _accuracy_rows(accuracy: pd.DataFrame, *, main_omega: float) -> list[dict]:
         p, n = float(row["accuracy_percent"]) / 100.0, int(row["n_images"])
         # Binomial standard error of a proportion, sqrt(p (1 - p) / n), when the table predates the column.
         se = float(row["accuracy_se_percent"]) if "accuracy_se_percent" in row else 100.0 * np.sqrt(p * (1 - p) / n)
-        omega = float(row["guidance_omega"])
-        if not np.isfinite(omega):
+        guidance = float(row["guidance"])
+        if not np.isfinite(guidance):
             rows.append({
                 "section": "judge",
                 "dataset": "first",
@@ -69,12 +69,12 @@ def _accuracy_rows(accuracy: pd.DataFrame, *, main_omega: float) -> list[dict]:
                 "reading": f"binomial standard error; n = {n} test images",
             })
             continue
-        paper = next((v for w, v in PAPER_GENERATED_ACCURACY.items() if np.isclose(w, omega)), None)
-        main = " (the set of the summary tables)" if np.isclose(omega, main_omega) else ""
+        paper = next((v for w, v in PAPER_GENERATED_ACCURACY.items() if np.isclose(w, guidance)), None)
+        main = " (the set of the summary tables)" if np.isclose(guidance, main_guidance) else ""
         rows.append({
             "section": "class conditioning",
             "dataset": "first",
-            "quantity": f"classifier accuracy on generated FIRST images, omega = {omega:g} (%)",
+            "quantity": f"classifier accuracy on generated FIRST images, guidance {guidance:g} (%)",
             "value": 100.0 * p,
             "uncertainty": se,
             "paper": NOT_GIVEN if paper is None else f"{paper:g}",
@@ -164,20 +164,20 @@ def _map_rows(validation: pd.DataFrame) -> list[dict]:
     } for key, reading in readings.items() if key in values.index]
 
 
-def overview_table(accuracy: pd.DataFrame, summaries: dict[str, pd.DataFrame], *, main_omega: float,
+def overview_table(accuracy: pd.DataFrame, summaries: dict[str, pd.DataFrame], *, main_guidance: float,
                    size: dict | None = None, skymap: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The overview rows: judge accuracy, accuracy per omega, floor ratios per dataset.
+    """The overview rows: judge accuracy, accuracy per guidance, floor ratios per dataset.
 
     Parameters
     ----------
     accuracy : DataFrame
         ``results/evaluation/classes/accuracy.csv``
         (:func:`radiogen.evaluation.classes.accuracy_table`): the real test
-        split has guidance_omega NaN.
+        split has guidance NaN.
     summaries : dict
         Dataset name -> its summary table
         (:func:`radiogen.evaluation.summary.summary_table`).
-    main_omega : float, keyword-only
+    main_guidance : float, keyword-only
         Guidance of the generated FIRST set in the summary tables.
     size : dict, optional, keyword-only
         ``results/evaluation/size_conditioning.json``.
@@ -192,7 +192,7 @@ def overview_table(accuracy: pd.DataFrame, summaries: dict[str, pd.DataFrame], *
         accuracies and the ratio's spread expected from sampling for floor
         ratios (``reading`` says which).
     """
-    rows = _accuracy_rows(accuracy, main_omega=main_omega)
+    rows = _accuracy_rows(accuracy, main_guidance=main_guidance)
     for dataset, summary in summaries.items():
         rows += _fidelity_rows(dataset, summary)
     if size is not None:
@@ -212,7 +212,7 @@ def write_overview_html(table: pd.DataFrame, path) -> None:
             "Judge: the FIRST morphology classifier on the real test split; its accuracy bounds what class "
             "conditioning can be shown to achieve. Accuracy uncertainties are binomial standard errors sqrt(p (1 - p) / n).",
             "Paper numbers: Vicanek Martinez et al. (2024), Sect. 6.3 (81.5% on the real test split, 83.4% on the "
-            "set generated at omega = 0.75); the other rows of its Table 7 are not given in the text.",
+            "set generated at guidance 0.75); the other rows of its Table 7 are not given in the text.",
             "Fidelity: size-matched distances real vs generated over the same distance between two parts of the "
             "real data (the noise floor), medians over seeded partitions; see the summary tables. "
             "KID is unbiased, so it is shown as its distance from the floor in floor spreads.",

@@ -49,6 +49,7 @@ import numpy as np
 import pandas as pd
 from astropy.io import fits
 
+from radiogen.config import section_defaults
 from radiogen.errors import ConfigError, InputFileError
 from radiogen.evaluation.imagesets import ImageSet, open_image_set
 from radiogen.io import atomic_path
@@ -82,18 +83,11 @@ log = logging.getLogger(__name__)
 #: pixel threshold below the island threshold means every island above 5 sigma
 #: is accepted down to 0.5 sigma; the usual PyBDSF choice is thresh_pix=5,
 #: thresh_isl=3 and stays available through the configuration.
-DEFAULT_SETTINGS = {
-    "thresh": "hard",
-    "thresh_isl": 5.0,
-    "thresh_pix": 0.5,
-    "mean_map": "const",
-    "rms_map": True,
-    "rms_box": None,
-    "noise_fraction": 0.01,
-    "timeout_s": 300.0,
-    "checkpoint_every": 100,
-    "options": {},
-}
+#: They are written once, in ``evaluation.pybdsf`` of the schema; these are the
+#: keys that the fits and the shard driver read.
+FIT_KEYS = ("thresh", "thresh_isl", "thresh_pix", "mean_map", "rms_map", "rms_box", "noise_fraction",
+            "timeout_s", "checkpoint_every", "options")
+DEFAULT_SETTINGS = {key: section_defaults("evaluation.pybdsf")[key] for key in FIT_KEYS}
 
 #: Columns of the per-shard and merged CSV tables, in order.
 RESULT_COLUMNS = [

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from radiogen.config import section_defaults
 from radiogen.errors import ConfigError, InputFileError
 from radiogen.io import atomic_path, open_hdf5, read_table_hdf5, require_datasets, write_table_hdf5
 from radiogen.surveys import survey_attrs
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 #: Offset added to the global seed for the train/validation split draw.
 SPLIT_SEED_OFFSET = 2
 #: Context choices: config value -> conditioning variables in context-vector order.
+#: ``lotss.preprocess`` defaults (the schema is their only source).
+_DEFAULTS = section_defaults("lotss.preprocess")
 CONTEXTS = {"peak_flux": ["peak_flux"], "peak_flux+size": ["peak_flux", "size"]}
 
 
@@ -54,11 +57,11 @@ CONTEXTS = {"peak_flux": ["peak_flux"], "peak_flux+size": ["peak_flux", "size"]}
 class PreprocessSettings:
     """Settings of the preprocessing step (see ``lotss-preprocess.schema.yaml``)."""
 
-    validation_fraction: float = 0.1
-    boxcox_lambda: float | None = None
-    chunk_size: int = 8192
-    context: str = "peak_flux"
-    size_floor_arcsec: float = 1.5
+    validation_fraction: float = _DEFAULTS["validation_fraction"]
+    boxcox_lambda: float | None = _DEFAULTS["boxcox_lambda"]
+    chunk_size: int = _DEFAULTS["chunk_size"]
+    context: str = _DEFAULTS["context"]
+    size_floor_arcsec: float = _DEFAULTS["size_floor_arcsec"]
 
     @classmethod
     def from_mapping(cls, mapping: dict | None, *, source: str = "settings") -> "PreprocessSettings":

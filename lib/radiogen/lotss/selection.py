@@ -33,6 +33,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from radiogen.config import section_defaults
 from radiogen.errors import ConfigError, InputFileError
 from radiogen.io import atomic_path, open_hdf5, read_table_hdf5, require_datasets, write_table_hdf5
 from radiogen.lotss.snr import fill_nan_with_min, snr_sigma_batch
@@ -49,6 +50,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: ``lotss.selection`` defaults (the schema is their only source).
+_DEFAULTS = section_defaults("lotss.selection")
+
 #: Removal steps in the order they are applied: (key, description for Table 1).
 STEPS = (
     ("broken", "Broken images: NaN/blanked or infinite pixels, partly off the mosaic, or constant"),
@@ -62,22 +66,23 @@ STEPS = (
 class SelectionSettings:
     """Settings of the selection step; defaults are the paper's values.
 
-    Every field is documented in ``workflow/schemas/lotss-selection.schema.yaml``.
+    Every field is documented, and its default written, only in
+    ``workflow/schemas/lotss-selection.schema.yaml``.
     """
 
-    snr_min: float = 5.0
-    tau_start: float = 5.0
-    tau_step: float = 0.5
-    clip_sigma: float = 3.0
-    clip_maxiters: int = 5
-    edge_fraction: float = 0.8
-    max_min_pixels: int = 1
-    central_source: float | None = None
-    central_radius_px: float = 10.0
-    chunk_size: int = 2048
-    figure_snr_max: float = 15.0
-    figure_columns: int = 10
-    figure_rows: int = 4
+    snr_min: float = _DEFAULTS["snr_min"]
+    tau_start: float = _DEFAULTS["tau_start"]
+    tau_step: float = _DEFAULTS["tau_step"]
+    clip_sigma: float = _DEFAULTS["clip_sigma"]
+    clip_maxiters: int = _DEFAULTS["clip_maxiters"]
+    edge_fraction: float = _DEFAULTS["edge_fraction"]
+    max_min_pixels: int = _DEFAULTS["max_min_pixels"]
+    central_source: float | None = _DEFAULTS["central_source"]
+    central_radius_px: float = _DEFAULTS["central_radius_px"]
+    chunk_size: int = _DEFAULTS["chunk_size"]
+    figure_snr_max: float = _DEFAULTS["figure_snr_max"]
+    figure_columns: int = _DEFAULTS["figure_columns"]
+    figure_rows: int = _DEFAULTS["figure_rows"]
 
     @classmethod
     def from_mapping(cls, mapping: dict | None, *, source: str = "settings") -> "SelectionSettings":

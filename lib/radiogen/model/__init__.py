@@ -37,31 +37,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from radiogen.config import section_defaults
 from radiogen.errors import ConfigError, InputFileError
 from radiogen.io import atomic_path
 from radiogen.model.networks import UNet
-from radiogen.model.precond import SIGMA_DATA, EDMPrecond
+from radiogen.model.precond import EDMPrecond
 
 __all__ = ["build_network", "EDMPrecond", "UNet", "load_model", "save_model", "MODEL_DEFAULTS"]
 
-#: Network settings of the paper / authors' released configuration (30.85 M
-#: parameters in their code; 31.1 M here with the learned null token and the
-#: linear layer after the sinusoidal noise encoding).
-MODEL_DEFAULTS: dict[str, Any] = {
-    "base_channels": 128,
-    "channel_mults": [1, 2, 2],
-    "enc_blocks": 2,
-    "dec_blocks": 3,
-    "attention_levels": 2,
-    "attention_heads": 2,
-    "attention_head_channels": 32,
-    "attention_kernel_size": 1,
-    "norm_groups": 32,
-    "dropout": 0.1,
-    "context_dropout": 0.1,
-    "emb_mult": 4,
-    "sigma_data": SIGMA_DATA,
-}
+#: Network settings: the ``model`` schema's defaults, the authors' released
+#: configuration (30.85 M parameters in their code; 31.1 M here with the learned
+#: null token and the linear layer after the sinusoidal noise encoding).
+MODEL_DEFAULTS: dict[str, Any] = section_defaults("model")
 
 #: Keys that describe the data rather than the network; taken from the training set.
 DATA_KEYS = ("image_channels", "image_size", "context_dim")

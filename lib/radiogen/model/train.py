@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from radiogen.config import section_defaults
 from radiogen.errors import ConfigError, InputFileError
 from radiogen.io import atomic_path
 from radiogen.model import build_network, model_config_from, save_model
@@ -51,30 +52,14 @@ __all__ = [
 
 log = logging.getLogger("radiogen.train")
 
-#: Training settings shared by both models (paper / authors' configuration).
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "lr": 2.0e-5,
-    "adam_betas": [0.9, 0.999],
-    "ema_decay": 0.9999,
-    "ema_rampup_ratio": None,
-    "p_mean": -2.5,
-    "p_std": 1.8,
-    "augment": True,
-    "precision": "auto",
-    "channels_last": True,
-    "compile": False,
-    "log_every": 1000,
-    "val_sigmas": [0.002, 0.01, 0.05, 0.2, 1.0, 5.0],
-    "val_max_images": 1024,
-    "keep_checkpoints": 2,
-    "histogram_bins": 100,
-    "seed_offset": 4000,
-    "stale_checkpoints": "discard",
-}
-#: Settings that differ between the models (authors' LoTSS / FIRST configurations).
+#: Keys of the ``train`` section that hold one model's settings (its sub-block).
+DATASETS = ("lotss", "first")
+#: Training settings shared by both models (the schema's defaults: the authors' values).
+TRAIN_DEFAULTS: dict[str, Any] = {k: v for k, v in section_defaults("train").items() if k not in DATASETS}
+#: Settings that differ between the models (the ``train.lotss`` / ``train.first`` defaults).
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "lotss": {"batch_size": 256, "steps": 200_000, "val_every": 2500, "checkpoint_every": 5000},
-    "first": {"batch_size": 128, "steps": 40_000, "val_every": 500, "checkpoint_every": 2000},
+    dataset: {k: v for k, v in section_defaults(f"train.{dataset}").items() if k != "resources"}
+    for dataset in DATASETS
 }
 #: Keys of the config section that are not training settings.
 NON_TRAIN_KEYS = ("lotss", "first", "resources")

@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 import torch
 
+from radiogen.config import section_defaults
 from radiogen.errors import ConfigError, InputFileError, RadiogenError
 from radiogen.io import atomic_path, open_hdf5, require_datasets, file_digest
 from radiogen.progress import Progress
@@ -57,18 +58,8 @@ NOISE_STREAM = 500
 #: Survey properties written as sample-set attributes (overridden by model metadata).
 SURVEY_ATTRS = {name: survey_attrs(name) for name in SURVEYS}
 
-#: Sampler settings (paper Sect. 4.3 / Alg. 1); churn off.
-SAMPLER_DEFAULTS = {
-    "num_steps": 25,
-    "sigma_min": 0.002,
-    "sigma_max": 80.0,
-    "rho": 7.0,
-    "S_churn": 0.0,
-    "S_min": 0.0,
-    "S_max": 1.0e6,
-    "S_noise": 1.0,
-    "solver": "heun",
-}
+#: Sampler settings: the ``sample.sampler`` schema defaults (paper Sect. 4.3 / Alg. 1; churn off).
+SAMPLER_DEFAULTS = section_defaults("sample.sampler")
 
 
 def model_id(path: str | Path) -> str:
@@ -164,6 +155,9 @@ def n_shards(total: int, images_per_shard: int) -> int:
 
 def shard_indices(shard: int, *, total: int, images_per_shard: int) -> np.ndarray:
     """Global image indices of ``shard``; an out-of-range shard is a ConfigError."""
+    if images_per_shard is None:
+        raise ConfigError("images_per_shard is not given: it fixes which image indices each shard holds")
+    images_per_shard = int(images_per_shard)
     count = n_shards(total, images_per_shard)
     if not 0 <= shard < count:
         raise ConfigError(

@@ -58,7 +58,7 @@ def plot_samples_vs_training(
         require_datasets(gen, ["images"])
         require_datasets(real, ["images"])
         dataset = gen.attrs.get("dataset", "lotss")
-        omega = float(gen.attrs.get("guidance", 0.0))
+        guidance = float(gen.attrs.get("guidance", 0.0))
         train_mask = real["split"][()] == 0 if "split" in real else np.ones(real["images"].shape[0], bool)
         rows = []
         if dataset == "first" and "label" in gen and "label" in real:
@@ -75,7 +75,7 @@ def plot_samples_vs_training(
                          _pick(gen, n_per_panel, rng)))
     fig, axes = plt.subplots(len(rows), 2, figsize=(8, 4 * len(rows)), squeeze=False)
     for r, (name, real_imgs, gen_imgs) in enumerate(rows):
-        for c, (imgs, what) in enumerate(((real_imgs, "training"), (gen_imgs, f"generated, ω={omega:g}"))):
+        for c, (imgs, what) in enumerate(((real_imgs, "training"), (gen_imgs, f"generated, guidance {guidance:g}"))):
             ax = axes[r, c]
             if imgs.size:
                 ax.imshow(tile(imgs, ncols), cmap="inferno", vmin=0.0, vmax=1.0)

@@ -9,8 +9,9 @@ import json
 import math
 from typing import Mapping
 
+from radiogen.surveys import FIRST_CLASS_NAMES
 
-__all__ = ["omega_tag", "shard_names", "first_total", "shard_settings", "sampling_settings"]
+__all__ = ["guidance_tag", "shard_names", "first_total", "shard_settings", "sampling_settings"]
 
 #: Keys of each dataset block that change the images (and so the shard outputs).
 CONDITIONING_KEYS = {
@@ -19,14 +20,12 @@ CONDITIONING_KEYS = {
 }
 
 #: Classes of the FIRST model (Griese et al. 2023 labels), for the shard count.
-FIRST_N_CLASSES = 4
+FIRST_N_CLASSES = len(FIRST_CLASS_NAMES)
 
 
-
-
-def omega_tag(omega: float) -> str:
+def guidance_tag(guidance: float) -> str:
     """Guidance value as written in paths: Python float text (0.0, 0.75, 1.0, 2.0)."""
-    return str(float(omega))
+    return str(float(guidance))
 
 
 def shard_names(total: int, images_per_shard: int) -> list[str]:

@@ -1,0 +1,116 @@
+"""One source of truth: every default is written in a schema, and the library sees it.
+
+Each test builds a library settings object (or the CLI's parser) without any
+config and compares it, key by key, with the defaults of its schema section, so
+that a default changed in the schema cannot leave a stale copy in the code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import pytest
+
+from radiogen.config import fill_defaults, load_schema, schema_dir, section_defaults
+
+
+def _fields(settings) -> dict:
+    """Dataclass fields with tuples as lists (the schema's YAML has lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(settings).items()}
+
+
+def _schema_leaves(schema: dict, base, prefix: str = ""):
+    """(dotted key, default) of every property with a scalar or list default."""
+    from radiogen.config import _resolve
+
+    schema, base = _resolve(schema, base)
+    for key, sub in schema.get("properties", {}).items():
+        sub, sub_base = _resolve(sub, base)
+        dotted = f"{prefix}{key}"
+        if "properties" in sub:
+            yield from _schema_leaves(sub, sub_base, dotted + ".")
+        elif "default" in sub and not isinstance(sub["default"], dict):
+            yield dotted, sub["default"]
+
+
+def test_section_defaults_are_what_the_workflow_fills():
+    """The library's view of a section equals the workflow's filled config."""
+    config = fill_defaults({k: {} for k in load_schema(schema_dir() / "config.schema.yaml")["properties"]
+                            if k not in ("seed", "results")}, schema_dir() / "config.schema.yaml")
+    for section in ("train", "model", "classifier", "sample", "evaluation", "lotss", "first", "skymap"):
+        assert section_defaults(section) == config[section], section
+    leaves = dict(_schema_leaves(load_schema(schema_dir() / "config.schema.yaml"), schema_dir()))
+    assert len(leaves) > 150  # every section's settings, not just the top level
+    for dotted, default in leaves.items():
+        section, _, key = dotted.rpartition(".")
+        assert section_defaults(section)[key] == default, dotted
+
+
+def test_section_defaults_name_an_unknown_section():
+    with pytest.raises(KeyError, match="no key 'selectoin'"):
+        section_defaults("lotss.selectoin")
+
+
+def test_settings_dataclasses_default_to_the_schema():
+    from radiogen.classifier.augment import AugmentSettings
+    from radiogen.lotss.preprocess import PreprocessSettings
+    from radiogen.lotss.selection import SelectionSettings
+    from radiogen.simulate import SurveySettings
+
+    assert _fields(SelectionSettings()) == section_defaults("lotss.selection")
+    assert _fields(PreprocessSettings()) == section_defaults("lotss.preprocess")
+    assert _fields(AugmentSettings()) == section_defaults("classifier.augment")
+    simulate = section_defaults("lotss.simulate")
+    seed_keys = {k for k in simulate if k.endswith("seed_offset")}
+    assert _fields(SurveySettings()) == {k: v for k, v in simulate.items() if k not in seed_keys}
+
+
+def test_training_model_and_sampler_settings_default_to_the_schema():
+    from radiogen.model import model_config_from
+    from radiogen.model.train import resolve_settings
+    from radiogen.sampler.generate import sampler_settings
+
+    train = section_defaults("train")
+    for dataset in ("lotss", "first"):
+        expected = {k: v for k, v in train.items() if k not in ("lotss", "first")}
+        expected.update({k: v for k, v in train[dataset].items() if k != "resources"})
+        assert resolve_settings({}, dataset) == expected
+    model = model_config_from({}, image_channels=1, image_size=[80, 80], context_dim=1)
+    assert {k: model[k] for k in section_defaults("model")} == section_defaults("model")
+    assert sampler_settings({}) == section_defaults("sample.sampler")
+
+
+def test_classifier_and_evaluation_settings_default_to_the_schema():
+    from radiogen.classifier.train import merged_settings
+    from radiogen.cli import evaluate
+    from radiogen.evaluation.pybdsf import DEFAULT_SETTINGS
+
+    classifier = section_defaults("classifier")
+    classifier.pop("threads")  # the job's cores, given to torch by the CLI
+    assert merged_settings({}) == classifier
+    assert evaluate.CLASSES_DEFAULTS == section_defaults("evaluation.classes")
+    assert evaluate.SIMILARITY_DEFAULTS == section_defaults("evaluation.similarity")
+    assert evaluate.SUMMARY_DEFAULTS == section_defaults("evaluation.summary")
+    pybdsf = section_defaults("evaluation.pybdsf")
+    assert DEFAULT_SETTINGS == {k: pybdsf[k] for k in DEFAULT_SETTINGS}
+
+
+def _subparser(command: str) -> argparse.ArgumentParser:
+    from radiogen.cli import build_parser
+
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[command]
+
+
+@pytest.mark.parametrize("command, option, key", [
+    ("lotss-assign", "sources", "lotss.sources"),
+    ("lotss-assign", "duplicates", "lotss.duplicate_names"),
+    ("lotss-cutouts", "size", "lotss.cutout_size"),
+    ("sample-export-fits", "ra", "sample.fits.ra_deg"),
+    ("sample-export-fits", "dec", "sample.fits.dec_deg"),
+])
+def test_cli_options_that_stand_for_a_config_key_default_to_it(command, option, key):
+    section, _, name = key.rpartition(".")
+    assert _subparser(command).get_default(option) == section_defaults(section)[name]
