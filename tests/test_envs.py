@@ -164,6 +164,13 @@ def test_post_deploy_script_installs_radiogen(name):
     assert "--no-deps" in text
 
 
+def test_one_post_deploy_script_for_all_envs():
+    """Every env's post-deploy script is a link to envs/post-deploy.sh: one copy to maintain."""
+    for name in ENV_NAMES:
+        script = ENVS / f"{name}.post-deploy.sh"
+        assert script.is_symlink() and script.resolve() == (ENVS / "post-deploy.sh").resolve(), script
+
+
 def test_post_deploy_script_refuses_a_directory_that_is_not_the_checkout(tmp_path):
     result = subprocess.run(
         ["bash", str(ENVS / "data.post-deploy.sh")],

@@ -177,7 +177,8 @@ def test_cli_end_to_end_fits_and_figures(lotss_model, tmp_path):
     files = sorted(fits_dir.glob("*.fits"))
     assert [f.name for f in files] == ["sample_000000.fits", "sample_000001.fits", "sample_000002.fits"]
     with fits.open(files[1]) as hdul, h5py.File(samples) as h5:
-        header, data = hdul[0].header, hdul[0].data
+        # FREQ and STOKES axes of length 1 in front (sample.fits.freq_stokes_axes)
+        header, data = hdul[0].header, hdul[0].data[0, 0]
         assert header["BUNIT"] == "JY/BEAM"
         assert header["CTYPE1"] == "RA---SIN" and header["CTYPE2"] == "DEC--SIN"
         assert header["BMAJ"] == pytest.approx(6.0 / 3600) and header["BMIN"] == pytest.approx(6.0 / 3600)
@@ -185,7 +186,7 @@ def test_cli_end_to_end_fits_and_figures(lotss_model, tmp_path):
         assert header["CDELT1"] == pytest.approx(-1.5 / 3600)
         np.testing.assert_allclose(data, h5["images"][1] * h5["peak_flux"][1], rtol=1e-6)
         assert data.max() == pytest.approx(h5["peak_flux"][1] * h5["images"][1].max(), rel=1e-6)
-        wcs = WCS(header)
+        wcs = WCS(header).celestial
         ra, dec = wcs.pixel_to_world_values((16 - 1) / 2, (16 - 1) / 2)
         assert ra == pytest.approx(210.5) and dec == pytest.approx(54.2)
 

@@ -179,8 +179,6 @@ def test_schema_defaults_match_library(repo_root):
     props = schema["properties"]["simulate"]["properties"]
     fields = {f.name: f for f in dataclasses.fields(SurveySettings)}
     for name, sub in props.items():
-        if name in ("seed_offset", "classical_seed_offset"):
-            continue
         field = fields[name]
         default = field.default_factory() if field.default is dataclasses.MISSING else field.default
         assert sub["default"] == default, name

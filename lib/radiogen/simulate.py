@@ -40,7 +40,9 @@ from scipy.ndimage import gaussian_filter
 
 from radiogen.config import section_defaults
 from radiogen.errors import ConfigError
+from radiogen.fits_header import image_header
 from radiogen.io import atomic_path
+from radiogen.seeds import generator
 from radiogen.surveys import LOTSS
 
 __all__ = [
@@ -149,36 +151,22 @@ def mosaic_ids(n_mosaics: int) -> list[str]:
 
 
 def dr2_header(*, mosaic_id: str, size: int, ra_deg: float, dec_deg: float) -> fits.Header:
-    """Primary header laid out like a LoTSS-DR2 ``mosaic-blanked.fits`` (float32 data)."""
+    """Primary header with the cards of a LoTSS-DR2 ``mosaic-blanked.fits`` (float32 data).
+
+    The WCS comes from :func:`radiogen.fits_header.image_header` (astropy WCS);
+    the DR2 mosaics' beam position angle, telescope and frequency cards follow.
+    """
     h = fits.Header()
     h["SIMPLE"] = (True, "conforms to FITS standard")
     h["BITPIX"] = (-32, "array data type")
     h["NAXIS"] = (2, "number of array dimensions")
     h["NAXIS1"] = size
     h["NAXIS2"] = size
-    h["WCSAXES"] = 2
-    h["CTYPE1"] = "RA---SIN"
-    h["CTYPE2"] = "DEC--SIN"
-    h["CUNIT1"] = "deg"
-    h["CUNIT2"] = "deg"
-    h["CRPIX1"] = size / 2.0 + 0.5
-    h["CRPIX2"] = size / 2.0 + 0.5
-    h["CRVAL1"] = ra_deg
-    h["CRVAL2"] = dec_deg
-    h["CDELT1"] = -PIXEL_SCALE_ARCSEC / 3600.0
-    h["CDELT2"] = PIXEL_SCALE_ARCSEC / 3600.0
-    h["RADESYS"] = "ICRS"
-    h["EQUINOX"] = 2000.0
-    h["LONPOLE"] = 180.0
-    h["LATPOLE"] = dec_deg
-    h["BMAJ"] = BEAM_ARCSEC / 3600.0
-    h["BMIN"] = BEAM_ARCSEC / 3600.0
+    h.update(image_header((size, size), pixel_scale_arcsec=PIXEL_SCALE_ARCSEC, beam_arcsec=BEAM_ARCSEC,
+                          frequency_hz=RESTFRQ_HZ, ra_deg=ra_deg, dec_deg=dec_deg, bunit="JY/BEAM"))
     h["BPA"] = 90
     h["TELESCOP"] = "LOFAR"
-    h["RESTFRQ"] = RESTFRQ_HZ
     h["OBSERVER"] = "LoTSS"
-    h["BUNIT"] = "JY/BEAM"
-    h["BTYPE"] = "Intensity"
     h["OBJECT"] = mosaic_id
     h["ORIGIN"] = "radiogen simulate-survey (classical simulation)"
     return h
@@ -330,14 +318,16 @@ def _render(comps, x0, y0, pixel_arcsec, beam_arcsec):
     return stamp, iy0, ix0
 
 
-def simulate_mosaic(settings: SurveySettings, *, index: int, seed: int
+def simulate_mosaic(settings: SurveySettings, *, index: int, seed: int, survey: str = "main"
                     ) -> tuple[np.ndarray, fits.Header, pd.DataFrame]:
     """Simulate one mosaic and its catalogue rows (independent stream per mosaic).
 
-    The random stream is ``SeedSequence([seed, index])``, so any mosaic can be
-    reproduced on its own and adding mosaics does not change earlier ones.
+    The random stream is the global ``seed``'s ``lotss.simulate.{survey}`` stream
+    at position ``index`` (:mod:`radiogen.seeds`), so any mosaic can be reproduced
+    on its own, adding mosaics does not change earlier ones, and the main and the
+    classical survey never share draws.
     """
-    rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
+    rng = generator(seed, f"lotss.simulate.{survey}", index)
     n = settings.mosaic_size
     mosaic_id = mosaic_ids(settings.n_mosaics)[index]
     width_deg = n * PIXEL_SCALE_ARCSEC / 3600.0
@@ -399,8 +389,12 @@ def simulate_mosaic(settings: SurveySettings, *, index: int, seed: int
     return image.astype(np.float32), header, pd.DataFrame(rows)
 
 
-def simulate_survey(out_dir: str | os.PathLike, *, settings: SurveySettings, seed: int) -> pd.DataFrame:
+def simulate_survey(out_dir: str | os.PathLike, *, settings: SurveySettings, seed: int,
+                    survey: str = "main") -> pd.DataFrame:
     """Write ``out_dir/mosaics/SIMnnn.fits`` and ``out_dir/catalogue.csv``.
+
+    ``seed`` is the global seed; ``survey`` (``main`` or ``classical``) chooses
+    its random stream.
 
     Every file is written atomically; the catalogue comes last, so its
     presence means the survey is complete.
@@ -415,7 +409,7 @@ def simulate_survey(out_dir: str | os.PathLike, *, settings: SurveySettings, see
     tables = []
     started = time.monotonic()
     for index, mosaic_id in enumerate(mosaic_ids(settings.n_mosaics)):
-        image, header, table = simulate_mosaic(settings, index=index, seed=seed)
+        image, header, table = simulate_mosaic(settings, index=index, seed=seed, survey=survey)
         with atomic_path(out_dir / "mosaics" / f"{mosaic_id}.fits") as tmp:
             fits.PrimaryHDU(data=image, header=header).writeto(tmp, overwrite=True)
         tables.append(table)

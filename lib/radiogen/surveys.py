@@ -25,18 +25,22 @@ class Survey:
         Circular restoring-beam FWHM, arcsec.
     frequency_hz : float
         Central observing frequency, Hz.
+    bandwidth_hz : float
+        Width of the observed band, Hz (the FREQ axis of exported FITS images).
     """
 
     name: str
     pixel_scale_arcsec: float
     beam_arcsec: float
     frequency_hz: float
+    bandwidth_hz: float
 
 
-#: LoTSS-DR2 mosaics: 1.5"/px, 6" beam, 144 MHz (Shimwell et al. 2022).
-LOTSS = Survey("lotss", pixel_scale_arcsec=1.5, beam_arcsec=6.0, frequency_hz=144e6)
-#: FIRST images: 1.8"/px, 5.4" beam, 1.4 GHz (Becker, White & Helfand 1995).
-FIRST = Survey("first", pixel_scale_arcsec=1.8, beam_arcsec=5.4, frequency_hz=1.4e9)
+#: LoTSS-DR2 mosaics: 1.5"/px, 6" beam, 144 MHz, band 120-168 MHz (Shimwell et al. 2022).
+LOTSS = Survey("lotss", pixel_scale_arcsec=1.5, beam_arcsec=6.0, frequency_hz=144e6, bandwidth_hz=48e6)
+#: FIRST images: 1.8"/px, 5.4" beam, 1.4 GHz; 2 x 7 channels of 3 MHz around 1365 and
+#: 1435 MHz (Becker, White & Helfand 1995).
+FIRST = Survey("first", pixel_scale_arcsec=1.8, beam_arcsec=5.4, frequency_hz=1.4e9, bandwidth_hz=42e6)
 SURVEYS = {survey.name: survey for survey in (LOTSS, FIRST)}
 #: Morphological classes of the FIRST dataset (Griese et al. 2023) in label order.
 FIRST_CLASS_NAMES = ("FRI", "FRII", "Compact", "Bent")
@@ -45,5 +49,5 @@ FIRST_CLASS_NAMES = ("FRI", "FRII", "Compact", "Bent")
 def survey_attrs(name: str) -> dict:
     """``pixel_scale_arcsec``, ``beam_arcsec``, ``frequency_hz`` of a survey, as file attributes."""
     attrs = asdict(SURVEYS[name])
-    del attrs["name"]
+    del attrs["name"], attrs["bandwidth_hz"]
     return attrs

@@ -30,11 +30,11 @@ rule simulate_survey:
         runtime=30,
     params:
         out_dir=lambda wildcards: results("lotss", wildcards.survey, "raw"),
-        seed=lambda wildcards: lotss_simulation_seed(wildcards.survey),
+        seed=config["seed"],
         settings=LOTSS_SIM_SETTINGS,
     shell:
         "radiogen simulate-survey --out-dir {params.out_dir:q} --seed {params.seed}"
-        " --settings {params.settings:q} > {log:q} 2>&1"
+        " --survey {wildcards.survey} --settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule download_lotss:

@@ -7,15 +7,7 @@ import shlex
 LOTSS = config["lotss"]
 LOTSS_SIM = LOTSS["simulate"]
 LOTSS_DL = LOTSS["download"]
-# Simulation settings without the seed offsets (those choose the seed, not the survey).
-LOTSS_SIM_SETTINGS = json.dumps(
-    {
-        k: v
-        for k, v in LOTSS_SIM.items()
-        if k not in ("seed_offset", "classical_seed_offset")
-    },
-    sort_keys=True,
-)
+LOTSS_SIM_SETTINGS = json.dumps(LOTSS_SIM, sort_keys=True)
 LOTSS_SIM_IDS = [f"SIM{i:03d}" for i in range(LOTSS_SIM["n_mosaics"])]
 LOTSS_CATALOGUE_EXT = (
     os.path.splitext(LOTSS_DL["catalogue_url"].split("?")[0])[1] or ".fits"
@@ -60,11 +52,6 @@ def lotss_catalogue_path(survey):
     if source == "download":
         return results("lotss", survey, "raw", f"catalogue{LOTSS_CATALOGUE_EXT}")
     return results("lotss", survey, "raw", "catalogue.csv")
-
-
-def lotss_simulation_seed(survey):
-    offset = "seed_offset" if survey == "main" else "classical_seed_offset"
-    return config["seed"] + LOTSS_SIM[offset]
 
 
 def lotss_download_args(name):

@@ -5,8 +5,6 @@ import json
 
 EVAL = config["evaluation"]
 PYBDSF = EVAL["pybdsf"]
-# Seed offset of the PyBDSF stabilising noise and of the flux-distance subsampling.
-PYBDSF_SEED = config["seed"] + 600
 PYBDSF_SHARDS = range(PYBDSF["shards_per_set"])
 # Only the keys that change PyBDSF's results reach the shard jobs' params, so that
 # changing a plot setting or a resource request never reruns PyBDSF.
@@ -89,7 +87,7 @@ rule pybdsf_shard:
     params:
         settings=PYBDSF_FIT_SETTINGS,
         n_shards=PYBDSF["shards_per_set"],
-        seed=PYBDSF_SEED,
+        seed=config["seed"],
     shell:
         "radiogen pybdsf-shard --image-set {input:q} --shard {wildcards.shard}"
         " --n-shards {params.n_shards} --output {output.table:q} --models {output.models:q}"
@@ -222,7 +220,7 @@ rule flux_conditioning:
         ),
         reference=EVAL_SETS["lotss"][0],
         settings=json.dumps(EVAL["flux"], sort_keys=True),
-        seed=PYBDSF_SEED,
+        seed=config["seed"],
     shell:
         "radiogen flux-conditioning {params.sets} --reference {params.reference}"
         " --output {output.json:q} --figure {output.figure:q} --seed {params.seed}"

@@ -231,9 +231,17 @@ rule export_fits:
             if SAMPLE["fits"]["max_images"] is None
             else f"--max-images {SAMPLE['fits']['max_images']}"
         ),
+        layout=SAMPLE["fits"]["layout"],
+        per_file=SAMPLE["fits"]["images_per_file"],
+        axes=(
+            "--freq-stokes-axes"
+            if SAMPLE["fits"]["freq_stokes_axes"]
+            else "--no-freq-stokes-axes"
+        ),
     shell:
         "radiogen sample-export-fits --samples {input:q} --output-dir {output:q}"
         " --ra {params.ra} --dec {params.dec} {params.max_images}"
+        " --layout {params.layout} --images-per-file {params.per_file} {params.axes}"
         " > {log:q} 2>&1"
 
 

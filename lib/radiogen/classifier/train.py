@@ -31,6 +31,7 @@ from radiogen.classifier.network import MorphologyClassifier
 from radiogen.config import section_defaults
 from radiogen.errors import ConfigError, InputFileError
 from radiogen.first.dataset import CLASS_NAMES, FirstDataset
+from radiogen.seeds import stream
 
 __all__ = [
     "DEFAULT_SETTINGS",
@@ -43,8 +44,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Second SeedSequence entry for everything random in classifier training.
-TRAIN_SEED_OFFSET = 310
+#: Seed stream (second SeedSequence entry, radiogen.seeds) of classifier training.
+TRAIN_SEED_OFFSET = stream("classifier.train")
 
 #: Defaults of the ``classifier`` config section, from its schema (``threads`` is
 #: the job's core count, handed to torch by the CLI, not a training setting).

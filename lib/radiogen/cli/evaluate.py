@@ -11,8 +11,8 @@ Subcommands (each one workflow rule, each writing its own outputs):
 * ``evaluate-overview``            the report's first page: judge accuracy and floor ratios
 * ``evaluate-size``                measured vs requested size (size-conditioned LoTSS model)
 
-Seeds: every subcommand takes ``--seed`` (the workflow passes ``config["seed"]``)
-and adds a fixed offset per use, listed in :data:`SEED_OFFSETS`.
+Seeds: every subcommand takes ``--seed``, the global seed (the workflow passes
+``config["seed"]``); each draw uses its own ``evaluation.*`` stream of radiogen.seeds.
 """
 
 from __future__ import annotations
@@ -27,20 +27,11 @@ from radiogen.cli.options import json_object, nonnegative_float
 from radiogen.config import section_defaults
 from radiogen.errors import ConfigError, InputFileError
 from radiogen.io import atomic_path, write_json_atomic
+from radiogen.seeds import generator as seed_generator
+from radiogen.seeds import integer as seed_stream
 
 log = logging.getLogger("radiogen.evaluate")
 
-#: Offsets added to ``--seed`` so that each random draw has its own stream.
-SEED_OFFSETS = {
-    "classify_subset": 601,
-    "similarity_generated": 602,
-    "similarity_reference": 603,
-    "similarity_figure": 604,
-    "partitions": 605,
-    "pixels": 606,
-    "similarity_training": 607,
-    "feature_partitions": 608,
-}
 
 #: Defaults of the evaluation sub-sections, from their schemas.
 CLASSES_DEFAULTS = section_defaults("evaluation.classes")
@@ -169,7 +160,7 @@ def cmd_classify(args) -> int:
         split_dataset=args.split_dataset,
         split_value=args.split_value,
         max_images=s["max_images"],
-        seed=args.seed + SEED_OFFSETS["classify_subset"],
+        seed=seed_stream(args.seed, "evaluation.classify_subset"),
         batch_size=int(s["batch_size"]),
         device=s["device"],
     )
@@ -250,7 +241,7 @@ def cmd_similarity(args) -> int:
     started = time.monotonic()
     train_rows = _training_rows(args.training)
     if s["max_training"] is not None and train_rows.size > s["max_training"]:
-        rng = np.random.default_rng(args.seed + SEED_OFFSETS["similarity_training"])
+        rng = seed_generator(args.seed, "evaluation.similarity_training")
         train_rows = np.sort(rng.choice(train_rows, size=int(s["max_training"]), replace=False))
     training = _read_rows(args.training, train_rows)
     from radiogen.evaluation.imagesets import open_image_set
@@ -259,7 +250,7 @@ def cmd_similarity(args) -> int:
         n_gen = g.n_images
     gen_rows = np.arange(n_gen)
     if s["n_generated"] is not None and n_gen > s["n_generated"]:
-        rng = np.random.default_rng(args.seed + SEED_OFFSETS["similarity_generated"])
+        rng = seed_generator(args.seed, "evaluation.similarity_generated")
         gen_rows = np.sort(rng.choice(n_gen, size=int(s["n_generated"]), replace=False))
     generated = _read_rows(args.generated, gen_rows)
     if generated.shape[1:] != training.shape[1:]:
@@ -273,7 +264,7 @@ def cmd_similarity(args) -> int:
     opts = dict(window=s["window"], flips=bool(s["flips"]), batch_size=int(s["batch_size"]))
     nearest_s, nearest_i = sim.nearest_training(gen_aligned, train_aligned, k=int(s["k"]), **opts)
     ref_s, ref_rows = sim.reference_nearest(
-        train_aligned, n_reference=s["n_reference"], seed=args.seed + SEED_OFFSETS["similarity_reference"], **opts
+        train_aligned, n_reference=s["n_reference"], seed=seed_stream(args.seed, "evaluation.similarity_reference"), **opts
     )
     result = sim.memorisation_number(nearest_s[:, 0], ref_s, percentile=float(s["percentile"]))
     result.update(
@@ -289,7 +280,7 @@ def cmd_similarity(args) -> int:
     if s["show"] == "most_similar":
         show = np.argsort(-nearest_s[:, 0], kind="stable")[:n_show]
     else:
-        show = np.sort(np.random.default_rng(args.seed + SEED_OFFSETS["similarity_figure"]).choice(len(generated), n_show, replace=False))
+        show = np.sort(seed_generator(args.seed, "evaluation.similarity_figure").choice(len(generated), n_show, replace=False))
     sim.plot_nearest(
         gen_aligned,
         train_aligned,
@@ -374,8 +365,8 @@ def cmd_distances(args) -> int:
         n_real = real_set.n_images
     # One pixel count per image for every set, so that equal image counts mean equal pixel counts.
     per_image = sm.pixels_per_image(s["max_pixels"], n_real)
-    seed = args.seed + SEED_OFFSETS["pixels"]
-    sets = {name: sm.image_set_distributions(path, pixels_per_image=per_image, seed=seed + k)
+    sets = {name: sm.image_set_distributions(path, pixels_per_image=per_image,
+                                             seed=seed_stream(args.seed, "evaluation.pixels", k))
             for k, (name, path) in enumerate(paths.items())}
     given = [name for name, path in pybdsf.items() if path is not None]
     if given and len(given) != len(pybdsf):
@@ -387,7 +378,7 @@ def cmd_distances(args) -> int:
             sets[name].update(sm.pybdsf_per_image(table, len(sets[name]["image_mean"]), flux_columns=columns, path=pybdsf[name]))
     table = sm.matched_distance_table(
         sets["real"], sets["generated"], classical=sets.get("classical"),
-        repeats=int(s["floor_repeats"]), seed=args.seed + SEED_OFFSETS["partitions"],
+        repeats=int(s["floor_repeats"]), seed=seed_stream(args.seed, "evaluation.partitions"),
     )
     sm.write_csv(table, args.output)
     log.info("distances (%s pixels per image):\n%s", "all" if per_image is None else per_image, table.to_string(index=False))
@@ -404,7 +395,7 @@ def cmd_feature_distances(args) -> int:
         read_scores(args.generated)["embeddings"],
         classical=read_scores(args.classical)["embeddings"] if args.classical else None,
         repeats=int(s["floor_repeats"]),
-        seed=args.seed + SEED_OFFSETS["feature_partitions"],
+        seed=seed_stream(args.seed, "evaluation.feature_partitions"),
         kid_subset_size=int(s["kid_subset_size"]),
         kid_subsets=int(s["kid_subsets"]),
     )

@@ -40,9 +40,8 @@ def cmd_prepare(args) -> int:
         counts.to_csv(tmp)
     log.info("class counts per split:\n%s", counts.to_string())
     if args.examples:
-        # the example draw is seeded from the global seed (offset 303)
         plot_examples(dataset.images, dataset.table["label"].to_numpy(), args.examples,
-                      per_class=int(settings["examples_per_class"]), seed=args.seed + 303,
+                      per_class=int(settings["examples_per_class"]), seed=args.seed,
                       title=f"FIRST (Griese et al. 2023), {crop}x{crop} px centre crops")
     return 0
 

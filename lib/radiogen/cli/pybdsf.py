@@ -6,7 +6,9 @@ import argparse
 import logging
 
 from radiogen.cli.options import fraction, json_object
+from radiogen.config import section_defaults
 from radiogen.errors import ConfigError
+from radiogen.seeds import integer as seed_stream
 
 log = logging.getLogger("radiogen.pybdsf")
 
@@ -35,7 +37,8 @@ def _shard(args: argparse.Namespace) -> int:
     beam = section.get("beam_arcsec")
     run_shard(args.image_set, shard=args.shard, n_shards=args.n_shards,
               output_csv=args.output, output_models=args.models, settings=settings,
-              seed=args.seed, beam_arcsec=beam, freeze_gc=not args.no_gc_freeze)
+              seed=seed_stream(args.seed, "evaluation.pybdsf"), beam_arcsec=beam,
+              freeze_gc=not args.no_gc_freeze)
     return 0
 
 
@@ -65,10 +68,10 @@ def _stats_figure(args: argparse.Namespace) -> int:
     from radiogen.evaluation.stats import image_statistics_figure
     from radiogen.io import write_json_atomic
 
-    settings = json_object(args.settings)
+    settings = {**section_defaults("evaluation.stats"), **json_object(args.settings)}
     sets = {k: tuple(v) for k, v in _labelled(args.set, what="--set").items()}
-    result = image_statistics_figure(sets, args.output, bins=int(settings.get("bins", 50)),
-                                     pixel_bins=int(settings.get("pixel_bins", 50)),
+    result = image_statistics_figure(sets, args.output, bins=int(settings["bins"]),
+                                     pixel_bins=int(settings["pixel_bins"]),
                                      title=args.title or "")
     if args.json:
         write_json_atomic({"settings": settings, "histograms": result}, args.json)
@@ -78,19 +81,19 @@ def _stats_figure(args: argparse.Namespace) -> int:
 def _flux(args: argparse.Namespace) -> int:
     from radiogen.evaluation.flux import flux_conditioning, scatter_figure
 
-    settings = json_object(args.settings)
+    settings = {**section_defaults("evaluation.flux"), **json_object(args.settings)}
     tables = {k: v[0] for k, v in _labelled(args.set, what="--set", parts=1).items()}
+    seed = seed_stream(args.seed, "evaluation.pybdsf")
     summary = flux_conditioning(tables, reference=args.reference, output_json=args.output,
-                                seed=args.seed, max_points=int(settings.get("max_points", 2000)))
-    scatter_figure(tables, args.figure, summary=summary,
-                   max_points=int(settings.get("scatter_points", 5000)), seed=args.seed)
+                                seed=seed, max_points=int(settings["max_points"]))
+    scatter_figure(tables, args.figure, summary=summary, max_points=int(settings["scatter_points"]), seed=seed)
     return 0
 
 
 def _plots(args: argparse.Namespace) -> int:
     from radiogen.evaluation.plots_pybdsf import distribution_figure, example_figure
 
-    settings = json_object(args.settings)
+    settings = {**section_defaults("evaluation.pybdsf"), **json_object(args.settings)}
     sets = {}
     for item in args.set:
         label, _, rest = item.partition("=")
@@ -98,9 +101,9 @@ def _plots(args: argparse.Namespace) -> int:
         if not label or len(fields) < 3:
             raise ConfigError(f"--set {item!r}: expected LABEL=IMAGES,TABLE,MODELS[,MODELS...]")
         sets[label] = {"images": fields[0], "table": fields[1], "models": fields[2:]}
-    example_figure(sets, args.examples, n=int(settings.get("n_examples", 6)))
+    example_figure(sets, args.examples, n=int(settings["n_examples"]))
     distribution_figure({k: v["table"] for k, v in sets.items()}, args.distributions,
-                        output_json=args.json, bins=int(settings.get("bins", 40)))
+                        output_json=args.json, bins=int(settings["bins"]))
     return 0
 
 
@@ -112,7 +115,8 @@ def register(subparsers) -> None:
     p.add_argument("--n-shards", type=int, required=True, help="number of shards of the set")
     p.add_argument("--output", required=True, help="per-image result CSV")
     p.add_argument("--models", required=True, help="HDF5 of the Gaussian model images")
-    p.add_argument("--seed", type=int, required=True, help="seed of the stabilising noise")
+    p.add_argument("--seed", type=int, required=True,
+                   help="global seed (config seed); the stabilising noise uses its evaluation.pybdsf stream")
     p.add_argument("--settings", help="JSON of the evaluation.pybdsf config section")
     p.add_argument("--no-gc-freeze", action="store_true",
                    help="do not gc.freeze() before the loop (slow; for benchmarks)")
@@ -149,7 +153,7 @@ def register(subparsers) -> None:
     p.add_argument("--reference", required=True, help="label of the real set")
     p.add_argument("--output", required=True, help="result JSON")
     p.add_argument("--figure", required=True, help="scatter figure")
-    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--seed", type=int, required=True, help="global seed (config seed)")
     p.add_argument("--settings", help="JSON of the evaluation.flux config section")
     p.set_defaults(func=_flux)
 

@@ -51,8 +51,9 @@ def _aggregate(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from radiogen.sampler.fits_export import export_fits
 
-    export_fits(args.samples, args.output_dir, ra_deg=args.ra, dec_deg=args.dec,
-                max_images=args.max_images)
+    export_fits(args.samples, args.output_dir, ra_deg=args.ra, dec_deg=args.dec, max_images=args.max_images,
+                layout=args.layout, images_per_file=args.images_per_file,
+                freq_stokes_axes=args.freq_stokes_axes)
     return 0
 
 
@@ -115,12 +116,19 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("sample-export-fits", help="write generated images as FITS files")
     p.add_argument("--samples", required=True, help="samples.h5")
-    p.add_argument("--output-dir", required=True, help="directory for sample_NNNNNN.fits")
+    p.add_argument("--output-dir", required=True, help="directory of the FITS files")
     p.add_argument("--ra", type=finite_float, default=config_default("sample.fits.ra_deg"),
                    help="reference RA [deg] (SIN projection; default: sample.fits.ra_deg)")
     p.add_argument("--dec", type=finite_float, default=config_default("sample.fits.dec_deg"),
                    help="reference Dec [deg] (default: sample.fits.dec_deg)")
     p.add_argument("--max-images", type=int, default=None, help="export at most this many (default: all)")
+    p.add_argument("--layout", choices=("images", "multi_extension"), default=config_default("sample.fits.layout"),
+                   help="one file per image, or multi-extension files (default: sample.fits.layout)")
+    p.add_argument("--images-per-file", type=int, default=config_default("sample.fits.images_per_file"),
+                   help="images per multi-extension file (default: sample.fits.images_per_file)")
+    p.add_argument("--freq-stokes-axes", action=argparse.BooleanOptionalAction,
+                   default=config_default("sample.fits.freq_stokes_axes"),
+                   help="add FREQ and STOKES axes of length 1 (default: sample.fits.freq_stokes_axes)")
     p.set_defaults(func=_export)
 
     p = subparsers.add_parser("sample-figure", help="random generated vs training images")

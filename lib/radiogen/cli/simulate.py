@@ -15,7 +15,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "and OUT_DIR/catalogue.csv with classical component models (see radiogen.simulate).",
     )
     p.add_argument("--out-dir", required=True, help="output directory (e.g. results/lotss/main/raw)")
-    p.add_argument("--seed", type=int, required=True, help="random seed (config seed + offset)")
+    p.add_argument("--seed", type=int, required=True, help="global seed (config seed)")
+    p.add_argument("--survey", choices=("main", "classical"), default="main",
+                   help="which survey: each has its own random stream (default: main)")
     p.add_argument("--settings", default="{}",
                    help="JSON object of lotss.simulate settings (n_mosaics, mosaic_size, ...)")
     p.set_defaults(func=_simulate)
@@ -25,5 +27,6 @@ def _simulate(args: argparse.Namespace) -> int:
     from radiogen.simulate import SurveySettings, simulate_survey
 
     mapping = json_object(args.settings)
-    simulate_survey(args.out_dir, settings=SurveySettings.from_mapping(mapping), seed=args.seed)
+    simulate_survey(args.out_dir, settings=SurveySettings.from_mapping(mapping), seed=args.seed,
+                    survey=args.survey)
     return 0

@@ -52,6 +52,7 @@ from astropy.io import fits
 from radiogen.config import section_defaults
 from radiogen.errors import ConfigError, InputFileError
 from radiogen.evaluation.imagesets import ImageSet, open_image_set
+from radiogen.fits_header import image_header
 from radiogen.io import atomic_path
 
 __all__ = [
@@ -224,25 +225,9 @@ def write_fits_image(
     (RA 180 deg, Dec 45 deg): positions do not enter any measurement here.
     """
     image = np.asarray(image, dtype=np.float32)
-    height, width = image.shape
-    header = fits.Header()
-    header["CTYPE1"] = f"RA---{projection}"
-    header["CTYPE2"] = f"DEC--{projection}"
-    header["CRVAL1"] = 180.0
-    header["CRVAL2"] = 45.0
-    header["CRPIX1"] = (width + 1) / 2.0
-    header["CRPIX2"] = (height + 1) / 2.0
-    header["CDELT1"] = -pixel_scale_arcsec / 3600.0
-    header["CDELT2"] = pixel_scale_arcsec / 3600.0
-    header["CUNIT1"] = "deg"
-    header["CUNIT2"] = "deg"
-    header["BMAJ"] = beam_arcsec / 3600.0
-    header["BMIN"] = beam_arcsec / 3600.0
-    header["BPA"] = 0.0
-    header["RESTFRQ"] = frequency_hz
-    header["BUNIT"] = bunit
-    header["EQUINOX"] = 2000.0
-    header["RADESYS"] = "FK5"
+    header = image_header(image.shape, pixel_scale_arcsec=pixel_scale_arcsec, beam_arcsec=beam_arcsec,
+                          frequency_hz=frequency_hz, ra_deg=180.0, dec_deg=45.0, bunit=bunit,
+                          projection=projection)
     fits.PrimaryHDU(data=image, header=header).writeto(path, overwrite=True)
 
 

@@ -26,6 +26,7 @@ from radiogen.first.dataset import (
     PIXEL_SCALE_ARCSEC,
     FirstDataset,
 )
+from radiogen.seeds import stream
 
 __all__ = [
     "BALANCE_MODES",
@@ -41,10 +42,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 BALANCE_MODES = ("undersample", "none", "weights")
-#: Offset added (as a second SeedSequence entry) to the global seed for undersampling.
-BALANCE_SEED_OFFSET = 301
-#: Offset for the 90/10 train/validation assignment of the training set.
-SPLIT_SEED_OFFSET = 302
+#: Seed stream (second SeedSequence entry, radiogen.seeds) of the undersampling.
+BALANCE_SEED_OFFSET = stream("first.balance")
+#: Seed stream of the 90/10 train/validation assignment of the training set.
+SPLIT_SEED_OFFSET = stream("first.split")
 
 
 def undersample(labels: np.ndarray, *, seed: int, num_classes: int = len(CLASS_NAMES)) -> np.ndarray:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from radiogen.first.dataset import CLASS_NAMES, PIXEL_SCALE_ARCSEC
+from radiogen.seeds import generator
 
 __all__ = ["plot_examples"]
 
@@ -33,7 +34,7 @@ def plot_examples(
     per_class : int
         Images per class panel (a square number fills the grid).
     seed : int
-        Seed of the random choice of examples.
+        Global seed; the examples come from its ``first.examples`` stream.
     """
     import matplotlib
 
@@ -42,7 +43,7 @@ def plot_examples(
 
     from radiogen.io import atomic_path
 
-    rng = np.random.default_rng(seed)
+    rng = generator(seed, "first.examples")
     side = int(np.ceil(np.sqrt(per_class)))
     fig = plt.figure(figsize=(4 * len(CLASS_NAMES), 4.4), layout="constrained")
     panels = fig.subfigures(1, len(CLASS_NAMES))

@@ -52,6 +52,7 @@ from radiogen.lotss.catalogue import (
     select_sample,
 )
 from radiogen.lotss.mosaic import Mosaic, open_mosaic
+from radiogen.seeds import generator
 
 __all__ = [
     "CUTOUT_SIZE",
@@ -488,7 +489,7 @@ def plot_cutout_examples(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rng = np.random.default_rng(seed)
+    rng = generator(seed, "lotss.cutout_examples")
     with open_hdf5(cutouts_path) as h5:
         require_datasets(h5, ["images", "flag_nan", "flag_partial", "catalogue"])
         catalogue = read_table_hdf5(h5["catalogue"])

@@ -30,6 +30,7 @@ from scipy import stats
 from radiogen.config import section_defaults
 from radiogen.errors import ConfigError, InputFileError
 from radiogen.io import atomic_path, open_hdf5, read_table_hdf5, require_datasets, write_table_hdf5
+from radiogen.seeds import stream
 from radiogen.surveys import survey_attrs
 
 __all__ = [
@@ -45,8 +46,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Offset added to the global seed for the train/validation split draw.
-SPLIT_SEED_OFFSET = 2
+#: Seed stream (radiogen.seeds) of the train/validation split draw.
+SPLIT_SEED_OFFSET = stream("lotss.split")
 #: Context choices: config value -> conditioning variables in context-vector order.
 #: ``lotss.preprocess`` defaults (the schema is their only source).
 _DEFAULTS = section_defaults("lotss.preprocess")

@@ -15,6 +15,7 @@ import pandas as pd  # noqa: E402
 
 from radiogen.io import atomic_path  # noqa: E402
 from radiogen.lotss.snr import fill_nan_with_min, minmax_scale  # noqa: E402
+from radiogen.seeds import generator  # noqa: E402
 
 __all__ = ["plot_snr_histogram", "plot_removed_examples", "plot_peak_flux"]
 
@@ -106,7 +107,7 @@ def plot_snr_histogram(
         inset.tick_params(labelsize=7)
         inset.set_title("whole distribution", fontsize=8)
 
-    rng = np.random.default_rng(seed)
+    rng = generator(seed, "lotss.selection_examples")
     chosen = []
     for col in range(n_cols):
         in_bin = np.nonzero(finite & (snr >= edges[col]) & (snr < edges[col + 1]))[0]
@@ -141,7 +142,7 @@ def plot_removed_examples(
     reasons = per_image["removed_at"].fillna("").astype(str).to_numpy()
     groups = [(key, desc) for key, desc in STEPS] + [("", "Selected")]
     n_cols = max(settings.figure_columns, 1)
-    rng = np.random.default_rng(seed + 1)
+    rng = generator(seed, "lotss.selection_steps")
     fig, axes = plt.subplots(
         len(groups), n_cols, figsize=(1.1 * n_cols + 2.2, 1.2 * len(groups)), squeeze=False
     )

@@ -39,6 +39,7 @@ from radiogen.model import build_network, model_config_from, save_model
 from radiogen.model.data import TrainingData, augment, batch_indices, read_training_set, to_model_range
 from radiogen.model.ema import EMA
 from radiogen.model.loss import denoising_loss, sample_sigma
+from radiogen.seeds import integer as seed_stream
 
 __all__ = [
     "TRAIN_DEFAULTS",
@@ -63,8 +64,6 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 #: Keys of the config section that are not training settings.
 NON_TRAIN_KEYS = ("lotss", "first", "resources")
-#: Added to the seed so the two models draw independent streams.
-DATASET_SEED_OFFSET = {"lotss": 0, "first": 1}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: Settings that do not change the trained weights: a checkpoint made under other
 #: values of these still belongs to the run (``steps`` may grow to train longer).
@@ -482,7 +481,7 @@ def train(
     model_settings : dict
         The ``model`` config section (network shape).
     seed : int
-        Global seed; the run uses seed + seed_offset + (0 LoTSS, 1 FIRST).
+        Global seed; the run uses its ``train.lotss`` / ``train.first`` stream (radiogen.seeds).
     checkpoint_dir : path, optional
         Default: ``<out_path's folder>/checkpoints``.
     device : str, optional
@@ -506,7 +505,7 @@ def train(
         model_settings, image_channels=data.channels, image_size=data.image_size, context_dim=data.context_dim
     )
     build_network(model_config)  # raises ConfigError for shapes the U-Net cannot take
-    run_seed = int(seed) + int(settings["seed_offset"]) + DATASET_SEED_OFFSET[data.dataset]
+    run_seed = seed_stream(seed, f"train.{data.dataset}")
     ckpt_dir = _checkpoint_dir(out_path, checkpoint_dir)
 
     env = init_distributed(device)

@@ -17,6 +17,7 @@ import numpy as np
 
 from radiogen.errors import ConfigError, InputFileError
 from radiogen.lotss import preprocess
+from radiogen.seeds import stream
 
 __all__ = [
     "CONTEXT_STREAM",
@@ -37,10 +38,10 @@ __all__ = [
     "one_hot",
 ]
 
-#: Seed-stream offset for conditioning draws (noise uses NOISE_STREAM in generate).
-CONTEXT_STREAM = 501
-#: Seed-stream offset for the size draws of a ``range`` (independent of the flux draws).
-SIZE_STREAM = 503
+#: Seed stream of the conditioning draws (radiogen.seeds; noise: NOISE_STREAM in generate).
+CONTEXT_STREAM = stream("sample.context")
+#: Seed stream of the size draws of a ``range`` (independent of the flux draws).
+SIZE_STREAM = stream("sample.size")
 
 
 def image_rng(seed: int, stream: int, index: int) -> np.random.Generator:

@@ -29,6 +29,7 @@ from radiogen.io import atomic_path, open_hdf5, require_datasets, file_digest
 from radiogen.progress import Progress
 from radiogen.sampler import conditioning as cond
 from radiogen.sampler.solvers import SOLVERS, solve
+from radiogen.seeds import stream
 from radiogen.surveys import SURVEYS, survey_attrs
 
 __all__ = [
@@ -52,8 +53,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Seed-stream offset for the initial noise of each image.
-NOISE_STREAM = 500
+#: Seed stream of the initial noise of each image (radiogen.seeds).
+NOISE_STREAM = stream("sample.noise")
 
 #: Survey properties written as sample-set attributes (overridden by model metadata).
 SURVEY_ATTRS = {name: survey_attrs(name) for name in SURVEYS}

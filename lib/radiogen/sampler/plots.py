@@ -17,6 +17,7 @@ from radiogen.io import atomic_path, open_hdf5, require_datasets  # noqa: E402
 from radiogen.sampler import generate  # noqa: E402
 from radiogen.sampler.heun import StepInfo  # noqa: E402
 from radiogen.sampler.solvers import solve  # noqa: E402
+from radiogen.seeds import generator  # noqa: E402
 
 __all__ = ["tile", "plot_samples_vs_training", "record_trajectory", "plot_trajectory"]
 
@@ -51,8 +52,9 @@ def plot_samples_vs_training(
     LoTSS: one pair of panels (paper Figs. 3 and 11).  FIRST: one row of
     panels per class (paper Figs. 5 and 18), training images from the
     training split only.  Images are shown in their [0, 1] scaling.
+    ``seed`` is the global seed; the panels use its ``sample.figure`` stream.
     """
-    rng = np.random.default_rng(seed)
+    rng = generator(seed, "sample.figure")
     ncols = int(np.ceil(np.sqrt(n_per_panel)))
     with open_hdf5(samples) as gen, open_hdf5(training) as real:
         require_datasets(gen, ["images"])

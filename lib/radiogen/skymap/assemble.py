@@ -34,6 +34,7 @@ from scipy.spatial import ConvexHull, QhullError
 from radiogen.errors import InputFileError
 from radiogen.io import atomic_path, file_digest
 from radiogen.lotss.mosaic import jy_per_beam_scale
+from radiogen.seeds import stream
 from radiogen.simulate import FWHM_PER_SIGMA
 from radiogen.skymap.catalogue import read_sources
 from radiogen.skymap.geometry import beam_area_px, n_tiles, wcs_of
@@ -45,8 +46,8 @@ __all__ = ["NOISE_STREAM", "OBSERVATIONS", "largest_extent_px", "place_stamps", 
 
 log = logging.getLogger(__name__)
 
-#: Seed-stream offset of the map noise.
-NOISE_STREAM = 602
+#: Seed stream of the map noise (radiogen.seeds).
+NOISE_STREAM = stream("skymap.noise")
 TRUTH_COLUMNS = ("Source_Name", "RA", "DEC", "optRA", "optDec", "LAS", "LAS_from", "Peak_flux", "Total_flux",
                  "E_Total_flux", "S_Code", "Mosaic_ID", "Requested_peak_flux", "Peak_flux_clipped", "Requested_LAS",
                  "n_islands", "n_pixels", "x_pix", "y_pix", "tile")

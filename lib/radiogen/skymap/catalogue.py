@@ -24,6 +24,7 @@ from astropy.table import Table
 from radiogen.errors import CatalogueError, ConfigError, InputFileError
 from radiogen.io import atomic_path
 from radiogen.sampler import conditioning as cond
+from radiogen.seeds import stream
 from radiogen.simulate import sample_power_law, source_name
 from radiogen.skymap.geometry import tile_index, wcs_of
 from radiogen.skymap.settings import MapSettings
@@ -34,8 +35,8 @@ __all__ = ["CATALOGUE_STREAM", "training_peak_range_mjy", "read_user_catalogue",
 
 log = logging.getLogger(__name__)
 
-#: Seed-stream offset of the drawn catalogue (positions and fluxes).
-CATALOGUE_STREAM = 600
+#: Seed stream of the drawn catalogue (positions and fluxes; radiogen.seeds).
+CATALOGUE_STREAM = stream("skymap.catalogue")
 REQUIRED_COLUMNS = ("RA", "DEC", "Peak_flux")
 
 

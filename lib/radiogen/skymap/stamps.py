@@ -37,6 +37,7 @@ from radiogen.errors import InputFileError
 from radiogen.io import atomic_path, file_digest
 from radiogen.progress import Progress
 from radiogen.sampler import conditioning as cond
+from radiogen.seeds import stream
 from radiogen.skymap.catalogue import read_sources
 from radiogen.skymap.geometry import model_geometry
 from radiogen.skymap.settings import MapSettings
@@ -46,8 +47,8 @@ __all__ = ["MAP_STREAM", "map_seed", "background_level", "source_mask", "extract
 
 log = logging.getLogger(__name__)
 
-#: Seed-stream offset of the map's source images (distinct from the sample sets').
-MAP_STREAM = 601
+#: Seed stream of the map's source images (radiogen.seeds; distinct from the sample sets').
+MAP_STREAM = stream("skymap.tiles")
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
