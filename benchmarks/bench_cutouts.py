@@ -2,7 +2,7 @@
 
 Writes a synthetic 10k x 10k px float64 mosaic (800 MB, DR2 grid and header,
 NaN-blanked corners) and a 1,000-source catalogue to a temporary directory,
-then runs ``radiogen lotss-assign`` and ``radiogen lotss-cutouts`` in fresh
+then runs ``radiogen lotss assign`` and ``radiogen lotss cutouts`` in fresh
 interpreters -- exactly what the workflow's jobs run -- and prints wall time,
 cutouts/s, mosaic read rate and each job's peak resident memory
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss`` inside the job).
@@ -95,9 +95,9 @@ def main() -> None:
                 os.fsync(fh.fileno())
                 os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
 
-        wall_a, rss_a, _ = run_child(["lotss-assign", "--catalogue", str(tmp / "cat.csv"),
+        wall_a, rss_a, _ = run_child(["lotss", "assign", "--catalogue", str(tmp / "cat.csv"),
                                       "--mosaic", "BENCH", str(mosaic), "--out", str(tmp / "sources.h5")])
-        wall_c, rss_c, log = run_child(["lotss-cutouts", "--mosaic", str(mosaic), "--mosaic-id", "BENCH",
+        wall_c, rss_c, log = run_child(["lotss", "cutouts", "--mosaic", str(mosaic), "--mosaic-id", "BENCH",
                                         "--sources", str(tmp / "sources.h5"), "--out", str(tmp / "BENCH.h5"),
                                         "--block-rows", str(args.block_rows)])
         mb = mosaic.stat().st_size / 1e6

@@ -6,9 +6,9 @@ with negatives clipped, like the LoTSS training set):
 
 1. one process per image (``python -c 'import bdsf; bdsf.process_image(...)'``);
 2. in-process without ``gc.freeze()``;
-3. in-process with ``gc.freeze()`` (what ``radiogen pybdsf-shard`` does);
+3. in-process with ``gc.freeze()`` (what ``radiogen pybdsf shard`` does);
 4. a whole image set split in two shards run as two parallel
-   ``radiogen pybdsf-shard`` processes (2 cores), in images/s and per core.
+   ``radiogen pybdsf shard`` processes (2 cores), in images/s and per core.
 
 Usage: ``python benchmarks/bench_pybdsf.py [--dataset first|lotss] [--n 40]``.
 Prints figures only; the target is >= 8 images/s per core (50,000 images in
@@ -114,7 +114,7 @@ def shard_throughput(images, meta, *, cores: int = 2) -> tuple[float, float, int
         procs = [
             subprocess.Popen(
                 [sys.executable, "-m", "radiogen.cli", "--log-level", "WARNING",
-                 "pybdsf-shard", "--image-set", str(path), "--shard", str(k),
+                 "pybdsf", "shard", "--image-set", str(path), "--shard", str(k),
                  "--n-shards", str(cores), "--output", f"{tmp}/{k}.csv",
                  "--models", f"{tmp}/{k}.h5", "--seed", "1"],
                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -127,7 +127,7 @@ def main() -> None:
                "--channels-last", cl, "--device", args.device, "--batch", str(args.batch),
                "--size", str(args.size), "--steps", str(args.steps), "--warmup", str(args.warmup),
                "--threads", str(args.threads)]
-        # As `radiogen train` does: passive OpenMP waiting (see radiogen/cli/train.py).
+        # As `radiogen train run` does: passive OpenMP waiting (see radiogen/cli/train.py).
         env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
         out = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if out.returncode:

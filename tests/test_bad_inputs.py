@@ -139,7 +139,7 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path):
     tabs.write_text("train:\n\tlr: 0.1\n")
     with pytest.raises(ConfigError, match=r"tabs\.yaml, line 2, column 1"):
         read_config_file(tabs)
-    assert cli_main(["check-config", str(bad)]) == 1
+    assert cli_main(["config", "check", str(bad)]) == 1
 
 
 def test_config_that_is_not_a_mapping(tmp_path):
@@ -147,7 +147,7 @@ def test_config_that_is_not_a_mapping(tmp_path):
     listed.write_text("- seed\n- 1\n")
     with pytest.raises(ConfigError, match=r"list\.yaml: a config file must map keys to values"):
         read_config_file(listed)
-    assert cli_main(["check-config", str(tmp_path / "missing.yaml")]) == 1
+    assert cli_main(["config", "check", str(tmp_path / "missing.yaml")]) == 1
 
 
 def test_workflow_refuses_nan_before_any_job(tmp_path):
@@ -219,7 +219,7 @@ def test_sample_shard_refuses(models, tmp_path, caplog, capsys, case):
     for option, value in defaults.items():
         if option not in args:
             args += [option, value]
-    argv = ["sample-shard", "--model", str(model), "--shard", "0", "--seed", "1",
+    argv = ["sample", "shard", "--model", str(model), "--shard", "0", "--seed", "1",
             "--output", str(out.path), *args]
     try:
         rc = cli_main(argv)
@@ -241,10 +241,10 @@ def test_library_refuses_bad_guidance(models):
 def test_trajectory_refuses_nan_guidance_and_foreign_model(models, tmp_path, capsys, caplog):
     out = Sentinel(tmp_path / "trajectory.png")
     with pytest.raises(SystemExit):
-        cli_main(["sample-trajectory", "--model", str(models["first"]), "--seed", "1",
+        cli_main(["sample", "trajectory", "--model", str(models["first"]), "--seed", "1",
                   "--guidance", "nan", "--output", str(out.path)])
     assert "argument --guidance" in capsys.readouterr().err
-    assert cli_main(["sample-trajectory", "--model", str(models["lotss"]), "--seed", "1",
+    assert cli_main(["sample", "trajectory", "--model", str(models["lotss"]), "--seed", "1",
                      "--dataset", "first", "--output", str(out.path)]) == 1
     assert "lotss.pt: this is a lotss model" in caplog.text
     assert out.intact()
@@ -253,7 +253,7 @@ def test_trajectory_refuses_nan_guidance_and_foreign_model(models, tmp_path, cap
 def test_fits_export_refuses_nan_position(tmp_path, capsys):
     out = Sentinel(tmp_path / "fits" / "sample_000000.fits")
     with pytest.raises(SystemExit):
-        cli_main(["sample-export-fits", "--samples", str(tmp_path / "s.h5"), "--output-dir",
+        cli_main(["sample", "export-fits", "--samples", str(tmp_path / "s.h5"), "--output-dir",
                   str(out.path.parent), "--dec", "nan"])
     assert "argument --dec: must be a finite number" in capsys.readouterr().err
     assert out.intact()
@@ -295,7 +295,7 @@ def test_catalogue_refused_before_cutouts(lotss_dr1_dir, tmp_path, caplog, case)
     else:
         path.write_text("Source_Name,RA,DEC,Peak_flux,Total_flux\n")
     out = Sentinel(tmp_path / "sources.h5")
-    rc = cli_main(["lotss-assign", "--catalogue", str(path), "--mosaic", "P205+55",
+    rc = cli_main(["lotss", "assign", "--catalogue", str(path), "--mosaic", "P205+55",
                    str(lotss_dr1_dir / MOSAIC), "--out", str(out.path)])
     assert rc == 1
     assert out.intact()
@@ -348,7 +348,7 @@ def test_mosaic_without_a_usable_beam_stops_the_cutout_job(lotss_dr1_dir, tmp_pa
 
     mosaic = _mosaic_variant(lotss_dr1_dir, tmp_path / "nobeam.fits", BMAJ=bmaj, BMIN=None)
     out = Sentinel(tmp_path / "cutouts" / "P205+55.h5")
-    rc = cli_main(["lotss-cutouts", "--mosaic", str(mosaic), "--mosaic-id", "P205+55",
+    rc = cli_main(["lotss", "cutouts", "--mosaic", str(mosaic), "--mosaic-id", "P205+55",
                    "--sources", str(sources), "--out", str(out.path)])
     assert rc == 1 and re.search(message, caplog.text)
     assert out.intact()
@@ -360,7 +360,7 @@ def test_missing_beam_taken_from_config_with_a_warning(lotss_dr1_dir, tmp_path, 
     mosaic = _mosaic_variant(lotss_dr1_dir, tmp_path / "nobeam.fits", BMAJ=None, BMIN=None)
     out = tmp_path / "P205+55.h5"
     with caplog.at_level(logging.WARNING):
-        rc = cli_main(["lotss-cutouts", "--mosaic", str(mosaic), "--mosaic-id", "P205+55",
+        rc = cli_main(["lotss", "cutouts", "--mosaic", str(mosaic), "--mosaic-id", "P205+55",
                        "--sources", str(sources), "--out", str(out), "--beam-arcsec", "6.0"])
     assert rc == 0
     assert "header has no BMAJ; using lotss.beam_arcsec = 6 arcsec" in caplog.text
@@ -376,7 +376,7 @@ def test_missing_beam_taken_from_config_with_a_warning(lotss_dr1_dir, tmp_path, 
 
 def test_cutouts_refuse_nonpositive_fallback_beam(lotss_dr1_dir, tmp_path, sources, capsys):
     with pytest.raises(SystemExit):
-        cli_main(["lotss-cutouts", "--mosaic", str(lotss_dr1_dir / MOSAIC), "--mosaic-id", "P205+55",
+        cli_main(["lotss", "cutouts", "--mosaic", str(lotss_dr1_dir / MOSAIC), "--mosaic-id", "P205+55",
                   "--sources", str(sources), "--out", str(tmp_path / "x.h5"), "--beam-arcsec", "-6"])
     assert "argument --beam-arcsec: must be > 0" in capsys.readouterr().err
 
@@ -401,19 +401,19 @@ def test_pybdsf_set_with_most_images_failed_stops_at_merge(tmp_path, caplog):
     shards = [_pybdsf_shard(tmp_path / "0.csv", ["failed"] * 8 + ["ok"] * 2, 0),
               _pybdsf_shard(tmp_path / "1.csv", ["failed"] * 5 + ["ok"] * 5, 10)]
     out = Sentinel(tmp_path / "first_generated_guidance0.75.csv")
-    assert cli_main(["pybdsf-merge", "--shards", *shards, "--output", str(out.path)]) == 1
+    assert cli_main(["pybdsf", "merge", "--shards", *shards, "--output", str(out.path)]) == 1
     assert ("first_generated_guidance0.75.csv: PyBDSF failed on 13 of 20 images (65.0%), more than "
             "evaluation.pybdsf.max_failed_fraction = 0.05") in caplog.text
     assert "most common reason (13 images): 'ValueError: numpy 2.5 removed np.product'" in caplog.text
     assert out.intact()
     # the shard tables are kept: raising the limit merges without refitting
-    assert cli_main(["pybdsf-merge", "--shards", *shards, "--max-failed-fraction", "0.7",
+    assert cli_main(["pybdsf", "merge", "--shards", *shards, "--max-failed-fraction", "0.7",
                      "--output", str(out.path)]) == 0
 
 
 def test_pybdsf_merge_refuses_a_fraction_outside_0_1(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        cli_main(["pybdsf-merge", "--shards", "x.csv", "--max-failed-fraction", "1.5",
+        cli_main(["pybdsf", "merge", "--shards", "x.csv", "--max-failed-fraction", "1.5",
                   "--output", str(tmp_path / "m.csv")])
     assert "argument --max-failed-fraction: must lie in [0, 1]" in capsys.readouterr().err
 
@@ -422,7 +422,7 @@ def test_pybdsf_shard_table_without_columns_is_named(tmp_path, caplog):
     bad = tmp_path / "0.csv"
     bad.write_text("index,status\n0,ok\n")
     out = Sentinel(tmp_path / "merged.csv")
-    assert cli_main(["pybdsf-merge", "--shards", str(bad), "--output", str(out.path)]) == 1
+    assert cli_main(["pybdsf", "merge", "--shards", str(bad), "--output", str(out.path)]) == 1
     assert "0.csv: shard table lacks columns error" in caplog.text
     assert out.intact()
 
@@ -437,7 +437,7 @@ def test_train_refuses_unknown_setting_and_bad_policy(tmp_path, caplog):
     out = Sentinel(tmp_path / "model.pt")
     for settings, message in (({"lerning_rate": 1e-3}, "train: unknown setting(s) lerning_rate"),
                               ({"stale_checkpoints": "keep"}, "train.stale_checkpoints must be one of")):
-        rc = cli_main(["train", "--data", str(data), "--out", str(out.path), "--settings",
+        rc = cli_main(["train", "run", "--data", str(data), "--out", str(out.path), "--settings",
                        json.dumps(settings), "--device", "cpu"])
         assert rc == 1 and message in caplog.text
     assert out.intact()
@@ -509,7 +509,7 @@ def test_mosaic_without_frequency_stops_or_takes_the_config_value(lotss_dr1_dir,
                            if str(header.get(f"CTYPE{i}", "")).upper().startswith("FREQ")]
     mosaic = _mosaic_variant(lotss_dr1_dir, tmp_path / "nofreq.fits", **{k: None for k in frequency_keys})
     out = Sentinel(tmp_path / "cutouts" / "P205+55.h5")
-    args = ["lotss-cutouts", "--mosaic", str(mosaic), "--mosaic-id", "P205+55", "--sources", str(sources),
+    args = ["lotss", "cutouts", "--mosaic", str(mosaic), "--mosaic-id", "P205+55", "--sources", str(sources),
             "--out", str(out.path)]
     assert cli_main(args) == 1
     assert "nofreq.fits: header gives no frequency (RESTFRQ, FREQ or a FREQ axis)" in caplog.text

@@ -123,7 +123,7 @@ def test_class_conditioning_cli_table_and_figure(tmp_path):
     _scores(tmp_path / "test.h5", [0, 1, 2, 3], [0, 1, 2, 0])
     _scores(tmp_path / "w0.h5", [0, 0, 1, 1, 2, 2, 3, 3], [0, 3, 1, 0, 2, 2, 3, 0], guidance=0.0)
     _scores(tmp_path / "w075.h5", [0, 0, 1, 1, 2, 2, 3, 3], [0, 0, 1, 1, 2, 2, 3, 0], guidance=0.75)
-    args = ["evaluate-class-conditioning", "--real", str(tmp_path / "test.h5"),
+    args = ["evaluate", "class-conditioning", "--real", str(tmp_path / "test.h5"),
             "--generated", str(tmp_path / "w075.h5"), str(tmp_path / "w0.h5"),
             "--output-table", str(tmp_path / "a.csv"), "--output-html", str(tmp_path / "a.html"),
             "--output-figure", str(tmp_path / "c.png")]

@@ -223,7 +223,7 @@ def test_feature_distances_cli_with_floor_and_classical(tmp_path):
             h5["predicted"] = np.zeros(len(emb), dtype=np.int64)
             h5["label"] = np.full(len(emb), -1, dtype=np.int64)
     settings = '{"floor_repeats": 4, "kid_subset_size": 1000, "kid_subsets": 5}'
-    assert main(["evaluate-feature-distances", "--real", str(tmp_path / "real.h5"), "--generated", str(tmp_path / "gen.h5"),
+    assert main(["evaluate", "feature-distances", "--real", str(tmp_path / "real.h5"), "--generated", str(tmp_path / "gen.h5"),
                  "--classical", str(tmp_path / "cla.h5"), "--settings", settings, "--seed", "4",
                  "--output", str(tmp_path / "fd.csv")]) == 0
     table = pd.read_csv(tmp_path / "fd.csv").set_index("metric")

@@ -64,7 +64,7 @@ def test_flux_conditioning_numbers(lotss_pybdsf):
 
 def test_flux_cli_and_figure(lotss_pybdsf):
     tmp = lotss_pybdsf
-    rc = cli_main(["flux-conditioning", "--set", f"real={tmp / 'real.csv'}",
+    rc = cli_main(["evaluate", "flux-conditioning", "--set", f"real={tmp / 'real.csv'}",
                    "--set", f"generated={tmp / 'real.csv'}", "--reference", "real",
                    "--output", str(tmp / "fc.json"), "--figure", str(tmp / "fc.png"),
                    "--seed", "3"])

@@ -201,7 +201,7 @@ def test_duplicate_names_error_or_keep_first(tmp_path, lotss_dr1_dir):
         normalise_catalogue(read_catalogue(path), source=path)
     kept = normalise_catalogue(read_catalogue(path), source=path, duplicates="keep_first")
     assert list(kept["Source_Name"]) == ["ILTJ1", "ILTJ2"] and kept["Peak_flux"][0] == 1.0
-    assert cli_main(["lotss-assign", "--catalogue", str(path), "--mosaic", "P205+55",
+    assert cli_main(["lotss", "assign", "--catalogue", str(path), "--mosaic", "P205+55",
                      str(lotss_dr1_dir / MOSAICS["P205+55"]), "--out", str(tmp_path / "s.h5")]) == 1
     assert not (tmp_path / "s.h5").exists()
 
@@ -291,10 +291,10 @@ def test_all_nan_mosaic_is_an_error_and_output_untouched(tmp_path, lotss_dr1_dir
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".shard")] == []
     # The CLI turns it into exit code 1; a good rerun then produces the shard.
-    assert cli_main(["lotss-cutouts", "--mosaic", str(blank), "--mosaic-id", "P218+55",
+    assert cli_main(["lotss", "cutouts", "--mosaic", str(blank), "--mosaic-id", "P218+55",
                      "--sources", str(tmp_path / "s.h5"), "--out", str(out)]) == 1
     shutil.copy(src, blank)
-    assert cli_main(["lotss-cutouts", "--mosaic", str(blank), "--mosaic-id", "P218+55",
+    assert cli_main(["lotss", "cutouts", "--mosaic", str(blank), "--mosaic-id", "P218+55",
                      "--sources", str(tmp_path / "s.h5"), "--out", str(out)]) == 0
     assert read_cutouts(out)["images"].shape == (1, 80, 80)
 
@@ -307,7 +307,7 @@ def test_mosaic_without_sources_gives_empty_shard(tmp_path, lotss_dr1_dir):
     for mid, path in paths.items():
         cut_mosaic(path, tmp_path / "s.h5", tmp_path / f"{mid}.h5", mosaic_id=mid)
     assert read_cutouts(tmp_path / "P218+55.h5")["images"].shape == (0, 80, 80)
-    rc = cli_main(["lotss-aggregate", "--shards", str(tmp_path / "P205+55.h5"), str(tmp_path / "P218+55.h5"),
+    rc = cli_main(["lotss", "aggregate", "--shards", str(tmp_path / "P205+55.h5"), str(tmp_path / "P218+55.h5"),
                    "--sources", str(tmp_path / "s.h5"), "--out", str(tmp_path / "all.h5")])
     assert rc == 0
     agg = read_cutouts(tmp_path / "all.h5")

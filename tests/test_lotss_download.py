@@ -145,14 +145,14 @@ def test_offline_error_names_url_and_what_to_set(tmp_path):
     message = str(err.value)
     assert url in message and "offline or the server is unreachable" in message and hint in message
     assert not (tmp_path / "m.fits").exists()
-    rc = cli_main(["lotss-download", "--url", url, "--out", str(tmp_path / "m.fits"), "--retries", "0",
+    rc = cli_main(["lotss", "download", "--url", url, "--out", str(tmp_path / "m.fits"), "--retries", "0",
                    "--timeout-s", "2", "--hint", hint])
     assert rc == 1
 
 
 def test_cli_download(server, tmp_path):
     dest = tmp_path / "cat.fits"
-    rc = cli_main(["lotss-download", "--url", _url(server), "--out", str(dest),
+    rc = cli_main(["lotss", "download", "--url", _url(server), "--out", str(dest),
                    "--size", str(len(PAYLOAD)), "--sha256", hashlib.sha256(PAYLOAD).hexdigest()])
     assert rc == 0 and dest.read_bytes() == PAYLOAD
 

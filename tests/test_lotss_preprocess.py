@@ -168,7 +168,7 @@ def test_bad_selected_files(tmp_path, selected_file):
 def test_cli_preprocess(selected_file, tmp_path):
     out = tmp_path / "ts.h5"
     proc = subprocess.run(
-        [sys.executable, "-m", "radiogen.cli", "lotss-preprocess", "--selected", str(selected_file),
+        [sys.executable, "-m", "radiogen.cli", "lotss", "preprocess", "--selected", str(selected_file),
          "--output", str(out), "--seed", "5", "--settings", json.dumps({"validation_fraction": 0.2})],
         capture_output=True, text=True,
     )
@@ -176,7 +176,7 @@ def test_cli_preprocess(selected_file, tmp_path):
     with h5py.File(out) as h5:
         assert h5["split"][()].sum() == round(0.2 * len(h5["split"]))
     proc = subprocess.run(
-        [sys.executable, "-m", "radiogen.cli", "lotss-preprocess", "--selected", str(selected_file),
+        [sys.executable, "-m", "radiogen.cli", "lotss", "preprocess", "--selected", str(selected_file),
          "--output", str(out), "--seed", "5", "--settings", '{"validation_fraction": 1.5}'],
         capture_output=True, text=True,
     )

@@ -329,7 +329,7 @@ def test_bad_cutout_files_give_clear_errors(tmp_path, damage, message):
 def test_cli_reports_bad_input_in_one_line(tmp_path):
     missing = tmp_path / "nowhere" / "cutouts.h5"
     proc = subprocess.run(
-        [sys.executable, "-m", "radiogen.cli", "lotss-select", "--cutouts", str(missing),
+        [sys.executable, "-m", "radiogen.cli", "lotss", "select", "--cutouts", str(missing),
          "--table", str(tmp_path / "t.csv"), "--per-image", str(tmp_path / "p.csv"),
          "--selected", str(tmp_path / "s.h5")],
         capture_output=True, text=True,

@@ -62,7 +62,7 @@ def test_overview_rows_beside_the_paper(tmp_path):
 def test_overview_cli(tmp_path):
     _accuracy().to_csv(tmp_path / "accuracy.csv", index=False)
     _summary(0.0).to_csv(tmp_path / "first.csv", index=False)
-    args = ["evaluate-overview", "--accuracy", str(tmp_path / "accuracy.csv"), "--summary",
+    args = ["evaluate", "overview", "--accuracy", str(tmp_path / "accuracy.csv"), "--summary",
             f"first={tmp_path / 'first.csv'}", "--main-guidance", "0.75",
             "--output-csv", str(tmp_path / "o.csv"), "--output-html", str(tmp_path / "o.html")]
     assert main(args) == 0

@@ -300,7 +300,7 @@ def test_rerun_after_kill_9_skips_finished_images(first_set, tmp_path):
                           "beam_arcsec": {"lotss": 6.0, "first": 5.4}})
 
     def command(out):
-        return [sys.executable, "-m", "radiogen.cli", "pybdsf-shard", "--image-set", str(first_set),
+        return [sys.executable, "-m", "radiogen.cli", "pybdsf", "shard", "--image-set", str(first_set),
                 "--shard", "0", "--n-shards", "1", "--output", str(out / "s.csv"),
                 "--models", str(out / "s.h5"), "--seed", "3", "--settings", section]
 
@@ -349,19 +349,19 @@ def test_cli_shards_and_merge(first_set, tmp_path):
     shards = []
     for k in range(2):
         table, models = out / f"{k}.csv", out / f"{k}_models.h5"
-        rc = cli_main(["pybdsf-shard", "--image-set", str(first_set), "--shard", str(k),
+        rc = cli_main(["pybdsf", "shard", "--image-set", str(first_set), "--shard", str(k),
                        "--n-shards", "2", "--output", str(table), "--models", str(models),
                        "--seed", "3", "--settings", json.dumps(section)])
         assert rc == 0
         shards.append(str(table))
     merged_path = out / "merged.csv"
     # image 2 fails (1 of 6, 17%): above the default 5% the merge stops, naming the reason
-    assert cli_main(["pybdsf-merge", "--image-set", str(first_set), "--shards", *shards,
+    assert cli_main(["pybdsf", "merge", "--image-set", str(first_set), "--shards", *shards,
                      "--output", str(merged_path)]) == 1
     assert not merged_path.exists()
     with pytest.raises(InputFileError, match=r"failed on 1 of 6 images \(16.7%\).*most common reason \(1 images\)"):
         P.merge_shards(shards, merged_path, n_images=6, max_failed_fraction=0.05)
-    assert cli_main(["pybdsf-merge", "--image-set", str(first_set), "--shards", *shards,
+    assert cli_main(["pybdsf", "merge", "--image-set", str(first_set), "--shards", *shards,
                      "--max-failed-fraction", "0.2", "--output", str(merged_path)]) == 0
     merged = pd.read_csv(merged_path, keep_default_na=False)
     assert list(merged.columns) == P.RESULT_COLUMNS
@@ -371,7 +371,7 @@ def test_cli_shards_and_merge(first_set, tmp_path):
     with pytest.raises(InputFileError, match="expected 0..5"):
         P.merge_shards(shards[:1], out / "bad.csv", n_images=6)
     # bad settings JSON is a one-line CLI error
-    assert cli_main(["pybdsf-shard", "--image-set", str(first_set), "--shard", "0",
+    assert cli_main(["pybdsf", "shard", "--image-set", str(first_set), "--shard", "0",
                      "--n-shards", "1", "--output", str(out / "x.csv"),
                      "--models", str(out / "x.h5"), "--seed", "1", "--settings", "{"]) == 1
 

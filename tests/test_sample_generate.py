@@ -148,13 +148,13 @@ def test_flux_list_and_bad_flux(lotss_model, tmp_path):
 
 
 def test_cli_shard_errors_are_one_line(lotss_model, tmp_path, caplog):
-    code = cli_main(["sample-shard", "--model", str(lotss_model), "--shard", "9", "--seed", "1",
+    code = cli_main(["sample", "shard", "--model", str(lotss_model), "--shard", "9", "--seed", "1",
                      "--guidance", "0", "--settings", json.dumps({"dataset": {"n_images": 4},
                                                                    "images_per_shard": 2}),
                      "--output", str(tmp_path / "x.h5")])
     assert code == 1
     assert "shard index 9 out of range" in caplog.text
-    code = cli_main(["sample-shard", "--model", str(tmp_path / "missing.pt"), "--shard", "0", "--seed", "1",
+    code = cli_main(["sample", "shard", "--model", str(tmp_path / "missing.pt"), "--shard", "0", "--seed", "1",
                      "--guidance", "0", "--output", str(tmp_path / "x.h5")])
     assert code == 1 and "missing.pt" in caplog.text
 
@@ -165,14 +165,14 @@ def test_cli_end_to_end_fits_and_figures(lotss_model, tmp_path):
     shards = []
     for shard in range(2):
         shards.append(str(tmp_path / f"{shard}.h5"))
-        assert cli_main(["sample-shard", "--model", str(lotss_model), "--shard", str(shard), "--seed", "5",
+        assert cli_main(["sample", "shard", "--model", str(lotss_model), "--shard", str(shard), "--seed", "5",
                          "--guidance", "0.1", "--settings", settings, "--threads", "1",
                          "--output", shards[-1]]) == 0
     samples = tmp_path / "samples.h5"
-    assert cli_main(["sample-aggregate", "--output", str(samples), *shards]) == 0
+    assert cli_main(["sample", "aggregate", "--output", str(samples), *shards]) == 0
 
     fits_dir = tmp_path / "fits"
-    assert cli_main(["sample-export-fits", "--samples", str(samples), "--output-dir", str(fits_dir),
+    assert cli_main(["sample", "export-fits", "--samples", str(samples), "--output-dir", str(fits_dir),
                      "--ra", "210.5", "--dec", "54.2", "--max-images", "3"]) == 0
     files = sorted(fits_dir.glob("*.fits"))
     assert [f.name for f in files] == ["sample_000000.fits", "sample_000001.fits", "sample_000002.fits"]
@@ -195,11 +195,11 @@ def test_cli_end_to_end_fits_and_figures(lotss_model, tmp_path):
         h5["images"] = np.random.default_rng(0).random((10, 16, 16), dtype=np.float32)
         h5["split"] = np.array([0] * 8 + [1] * 2, dtype=np.uint8)
     fig = tmp_path / "fig.png"
-    assert cli_main(["sample-figure", "--samples", str(samples), "--training", str(training),
+    assert cli_main(["sample", "figure", "--samples", str(samples), "--training", str(training),
                      "--n", "4", "--output", str(fig)]) == 0
     assert fig.stat().st_size > 1000
     traj = tmp_path / "traj.png"
-    assert cli_main(["sample-trajectory", "--model", str(lotss_model), "--seed", "5", "--guidance", "0.1",
+    assert cli_main(["sample", "trajectory", "--model", str(lotss_model), "--seed", "5", "--guidance", "0.1",
                      "--settings", settings, "--output", str(traj)]) == 0
     assert traj.stat().st_size > 1000
 
@@ -252,7 +252,7 @@ def test_rerun_after_kill_9_equals_uninterrupted_shard(first_model, tmp_path):
                            "images_per_shard": 160, "batch_size": 8, "device": "cpu"})
 
     def command(out):
-        return [sys.executable, "-m", "radiogen.cli", "sample-shard", "--model", str(first_model),
+        return [sys.executable, "-m", "radiogen.cli", "sample", "shard", "--model", str(first_model),
                 "--shard", "0", "--seed", str(SEED), "--guidance", "0.5", "--threads", "1",
                 "--dataset", "first", "--settings", settings, "--output", str(out)]
 

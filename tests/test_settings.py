@@ -94,21 +94,38 @@ def test_classifier_and_evaluation_settings_default_to_the_schema():
     assert DEFAULT_SETTINGS == {k: pybdsf[k] for k in DEFAULT_SETTINGS}
 
 
-def _subparser(command: str) -> argparse.ArgumentParser:
-    from radiogen.cli import build_parser
-
-    parser = build_parser()
-    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return action.choices[command]
+def _subparser(parser: argparse.ArgumentParser, *words: str) -> argparse.ArgumentParser:
+    """The parser of ``radiogen <topic> <verb>``."""
+    for word in words:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = action.choices[word]
+    return parser
 
 
 @pytest.mark.parametrize("command, option, key", [
-    ("lotss-assign", "sources", "lotss.sources"),
-    ("lotss-assign", "duplicates", "lotss.duplicate_names"),
-    ("lotss-cutouts", "size", "lotss.cutout_size"),
-    ("sample-export-fits", "ra", "sample.fits.ra_deg"),
-    ("sample-export-fits", "dec", "sample.fits.dec_deg"),
+    ("lotss assign", "sources", "lotss.sources"),
+    ("lotss assign", "duplicates", "lotss.duplicate_names"),
+    ("lotss cutouts", "size", "lotss.cutout_size"),
+    ("sample export-fits", "ra", "sample.fits.ra_deg"),
+    ("sample export-fits", "dec", "sample.fits.dec_deg"),
+    ("sample export-fits", "layout", "sample.fits.layout"),
+    ("sample export-fits", "freq_stokes_axes", "sample.fits.freq_stokes_axes"),
 ])
 def test_cli_options_that_stand_for_a_config_key_default_to_it(command, option, key):
+    from radiogen.cli import build_parser
+
     section, _, name = key.rpartition(".")
-    assert _subparser(command).get_default(option) == section_defaults(section)[name]
+    parser = _subparser(build_parser(), *command.split())
+    assert parser.get_default(option) == section_defaults(section)[name]
+
+
+def test_every_command_is_topic_then_verb():
+    """`radiogen <topic> <verb>` throughout: no flat commands beside the topics."""
+    from radiogen.cli import TOPICS, build_parser
+
+    parser = build_parser()
+    top = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(top.choices) == list(TOPICS)
+    for topic in TOPICS:
+        verbs = _subparser(parser, topic)
+        assert any(isinstance(a, argparse._SubParsersAction) for a in verbs._actions), topic

@@ -160,12 +160,12 @@ def test_invalid_settings_name_the_key():
 
 
 def test_cli(tmp_path):
-    rc = cli_main(["simulate-survey", "--out-dir", str(tmp_path), "--seed", "1",
+    rc = cli_main(["lotss", "simulate", "--out-dir", str(tmp_path), "--seed", "1",
                    "--settings", '{"n_mosaics": 1, "mosaic_size": 200, "sources_per_mosaic": 5}'])
     assert rc == 0
     assert (tmp_path / "mosaics" / "SIM000.fits").exists()
     assert len(pd.read_csv(tmp_path / "catalogue.csv")) == 5
-    assert cli_main(["simulate-survey", "--out-dir", str(tmp_path / "x"), "--seed", "1",
+    assert cli_main(["lotss", "simulate", "--out-dir", str(tmp_path / "x"), "--seed", "1",
                      "--settings", '{"rms_ujy": -1}']) == 1
     assert not (tmp_path / "x" / "catalogue.csv").exists()
 

@@ -260,7 +260,7 @@ def test_generate_tile_with_a_model_is_reproducible_and_refuses_a_first_model(tm
     settings = _settings(size_deg=0.1, tile_px=120, source_density_deg2=600.0)
     block = json.loads(settings_json(fill_defaults({"size_deg": 0.1, "tile_px": 120,
                                                     "source_density_deg2": 600.0}, SCHEMA)))
-    assert cli_main(["simulate-map", "sources", "--model", str(lotss), "--settings", json.dumps(block),
+    assert cli_main(["skymap", "sources", "--model", str(lotss), "--settings", json.dumps(block),
                      "--seed", "5", "--name", "t", "--header", str(tmp_path / "h.txt"),
                      "--output", str(tmp_path / "sources.csv")]) == 0
     table = catalogue.read_sources(tmp_path / "sources.csv")

@@ -232,7 +232,7 @@ def test_training_job_signalled_like_a_wall_time_limit_resumes_on_retry(slurm_re
     merged = {**{k: v for k, v in config["train"].items() if k not in ("lotss", "first")}, **train_section}
     reference = slurm_results / "reference" / "model.pt"
     assert cli_main([
-        "train", "--data", str(training_set), "--out", str(reference), "--settings", json.dumps(merged),
+        "train", "run", "--data", str(training_set), "--out", str(reference), "--settings", json.dumps(merged),
         "--model-settings", json.dumps({**config.get("model", {}), **settings["model"]}),
         "--seed", str(config["seed"]), "--device", "cpu", "--threads", "1",
     ]) == 0

@@ -219,7 +219,7 @@ def test_summary_table_compares_generated_floor_and_classical(tmp_path):
 
 def _pybdsf(image_set, out_csv, models):
     subprocess.run(
-        [sys.executable, "-m", "radiogen.cli", "pybdsf-shard", "--image-set", str(image_set), "--shard", "0",
+        [sys.executable, "-m", "radiogen.cli", "pybdsf", "shard", "--image-set", str(image_set), "--shard", "0",
          "--n-shards", "1", "--output", str(out_csv), "--models", str(models), "--seed", "5"],
         check=True, capture_output=True,
     )
@@ -237,7 +237,7 @@ def test_evaluate_cli_chain_on_real_first_images(first_zip, tmp_path):
     table = pd.read_csv(tmp_path / "real.csv")
     assert len(table) == 30 and (table["status"] == "ok").sum() >= 15
     settings = json.dumps({"max_pixels": 20000, "floor_repeats": 3})
-    assert main(["evaluate-distances", "--real", str(real), "--generated", str(gen),
+    assert main(["evaluate", "distances", "--real", str(real), "--generated", str(gen),
                  "--real-pybdsf", str(tmp_path / "real.csv"), "--generated-pybdsf", str(tmp_path / "gen.csv"),
                  "--settings", settings, "--seed", "1", "--output", str(tmp_path / "d.csv")]) == 0
     d = pd.read_csv(tmp_path / "d.csv").set_index(["distribution", "metric"])
@@ -248,13 +248,13 @@ def test_evaluate_cli_chain_on_real_first_images(first_zip, tmp_path):
     assert set(d["n_reference"]) == {18} and set(d["n_compared"]) == {12} and set(d["repeats"]) == {3}
     # The generated stand-in is 0.02 brighter: the image-mean W1 is about that shift.
     assert d.loc[("image_mean", "W1"), "real_vs_generated"] == pytest.approx(0.02, abs=0.01)
-    assert main(["evaluate-summary", "--distances", str(tmp_path / "d.csv"), "--title", "test",
+    assert main(["evaluate", "summary", "--distances", str(tmp_path / "d.csv"), "--title", "test",
                  "--output-csv", str(tmp_path / "s.csv"), "--output-html", str(tmp_path / "s.html")]) == 0
     s = pd.read_csv(tmp_path / "s.csv")
     assert len(s) == 12 and s["real_vs_real_floor"].notna().all() and s["generated_over_floor"].notna().all()
     assert "p-value" in (tmp_path / "s.html").read_text()  # the notes say why there are none
     sim_settings = json.dumps({"n_generated": 10, "n_reference": 15, "n_show": 3})
-    assert main(["evaluate-similarity", "--generated", str(gen), "--training", str(real), "--settings", sim_settings,
+    assert main(["evaluate", "similarity", "--generated", str(gen), "--training", str(real), "--settings", sim_settings,
                  "--seed", "1", "--output-json", str(tmp_path / "m.json"), "--output-html", str(tmp_path / "m.html"),
                  "--output-figure", str(tmp_path / "m.png"), "--output-h5", str(tmp_path / "m.h5")]) == 0
     memo = json.loads((tmp_path / "m.json").read_text())
@@ -268,6 +268,6 @@ def test_evaluate_cli_chain_on_real_first_images(first_zip, tmp_path):
 
 def test_cli_rejects_unknown_settings(tmp_path, first_zip):
     first_set(first_zip, tmp_path / "real.h5", split="train", n=4, seed=0)
-    code = main(["evaluate-distances", "--real", str(tmp_path / "real.h5"), "--generated", str(tmp_path / "real.h5"),
+    code = main(["evaluate", "distances", "--real", str(tmp_path / "real.h5"), "--generated", str(tmp_path / "real.h5"),
                  "--settings", '{"max_pixel": 5}', "--output", str(tmp_path / "f.csv")])
     assert code == 1 and not (tmp_path / "f.csv").exists()

@@ -314,7 +314,7 @@ def test_augmentation_is_flips_and_right_angle_rotations():
 def test_cli_train_and_plot(toy_first, tmp_path, caplog):
     out = tmp_path / "model.pt"
     args = [
-        "train", "--data", str(toy_first), "--out", str(out), "--settings", json.dumps(TINY_TRAIN),
+        "train", "run", "--data", str(toy_first), "--out", str(out), "--settings", json.dumps(TINY_TRAIN),
         "--model-settings", json.dumps(TINY_MODEL), "--seed", "5", "--device", "cpu", "--threads", "1",
     ]
     assert cli_main(args + ["--stop-after", "3"]) == 3
@@ -322,10 +322,10 @@ def test_cli_train_and_plot(toy_first, tmp_path, caplog):
     assert cli_main(args) == 0
     assert out.exists()
     fig = tmp_path / "loss.png"
-    assert cli_main(["train-plot", "--model", str(out), "--out", str(fig)]) == 0
+    assert cli_main(["train", "plot", "--model", str(out), "--out", str(fig)]) == 0
     assert fig.stat().st_size > 10_000
     bad = _write(tmp_path / "bad.h5", images=np.zeros((4, 16, 16), np.float32))
-    assert cli_main(["train", "--data", str(bad), "--out", str(tmp_path / "x.pt")]) == 1
+    assert cli_main(["train", "run", "--data", str(bad), "--out", str(tmp_path / "x.pt")]) == 1
     assert "missing required dataset" in caplog.text
 
 
@@ -394,7 +394,7 @@ def test_rerun_after_kill_9_equals_uninterrupted_run(toy_first, tmp_path):
     settings = {**TINY_TRAIN, "first": {**TINY_TRAIN["first"], "steps": 60, "checkpoint_every": 5}}
 
     def command(out):
-        return [sys.executable, "-m", "radiogen.cli", "train", "--data", str(toy_first), "--out", str(out),
+        return [sys.executable, "-m", "radiogen.cli", "train", "run", "--data", str(toy_first), "--out", str(out),
                 "--settings", json.dumps(settings), "--model-settings", json.dumps(TINY_MODEL),
                 "--seed", "11", "--device", "cpu", "--threads", "1"]
 

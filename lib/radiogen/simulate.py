@@ -164,11 +164,12 @@ def dr2_header(*, mosaic_id: str, size: int, ra_deg: float, dec_deg: float) -> f
     h["NAXIS2"] = size
     h.update(image_header((size, size), pixel_scale_arcsec=PIXEL_SCALE_ARCSEC, beam_arcsec=BEAM_ARCSEC,
                           frequency_hz=RESTFRQ_HZ, ra_deg=ra_deg, dec_deg=dec_deg, bunit="JY/BEAM"))
+    h["EQUINOX"] = 2000.0  # DR2 headers carry it beside RADESYS = ICRS
     h["BPA"] = 90
     h["TELESCOP"] = "LOFAR"
     h["OBSERVER"] = "LoTSS"
     h["OBJECT"] = mosaic_id
-    h["ORIGIN"] = "radiogen simulate-survey (classical simulation)"
+    h["ORIGIN"] = "radiogen lotss simulate (classical simulation)"
     return h
 
 

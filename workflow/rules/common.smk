@@ -14,7 +14,7 @@ from radiogen.config import check_config, fill_defaults, read_config_file
 min_version("9.0")
 
 # Snakemake reports a YAML syntax error without file or line; read the file first
-# so that the message names both (`radiogen check-config FILE` does the same for
+# so that the message names both (`radiogen config check FILE` does the same for
 # files given with --configfile, which Snakemake reads before this line).
 if os.path.exists("config.yaml"):
     read_config_file("config.yaml")

@@ -99,7 +99,7 @@ rule classify_set:
         ),
         seed=config["seed"],
     shell:
-        "radiogen evaluate-classify --images {input.images:q} --classifier {input.classifier:q}"
+        "radiogen evaluate classify --images {input.images:q} --classifier {input.classifier:q}"
         " --output {output:q} {params.split} --seed {params.seed} --threads {threads}"
         " --settings {params.settings:q} > {log:q} 2>&1"
 
@@ -136,7 +136,7 @@ rule class_conditioning:
     params:
         guidance=FIRST_MAIN_GUIDANCE,
     shell:
-        "radiogen evaluate-class-conditioning --real {input.real:q}"
+        "radiogen evaluate class-conditioning --real {input.real:q}"
         " --generated {input.generated:q} --main-guidance {params.guidance}"
         " --output-table {output.table:q} --output-html {output.html:q}"
         " --output-figure {output.figure:q} > {log:q} 2>&1"
@@ -177,7 +177,7 @@ rule similarity:
         label=lambda wildcards: GENERATED_SET[wildcards.dataset],
         seed=config["seed"],
     shell:
-        "radiogen evaluate-similarity --generated {input.generated:q}"
+        "radiogen evaluate similarity --generated {input.generated:q}"
         " --training {input.training:q} --label {params.label}"
         " --settings {params.settings:q} --seed {params.seed} --threads {threads}"
         " --output-json {output.json:q} --output-html {output.html:q}"
@@ -205,7 +205,7 @@ rule distances:
         settings=DISTANCE_SETTINGS,
         seed=config["seed"],
     shell:
-        "radiogen evaluate-distances --real {input.real:q} --generated {input.generated:q}"
+        "radiogen evaluate distances --real {input.real:q} --generated {input.generated:q}"
         " --real-pybdsf {input.real_pybdsf:q} --generated-pybdsf {input.generated_pybdsf:q}"
         " {params.classical} --settings {params.settings:q} --seed {params.seed}"
         " --output {output:q} > {log:q} 2>&1"
@@ -233,7 +233,7 @@ rule feature_distances:
         settings=FEATURE_SETTINGS,
         seed=config["seed"],
     shell:
-        "radiogen evaluate-feature-distances --real {input.real:q}"
+        "radiogen evaluate feature-distances --real {input.real:q}"
         " --generated {input.generated:q} {params.classical}"
         " --settings {params.settings:q} --seed {params.seed} --output {output:q}"
         " > {log:q} 2>&1"
@@ -267,7 +267,7 @@ rule summary:
             f"{REAL_SET[wildcards.dataset]} vs {GENERATED_SET[wildcards.dataset]}"
         ),
     shell:
-        "radiogen evaluate-summary --distances {input.distances:q}"
+        "radiogen evaluate summary --distances {input.distances:q}"
         " --features {input.features:q} --title {params.title:q}"
         " --output-csv {output.csv:q} --output-html {output.html:q} > {log:q} 2>&1"
 
@@ -305,7 +305,7 @@ rule overview:
             for option, path in overview_extra_inputs().items()
         ),
     shell:
-        "radiogen evaluate-overview --accuracy {input.accuracy:q} {params.summaries}"
+        "radiogen evaluate overview --accuracy {input.accuracy:q} {params.summaries}"
         " {params.extra}"
         " --main-guidance {params.guidance} --output-csv {output.csv:q}"
         " --output-html {output.html:q} > {log:q} 2>&1"

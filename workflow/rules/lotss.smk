@@ -33,7 +33,7 @@ rule simulate_survey:
         seed=config["seed"],
         settings=LOTSS_SIM_SETTINGS,
     shell:
-        "radiogen simulate-survey --out-dir {params.out_dir:q} --seed {params.seed}"
+        "radiogen lotss simulate --out-dir {params.out_dir:q} --seed {params.seed}"
         " --survey {wildcards.survey} --settings {params.settings:q} > {log:q} 2>&1"
 
 
@@ -54,7 +54,7 @@ rule download_lotss:
         checks=lambda wildcards: lotss_download_args(wildcards.mosaic),
         hint=LOTSS_DOWNLOAD_HINT,
     shell:
-        "radiogen lotss-download --url {params.url:q} --out {output:q} {params.checks}"
+        "radiogen lotss download --url {params.url:q} --out {output:q} {params.checks}"
         " --hint {params.hint:q} > {log:q} 2>&1"
 
 
@@ -74,7 +74,7 @@ rule download_lotss_catalogue:
         checks=lotss_download_args("catalogue"),
         hint=LOTSS_DOWNLOAD_HINT,
     shell:
-        "radiogen lotss-download --url {params.url:q} --out {output:q} {params.checks}"
+        "radiogen lotss download --url {params.url:q} --out {output:q} {params.checks}"
         " --hint {params.hint:q} > {log:q} 2>&1"
 
 
@@ -107,7 +107,7 @@ rule assign_sources:
         duplicates=LOTSS["duplicate_names"],
         sample=lotss_sample_args,
     shell:
-        "radiogen lotss-assign --catalogue {input.catalogue:q} {params.mosaics}"
+        "radiogen lotss assign --catalogue {input.catalogue:q} {params.mosaics}"
         " --duplicates {params.duplicates} {params.sample} --out {output:q} > {log:q} 2>&1"
 
 
@@ -134,7 +134,7 @@ rule cutouts:
         block_rows=LOTSS["block_rows"],
         header_fallbacks=lotss_header_fallback_args,
     shell:
-        "radiogen lotss-cutouts --mosaic {input.mosaic:q} --mosaic-id {wildcards.mosaic:q}"
+        "radiogen lotss cutouts --mosaic {input.mosaic:q} --mosaic-id {wildcards.mosaic:q}"
         " --sources {input.sources:q} --out {output:q} --size {params.size}"
         " --block-rows {params.block_rows} {params.header_fallbacks} > {log:q} 2>&1"
 
@@ -160,7 +160,7 @@ rule aggregate_cutouts:
         mem_mb=4000,
         runtime=60,
     shell:
-        "radiogen lotss-aggregate --shards {input.shards:q} --sources {input.sources:q}"
+        "radiogen lotss aggregate --shards {input.shards:q} --sources {input.sources:q}"
         " --out {output:q} > {log:q} 2>&1"
 
 
@@ -190,7 +190,7 @@ rule plot_cutouts:
             else "{}"
         ),
     shell:
-        "radiogen lotss-plot-cutouts --cutouts {input:q} --out {output:q}"
+        "radiogen lotss plot-cutouts --cutouts {input:q} --out {output:q}"
         " --seed {params.seed} > {log:q} 2>&1"
 
 

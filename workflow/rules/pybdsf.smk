@@ -89,7 +89,7 @@ rule pybdsf_shard:
         n_shards=PYBDSF["shards_per_set"],
         seed=config["seed"],
     shell:
-        "radiogen pybdsf-shard --image-set {input:q} --shard {wildcards.shard}"
+        "radiogen pybdsf shard --image-set {input:q} --shard {wildcards.shard}"
         " --n-shards {params.n_shards} --output {output.table:q} --models {output.models:q}"
         " --seed {params.seed} --settings {params.settings:q} > {log:q} 2>&1"
 
@@ -113,7 +113,7 @@ rule merge_pybdsf:
     params:
         max_failed=PYBDSF["max_failed_fraction"],
     shell:
-        "radiogen pybdsf-merge --image-set {input.image_set:q} --shards {input.shards:q}"
+        "radiogen pybdsf merge --image-set {input.image_set:q} --shards {input.shards:q}"
         " --max-failed-fraction {params.max_failed} --output {output:q} > {log:q} 2>&1"
 
 
@@ -147,7 +147,7 @@ rule pybdsf_plots:
         ),
         settings=PYBDSF_PLOT_SETTINGS,
     shell:
-        "radiogen pybdsf-plots {params.sets} --examples {output.examples:q}"
+        "radiogen pybdsf plots {params.sets} --examples {output.examples:q}"
         " --distributions {output.distributions:q} --json {output.json:q}"
         " --settings {params.settings:q} > {log:q} 2>&1"
 
@@ -165,7 +165,7 @@ rule image_stats_set:
     conda:
         "../../envs/data.yaml"
     shell:
-        "radiogen image-stats-set --image-set {input:q} --output {output.table:q}"
+        "radiogen stats set --image-set {input:q} --output {output.table:q}"
         " --pixels {output.pixels:q} > {log:q} 2>&1"
 
 
@@ -193,7 +193,7 @@ rule image_stats:
         ),
         settings=json.dumps(EVAL["stats"], sort_keys=True),
     shell:
-        "radiogen image-stats {params.sets} --output {output.figure:q} --json {output.json:q}"
+        "radiogen stats figure {params.sets} --output {output.figure:q} --json {output.json:q}"
         " --title {wildcards.evalset} --settings {params.settings:q} > {log:q} 2>&1"
 
 
@@ -222,7 +222,7 @@ rule flux_conditioning:
         settings=json.dumps(EVAL["flux"], sort_keys=True),
         seed=config["seed"],
     shell:
-        "radiogen flux-conditioning {params.sets} --reference {params.reference}"
+        "radiogen evaluate flux-conditioning {params.sets} --reference {params.reference}"
         " --output {output.json:q} --figure {output.figure:q} --seed {params.seed}"
         " --settings {params.settings:q} > {log:q} 2>&1"
 

@@ -57,7 +57,7 @@ rule sample_lotss_shard:
         size=MODEL_IMAGE_SIZE["lotss"],
         context=LOTSS_CONTEXT,
     shell:
-        "radiogen sample-shard --model {input.model:q} --shard {wildcards.shard}"
+        "radiogen sample shard --model {input.model:q} --shard {wildcards.shard}"
         " --dataset lotss --image-size {params.size} --context {params.context}"
         " --seed {params.seed} --guidance {params.guidance} --threads {threads}"
         " --settings {params.settings:q} --output {output:q} > {log:q} 2>&1"
@@ -73,7 +73,7 @@ rule aggregate_samples_lotss:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "radiogen sample-aggregate --output {output:q} {input:q} > {log:q} 2>&1"
+        "radiogen sample aggregate --output {output:q} {input:q} > {log:q} 2>&1"
 
 
 rule sample_first_shard:
@@ -102,7 +102,7 @@ rule sample_first_shard:
         seed=config["seed"],
         size=MODEL_IMAGE_SIZE["first"],
     shell:
-        "radiogen sample-shard --model {input.model:q} --shard {wildcards.shard}"
+        "radiogen sample shard --model {input.model:q} --shard {wildcards.shard}"
         " --dataset first --image-size {params.size}"
         " --seed {params.seed} --guidance {wildcards.guidance} --threads {threads}"
         " --settings {params.settings:q} --output {output:q} > {log:q} 2>&1"
@@ -124,7 +124,7 @@ rule aggregate_samples_first:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "radiogen sample-aggregate --output {output:q} {input:q} > {log:q} 2>&1"
+        "radiogen sample aggregate --output {output:q} {input:q} > {log:q} 2>&1"
 
 
 rule sample_figure_lotss:
@@ -147,7 +147,7 @@ rule sample_figure_lotss:
         n=SAMPLE["figures"]["n_per_panel"],
         seed=config["seed"],
     shell:
-        "radiogen sample-figure --samples {input.samples:q} --training {input.training:q}"
+        "radiogen sample figure --samples {input.samples:q} --training {input.training:q}"
         " --n {params.n} --seed {params.seed} --output {output:q} > {log:q} 2>&1"
 
 
@@ -171,7 +171,7 @@ rule sample_figure_first:
         n=SAMPLE["figures"]["n_per_panel"],
         seed=config["seed"],
     shell:
-        "radiogen sample-figure --samples {input.samples:q} --training {input.training:q}"
+        "radiogen sample figure --samples {input.samples:q} --training {input.training:q}"
         " --n {params.n} --seed {params.seed} --output {output:q} > {log:q} 2>&1"
 
 
@@ -205,7 +205,7 @@ rule sample_trajectory:
         size=lambda wildcards: MODEL_IMAGE_SIZE[wildcards.dataset],
         context=LOTSS_CONTEXT,
     shell:
-        "radiogen sample-trajectory --model {input.model:q} --seed {params.seed}"
+        "radiogen sample trajectory --model {input.model:q} --seed {params.seed}"
         " --dataset {wildcards.dataset} --image-size {params.size}"
         " --context {params.context}"
         " --guidance {params.guidance} --index {params.index} --threads {threads}"
@@ -239,7 +239,7 @@ rule export_fits:
             else "--no-freq-stokes-axes"
         ),
     shell:
-        "radiogen sample-export-fits --samples {input:q} --output-dir {output:q}"
+        "radiogen sample export-fits --samples {input:q} --output-dir {output:q}"
         " --ra {params.ra} --dec {params.dec} {params.max_images}"
         " --layout {params.layout} --images-per-file {params.per_file} {params.axes}"
         " > {log:q} 2>&1"

@@ -53,7 +53,7 @@ rule select_lotss:
         settings=LOTSS_STEP_SETTINGS["selection"],
         seed=config["seed"],
     shell:
-        "radiogen lotss-select --cutouts {input:q} --table {output.table:q}"
+        "radiogen lotss select --cutouts {input:q} --table {output.table:q}"
         " --per-image {output.per_image:q} --selected {output.selected:q}"
         " --figure {output.figure:q} --examples {output.examples:q}"
         " --settings {params.settings:q} --threads {threads} --seed {params.seed}"
@@ -87,7 +87,7 @@ rule preprocess_lotss:
         settings=LOTSS_STEP_SETTINGS["preprocess"],
         seed=config["seed"],
     shell:
-        "radiogen lotss-preprocess --selected {input:q} --output {output.training_set:q}"
+        "radiogen lotss preprocess --selected {input:q} --output {output.training_set:q}"
         " --figure {output.figure:q} --settings {params.settings:q} --seed {params.seed}"
         " > {log:q} 2>&1"
 

@@ -1,7 +1,7 @@
 # Rules: size conditioning of the LoTSS model (beyond the paper; its follow-up, A&A
 # 700, A18, 2025).  Only when lotss.preprocess.context is peak_flux+size: the
 # largest extent measured on real and generated images against the requested size
-# (radiogen.evaluation.size; CLI radiogen evaluate-size).
+# (radiogen.evaluation.size; CLI radiogen evaluate size).
 
 
 rule size_conditioning:
@@ -21,7 +21,7 @@ rule size_conditioning:
     conda:
         "../../envs/plotting.yaml"
     shell:
-        "radiogen evaluate-size --real {input.real:q} --generated {input.generated:q}"
+        "radiogen evaluate size --real {input.real:q} --generated {input.generated:q}"
         " --output-json {output.json:q} --figure {output.figure:q} > {log:q} 2>&1"
 
 

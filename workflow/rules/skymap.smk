@@ -1,5 +1,5 @@
 # Rules: skymap -- a simulated survey map from the trained LoTSS model
-# (radiogen.skymap; CLI radiogen simulate-map).  The sources of each tile are
+# (radiogen.skymap; CLI radiogen skymap).  The sources of each tile are
 # one generation job (a GPU under SLURM); assemble places every source once,
 # adds the noise and writes the truth; PyBDSF then searches the whole map.
 from radiogen.skymap.geometry import map_size_px, tile_names
@@ -28,7 +28,7 @@ rule skymap_sources:
         seed=config["seed"],
         name=SKYMAP_NAME,
     shell:
-        "radiogen simulate-map sources --model {input.model:q} --settings {params.settings:q}"
+        "radiogen skymap sources --model {input.model:q} --settings {params.settings:q}"
         " --seed {params.seed} --name {params.name} --header {output.header:q}"
         " --output {output.sources:q} > {log:q} 2>&1"
 
@@ -59,7 +59,7 @@ rule skymap_tile:
         seed=config["seed"],
         guidance=SAMPLE["lotss"]["guidance"],
     shell:
-        "radiogen simulate-map tile --model {input.model:q} --sources {input.sources:q}"
+        "radiogen skymap tile --model {input.model:q} --sources {input.sources:q}"
         " --tile {wildcards.tile} --context {params.context} --settings {params.settings:q} --sampling {params.sampling:q}"
         " --seed {params.seed} --guidance {params.guidance} --threads {threads}"
         " --output {output:q} > {log:q} 2>&1"
@@ -86,7 +86,7 @@ rule skymap_assemble:
         seed=config["seed"],
         name=SKYMAP_NAME,
     shell:
-        "radiogen simulate-map assemble --sources {input.sources:q} --header {input.header:q}"
+        "radiogen skymap assemble --sources {input.sources:q} --header {input.header:q}"
         " --settings {params.settings:q} --seed {params.seed} --name {params.name}"
         " --map {output.map:q} --sky-model {output.sky_model:q} --truth {output.truth:q}"
         " {input.tiles:q} > {log:q} 2>&1"
@@ -107,7 +107,7 @@ rule skymap_find:
     params:
         settings=SKYMAP_SETTINGS,
     shell:
-        "radiogen simulate-map find --map {input:q} --settings {params.settings:q}"
+        "radiogen skymap find --map {input:q} --settings {params.settings:q}"
         " --output {output:q} > {log:q} 2>&1"
 
 
@@ -145,7 +145,7 @@ rule skymap_validate:
         settings=SKYMAP_SETTINGS,
         name=SKYMAP_NAME,
     shell:
-        "radiogen simulate-map validate --map {input.map:q} --sky-model {input.sky_model:q}"
+        "radiogen skymap validate --map {input.map:q} --sky-model {input.sky_model:q}"
         " --truth {input.truth:q}"
         " --recovered {input.recovered:q} --sources {input.sources:q}"
         " --settings {params.settings:q} --name {params.name} --table {output.table:q}"

@@ -38,7 +38,7 @@ for _dataset, _training_set in TRAINING_SET.items():
             checkpoints=results("models", _dataset, "checkpoints"),
             nproc=max(1, _resources["gpus"]),
         shell:
-            "radiogen train --data {input:q} --out {output:q}"
+            "radiogen train run --data {input:q} --out {output:q}"
             " --settings {params.settings:q} --model-settings {params.model:q}"
             " --seed {params.seed} --checkpoint-dir {params.checkpoints:q}"
             " --nproc {params.nproc} --threads {threads} >> {log:q} 2>&1"
@@ -62,7 +62,7 @@ rule plot_training:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "radiogen train-plot --model {input:q} --out {output:q} > {log:q} 2>&1"
+        "radiogen train plot --model {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 ALL_TARGETS.extend(

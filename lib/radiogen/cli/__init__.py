@@ -1,8 +1,9 @@
-"""The ``radiogen`` command line: one subcommand per workflow step.
+"""The ``radiogen`` command line: ``radiogen <topic> <verb>``, one verb per workflow step.
 
-Each topic module in this package defines ``register(subparsers)``, which adds
-its subcommands; every subcommand sets ``func`` to a callable taking the parsed
-arguments.  Rules in ``workflow/rules`` call these subcommands and nothing else.
+Each module in this package defines ``register(topics)``, which adds its verbs
+to one or more topics (:class:`Topics`); every verb sets ``func`` to a callable
+taking the parsed arguments.  Rules in ``workflow/rules`` call these commands
+and nothing else.
 """
 
 from __future__ import annotations
@@ -33,6 +34,42 @@ COMMAND_MODULES = (
 )
 
 
+#: The topics of ``radiogen <topic> <verb>`` in help order, with their help lines.
+TOPICS = {
+    "config": "check config files before a run",
+    "lotss": "LoTSS data: simulated survey, cutouts, selection (Table 1), preprocessing",
+    "first": "labelled FIRST dataset (Griese et al. 2023)",
+    "imageset": "image sets from other sources (folders of FITS cutouts)",
+    "classifier": "ResNet-18 morphology classifier (FIRST)",
+    "train": "EDM diffusion-model training and its loss curves",
+    "sample": "generated image sets: shards, merge, FITS export, figures",
+    "pybdsf": "PyBDSF source models of image sets",
+    "stats": "image statistics: per-image mean/std and pixel histograms",
+    "evaluate": "class conditioning, similarity, distances, summary tables, overview",
+    "skymap": "simulated survey map from the LoTSS model",
+    "profile": "install a Snakemake profile (e.g. for SLURM) as a named user profile",
+}
+
+
+class Topics:
+    """The two-level command tree: :meth:`topic` makes a topic's verb parsers on first use."""
+
+    def __init__(self, subparsers: argparse._SubParsersAction):
+        self._subparsers = subparsers
+        self._verbs: dict[str, argparse._SubParsersAction] = {}
+
+    def topic(self, name: str) -> argparse._SubParsersAction:
+        """The verb subparsers of topic ``name`` (one of :data:`TOPICS`)."""
+        if name not in self._verbs:
+            parser = self._subparsers.add_parser(name, help=TOPICS[name], description=TOPICS[name])
+            self._verbs[name] = parser.add_subparsers(dest=f"{name}_command", metavar="VERB", required=True)
+        return self._verbs[name]
+
+    def add_parser(self, topic: str, verb: str, **kwargs) -> argparse.ArgumentParser:
+        """The parser of ``radiogen <topic> <verb>``."""
+        return self.topic(topic).add_parser(verb, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="radiogen",
@@ -42,7 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)"
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="TOPIC")
+    topics = Topics(subparsers)
+    for name in TOPICS:  # topics appear in help in this order, whichever module adds them first
+        topics.topic(name)
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(f"radiogen.cli.{name}")
@@ -50,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
             if err.name == f"radiogen.cli.{name}":
                 continue
             raise
-        module.register(subparsers)
+        module.register(topics)
     return parser
 
 

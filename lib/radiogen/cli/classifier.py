@@ -82,9 +82,8 @@ def cmd_score(args) -> int:
     return 0
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser("classifier", help="ResNet-18 morphology classifier (FIRST)")
-    sub = parser.add_subparsers(dest="classifier_command", metavar="STEP", required=True)
+def register(topics) -> None:
+    sub = topics.topic("classifier")
 
     train = sub.add_parser("train", help="train on train, select on valid, report on test")
     train.add_argument("--dataset", required=True, help="dataset HDF5 from `radiogen first prepare`")

@@ -1,4 +1,4 @@
-"""``radiogen check-config``: read config files as the workflow would and report problems."""
+"""``radiogen config check``: read config files as the workflow would and report problems."""
 
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "check-config",
+def register(topics) -> None:
+    p = topics.add_parser(
+        "config", "check",
         help="check config files (YAML syntax with file and line, NaN, ranges, mosaic IDs)",
     )
     p.add_argument("files", nargs="+", help="config files in the order given to Snakemake")

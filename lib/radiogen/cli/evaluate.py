@@ -2,14 +2,14 @@
 
 Subcommands (each one workflow rule, each writing its own outputs):
 
-* ``evaluate-classify``            classifier probabilities + embeddings of one image set
-* ``evaluate-class-conditioning``  accuracy-vs-guidance table, confusion matrices (Fig. 19, Table 7)
-* ``evaluate-similarity``          nearest training images by SSIM, memorisation number (App. A)
-* ``evaluate-distances``           size-matched W1 / KS: real vs generated (and classical) and the floor
-* ``evaluate-feature-distances``   size-matched Frechet distance and KID of classifier embeddings
-* ``evaluate-summary``             one table per generated set from the two above
-* ``evaluate-overview``            the report's first page: judge accuracy and floor ratios
-* ``evaluate-size``                measured vs requested size (size-conditioned LoTSS model)
+* ``evaluate classify``            classifier probabilities + embeddings of one image set
+* ``evaluate class-conditioning``  accuracy-vs-guidance table, confusion matrices (Fig. 19, Table 7)
+* ``evaluate similarity``          nearest training images by SSIM, memorisation number (App. A)
+* ``evaluate distances``           size-matched W1 / KS: real vs generated (and classical) and the floor
+* ``evaluate feature-distances``   size-matched Frechet distance and KID of classifier embeddings
+* ``evaluate summary``             one table per generated set from the two above
+* ``evaluate overview``            the report's first page: judge accuracy and floor ratios
+* ``evaluate size``                measured vs requested size (size-conditioned LoTSS model)
 
 Seeds: every subcommand takes ``--seed``, the global seed (the workflow passes
 ``config["seed"]``); each draw uses its own ``evaluation.*`` stream of radiogen.seeds.
@@ -55,9 +55,9 @@ def cmd_size(args) -> int:
     return 0
 
 
-def register(subparsers) -> None:
-    sub = subparsers
-    p = sub.add_parser("evaluate-classify", help="classifier probabilities and embeddings of one image set")
+def register(topics) -> None:
+    sub = topics.topic("evaluate")
+    p = sub.add_parser("classify", help="classifier probabilities and embeddings of one image set")
     p.add_argument("--images", required=True, help="image-set HDF5 (/images in [0, 1])")
     p.add_argument("--classifier", required=True, help="classifier.pt")
     p.add_argument("--output", required=True, help="output HDF5 with /probabilities, /embeddings")
@@ -68,7 +68,7 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.set_defaults(func=cmd_classify)
 
-    p = sub.add_parser("evaluate-class-conditioning", help="accuracy table and confusion matrices")
+    p = sub.add_parser("class-conditioning", help="accuracy table and confusion matrices")
     p.add_argument("--real", required=True, help="scores of the real test split (from classify)")
     p.add_argument("--generated", nargs="+", required=True, help="scores of generated sets")
     p.add_argument("--main-guidance", type=nonnegative_float, required=True, help="guidance of the main generated set")
@@ -77,7 +77,7 @@ def register(subparsers) -> None:
     p.add_argument("--output-figure", required=True, help="confusion matrices PNG")
     p.set_defaults(func=cmd_class_conditioning)
 
-    p = sub.add_parser("evaluate-similarity", help="nearest training images (SSIM) and memorisation number")
+    p = sub.add_parser("similarity", help="nearest training images (SSIM) and memorisation number")
     p.add_argument("--generated", required=True, help="generated image set")
     p.add_argument("--training", required=True, help="training set (rows with /split == 0 are used)")
     p.add_argument("--label", default="generated", help="name of the generated set for titles")
@@ -90,7 +90,7 @@ def register(subparsers) -> None:
     p.add_argument("--output-html", required=True, help="memorisation number as an HTML table")
     p.set_defaults(func=cmd_similarity)
 
-    p = sub.add_parser("evaluate-distances", help="size-matched W1 and KS of real vs generated (and classical) with the floor")
+    p = sub.add_parser("distances", help="size-matched W1 and KS of real vs generated (and classical) with the floor")
     p.add_argument("--real", required=True, help="real image set")
     p.add_argument("--generated", required=True, help="generated image set")
     p.add_argument("--classical", default=None, help="classical simulated image set (LoTSS)")
@@ -102,7 +102,7 @@ def register(subparsers) -> None:
     p.add_argument("--output", required=True, help="CSV")
     p.set_defaults(func=cmd_distances)
 
-    p = sub.add_parser("evaluate-feature-distances", help="size-matched Frechet distance and KID of classifier embeddings")
+    p = sub.add_parser("feature-distances", help="size-matched Frechet distance and KID of classifier embeddings")
     p.add_argument("--real", required=True, help="scores (classify output) of the real set")
     p.add_argument("--generated", required=True, help="scores of the generated set")
     p.add_argument("--classical", default=None, help="scores of the classical simulation")
@@ -111,7 +111,7 @@ def register(subparsers) -> None:
     p.add_argument("--output", required=True, help="CSV")
     p.set_defaults(func=cmd_feature_distances)
 
-    p = sub.add_parser("evaluate-summary", help="summary table of one generated set")
+    p = sub.add_parser("summary", help="summary table of one generated set")
     p.add_argument("--distances", required=True, help="CSV of evaluate-distances")
     p.add_argument("--features", default=None, help="CSV of evaluate-feature-distances")
     p.add_argument("--title", required=True)
@@ -119,7 +119,7 @@ def register(subparsers) -> None:
     p.add_argument("--output-html", required=True)
     p.set_defaults(func=cmd_summary)
 
-    p = sub.add_parser("evaluate-size", help="measured vs requested source size, real and generated")
+    p = sub.add_parser("size", help="measured vs requested source size, real and generated")
     p.add_argument("--real", required=True, help="training_set.h5 with /size (catalogue LAS, arcsec)")
     p.add_argument("--generated", required=True, help="samples.h5 of a size-conditioned model (/size)")
     p.add_argument("--max-images", type=int, default=None, help="measure at most this many per set")
@@ -127,7 +127,7 @@ def register(subparsers) -> None:
     p.add_argument("--figure", required=True)
     p.set_defaults(func=cmd_size)
 
-    p = sub.add_parser("evaluate-overview", help="one-page table of what the run achieved")
+    p = sub.add_parser("overview", help="one-page table of what the run achieved")
     p.add_argument("--accuracy", required=True, help="accuracy CSV of evaluate-class-conditioning")
     p.add_argument("--summary", action="append", required=True, metavar="DATASET=CSV",
                    help="summary CSV of one dataset (repeatable), e.g. first=results/evaluation/summary/first.csv")

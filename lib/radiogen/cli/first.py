@@ -60,11 +60,10 @@ def cmd_balance(args) -> int:
     return 0
 
 
-def register(subparsers) -> None:
+def register(topics) -> None:
     from radiogen.first.fetch import ZENODO_URL
 
-    parser = subparsers.add_parser("first", help="labelled FIRST dataset (Griese et al. 2023)")
-    sub = parser.add_subparsers(dest="first_command", metavar="STEP", required=True)
+    sub = topics.topic("first")
 
     fetch = sub.add_parser("fetch", help="copy galaxy_data.zip from a local path or download it")
     fetch.add_argument("--source", default=ZENODO_URL, help="URL or path used when --local-path is absent")

@@ -30,11 +30,10 @@ def cmd_from_fits(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers) -> None:
+def register(topics) -> None:
     from radiogen.fits_images import FIRST_CLASSES, SCALINGS
 
-    parser = subparsers.add_parser("imageset", help="image sets from other sources")
-    sub = parser.add_subparsers(dest="imageset_command", metavar="STEP", required=True)
+    sub = topics.topic("imageset")
     p = sub.add_parser("from-fits", help="FITS cutouts (files or folders) -> image-set HDF5")
     p.add_argument("inputs", nargs="+", help="FITS files or folders of *.fits")
     p.add_argument("--output", required=True, help="image-set HDF5 to write")

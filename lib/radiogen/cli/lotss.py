@@ -7,9 +7,9 @@ import argparse
 from radiogen.cli.options import config_default, positive_float
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "lotss-assign",
+def register(topics) -> None:
+    p = topics.add_parser(
+        "lotss", "assign",
         help="check a catalogue and assign its sources to mosaics by WCS footprint",
     )
     p.add_argument("--catalogue", required=True, help="catalogue CSV or FITS table")
@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--source-list", default=None, help="file of source names for --sources list")
     p.set_defaults(func=_assign)
 
-    p = subparsers.add_parser("lotss-cutouts", help="cut all assigned sources from one mosaic")
+    p = topics.add_parser("lotss", "cutouts", help="cut all assigned sources from one mosaic")
     p.add_argument("--mosaic", required=True, help="mosaic FITS file")
     p.add_argument("--mosaic-id", required=True, help="mosaic ID (as given to lotss-assign)")
     p.add_argument("--sources", required=True, help="lotss-assign output")
@@ -39,20 +39,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="mosaic rows read per block; bounds memory (default 256)")
     p.set_defaults(func=_cutouts)
 
-    p = subparsers.add_parser("lotss-aggregate", help="merge per-mosaic cutout shards")
+    p = topics.add_parser("lotss", "aggregate", help="merge per-mosaic cutout shards")
     p.add_argument("--shards", nargs="+", required=True, help="shard HDF5 files, in order")
     p.add_argument("--sources", help="lotss-assign output (for catalogue counts)")
     p.add_argument("--out", required=True, help="aggregate HDF5")
     p.set_defaults(func=_aggregate)
 
-    p = subparsers.add_parser("lotss-plot-cutouts", help="figure of example cutouts per group")
+    p = topics.add_parser("lotss", "plot-cutouts", help="figure of example cutouts per group")
     p.add_argument("--cutouts", required=True, help="cutout HDF5 (shard or aggregate)")
     p.add_argument("--out", required=True, help="output image (png/pdf)")
     p.add_argument("--per-row", type=int, default=8)
     p.add_argument("--seed", type=int, default=0, help="seed choosing the examples")
     p.set_defaults(func=_plot)
 
-    p = subparsers.add_parser("lotss-download", help="fetch one file (resumable, verified)")
+    p = topics.add_parser("lotss", "download", help="fetch one file (resumable, verified)")
     p.add_argument("--url", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--size", type=int, help="expected size in bytes")

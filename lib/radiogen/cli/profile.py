@@ -35,15 +35,9 @@ _SLURM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _PLACEHOLDER = r"^(?P<indent>[ \t]*)#[ \t]*{key}:.*$"
 
 
-def register(subparsers) -> None:
+def register(topics) -> None:
     """Add the ``profile`` subcommands."""
-    parser = subparsers.add_parser(
-        "profile",
-        help="install a Snakemake profile (e.g. for SLURM) as a named user profile",
-        description="Install a profile of profiles/ where Snakemake finds it by name "
-        "(~/.config/snakemake/<name>), so that `snakemake --profile <name>` works.",
-    )
-    profile_sub = parser.add_subparsers(dest="profile_command", metavar="ACTION")
+    profile_sub = topics.topic("profile")
     install = profile_sub.add_parser(
         "install",
         help="copy profiles/<name> to <dest>/<name>/config.yaml, filling in account and partition",
@@ -70,7 +64,6 @@ def register(subparsers) -> None:
         "--force", action="store_true", help="overwrite an existing installed profile"
     )
     install.set_defaults(func=_install_command)
-    parser.set_defaults(func=lambda args: parser.print_help() or 2)
 
 
 def default_profile_home() -> Path:

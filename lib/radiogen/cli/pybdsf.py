@@ -107,9 +107,9 @@ def _plots(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "pybdsf-shard", help="fit PyBDSF to one shard of an image set (resumable)")
+def register(topics) -> None:
+    p = topics.add_parser(
+        "pybdsf", "shard", help="fit PyBDSF to one shard of an image set (resumable)")
     p.add_argument("--image-set", required=True, help="training or sample set HDF5")
     p.add_argument("--shard", type=int, required=True, help="shard number, 0-based")
     p.add_argument("--n-shards", type=int, required=True, help="number of shards of the set")
@@ -122,7 +122,7 @@ def register(subparsers) -> None:
                    help="do not gc.freeze() before the loop (slow; for benchmarks)")
     p.set_defaults(func=_shard)
 
-    p = subparsers.add_parser("pybdsf-merge", help="merge PyBDSF shard tables of one image set")
+    p = topics.add_parser("pybdsf", "merge", help="merge PyBDSF shard tables of one image set")
     p.add_argument("--shards", nargs="+", required=True, help="shard CSVs")
     p.add_argument("--image-set", help="image set HDF5; checks that every image is covered")
     p.add_argument("--output", required=True, help="merged CSV")
@@ -130,14 +130,14 @@ def register(subparsers) -> None:
                    help="stop with an error when more images than this fraction failed")
     p.set_defaults(func=_merge)
 
-    p = subparsers.add_parser("image-stats-set",
+    p = topics.add_parser("stats", "set",
                               help="per-image mean/std and pixel histogram of one image set")
     p.add_argument("--image-set", required=True)
     p.add_argument("--output", required=True, help="per-image statistics CSV")
     p.add_argument("--pixels", required=True, help="pixel histogram JSON (1000 bins on [0,1])")
     p.set_defaults(func=_set_stats)
 
-    p = subparsers.add_parser("image-stats",
+    p = topics.add_parser("stats", "figure",
                               help="pixel/mean/std histograms of several sets (one figure)")
     p.add_argument("--set", action="append", required=True,
                    help="LABEL=STATS_CSV,PIXELS_JSON; the first is the real set")
@@ -147,7 +147,7 @@ def register(subparsers) -> None:
     p.add_argument("--settings", help="JSON of the evaluation.stats config section")
     p.set_defaults(func=_stats_figure)
 
-    p = subparsers.add_parser("flux-conditioning",
+    p = topics.add_parser("evaluate", "flux-conditioning",
                               help="Delta+ vs peak flux: Spearman, 2-D distance, scatter")
     p.add_argument("--set", action="append", required=True, help="LABEL=MERGED_PYBDSF_CSV")
     p.add_argument("--reference", required=True, help="label of the real set")
@@ -157,7 +157,7 @@ def register(subparsers) -> None:
     p.add_argument("--settings", help="JSON of the evaluation.flux config section")
     p.set_defaults(func=_flux)
 
-    p = subparsers.add_parser("pybdsf-plots",
+    p = topics.add_parser("pybdsf", "plots",
                               help="PyBDSF example figure and model flux / A50 distributions")
     p.add_argument("--set", action="append", required=True,
                    help="LABEL=IMAGES_H5,MERGED_CSV,MODELS_H5[,MODELS_H5...]")

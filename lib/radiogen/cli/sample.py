@@ -92,13 +92,13 @@ def _model_checks(p: argparse.ArgumentParser) -> None:
                    help="refuse a LoTSS model conditioned on anything else (lotss.preprocess.context)")
 
 
-def register(subparsers) -> None:
+def register(topics) -> None:
     settings_help = (
         'JSON: {"sampler": {num_steps, sigma_min, sigma_max, rho, S_churn, S_min, S_max, S_noise}, '
         '"dataset": <sample.lotss or sample.first block>, "images_per_shard", "batch_size", '
         '"device", "precision"}'
     )
-    p = subparsers.add_parser("sample-shard", help="generate one shard of a sample set (HDF5)")
+    p = topics.add_parser("sample", "shard", help="generate one shard of a sample set (HDF5)")
     p.add_argument("--model", required=True, help="trained model.pt")
     p.add_argument("--shard", required=True, type=int, help="shard index (0-based)")
     p.add_argument("--seed", required=True, type=int, help="global seed (config seed)")
@@ -109,12 +109,12 @@ def register(subparsers) -> None:
     _model_checks(p)
     p.set_defaults(func=_shard)
 
-    p = subparsers.add_parser("sample-aggregate", help="merge sample shards into samples.h5")
+    p = topics.add_parser("sample", "aggregate", help="merge sample shards into samples.h5")
     p.add_argument("--output", required=True, help="samples.h5 to write")
     p.add_argument("shards", nargs="+", help="shard HDF5 files (all shards of one set)")
     p.set_defaults(func=_aggregate)
 
-    p = subparsers.add_parser("sample-export-fits", help="write generated images as FITS files")
+    p = topics.add_parser("sample", "export-fits", help="write generated images as FITS files")
     p.add_argument("--samples", required=True, help="samples.h5")
     p.add_argument("--output-dir", required=True, help="directory of the FITS files")
     p.add_argument("--ra", type=finite_float, default=config_default("sample.fits.ra_deg"),
@@ -131,7 +131,7 @@ def register(subparsers) -> None:
                    help="add FREQ and STOKES axes of length 1 (default: sample.fits.freq_stokes_axes)")
     p.set_defaults(func=_export)
 
-    p = subparsers.add_parser("sample-figure", help="random generated vs training images")
+    p = topics.add_parser("sample", "figure", help="random generated vs training images")
     p.add_argument("--samples", required=True)
     p.add_argument("--training", required=True, help="training_set.h5 of the same dataset")
     p.add_argument("--n", type=int, default=16, help="images per panel")
@@ -139,7 +139,7 @@ def register(subparsers) -> None:
     p.add_argument("--output", required=True, help="figure (png/pdf/svg)")
     p.set_defaults(func=_figure)
 
-    p = subparsers.add_parser("sample-trajectory", help="figure of one sampling trajectory")
+    p = topics.add_parser("sample", "trajectory", help="figure of one sampling trajectory")
     p.add_argument("--model", required=True)
     p.add_argument("--seed", required=True, type=int)
     p.add_argument("--guidance", type=nonnegative_float, default=0.0, help="classifier-free guidance w")

@@ -1,4 +1,4 @@
-"""Subcommands: ``lotss-select`` (paper's selection cuts) and ``lotss-preprocess`` (training set)."""
+"""Subcommands: ``lotss select`` (paper's selection cuts) and ``lotss preprocess`` (training set)."""
 
 from __future__ import annotations
 
@@ -35,10 +35,10 @@ def _preprocess(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers) -> None:
-    """Add the ``lotss-select`` and ``lotss-preprocess`` subcommands."""
-    p = subparsers.add_parser(
-        "lotss-select",
+def register(topics) -> None:
+    """Add the ``lotss select`` and ``lotss preprocess`` subcommands."""
+    p = topics.add_parser(
+        "lotss", "select",
         help="apply the paper's selection cuts (broken, S/N_sigma, edge, coverage) to cutouts.h5",
     )
     p.add_argument("--cutouts", required=True, help="aggregate cutouts.h5")
@@ -52,8 +52,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for the example cutouts in figures")
     p.set_defaults(func=_select)
 
-    p = subparsers.add_parser(
-        "lotss-preprocess",
+    p = topics.add_parser(
+        "lotss", "preprocess",
         help="negatives to 0, min-max scaling, Box-Cox peak-flux context, train/validation split",
     )
     p.add_argument("--selected", required=True, help="selected.h5 from lotss-select")

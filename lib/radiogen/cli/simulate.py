@@ -1,4 +1,4 @@
-"""``radiogen simulate-survey``: the classical simulated LoTSS-like survey."""
+"""``radiogen lotss simulate``: the classical simulated LoTSS-like survey."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import argparse
 from radiogen.cli.options import json_object
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "simulate-survey",
+def register(topics) -> None:
+    p = topics.add_parser(
+        "lotss", "simulate",
         help="write simulated LoTSS-DR2-like mosaics and a catalogue CSV",
         description="Simulate mosaics (OUT_DIR/mosaics/SIMnnn.fits, like DR2 mosaic-blanked.fits) "
         "and OUT_DIR/catalogue.csv with classical component models (see radiogen.simulate).",

@@ -1,4 +1,4 @@
-"""``radiogen simulate-map STEP``: a simulated survey map from the trained LoTSS model.
+"""``radiogen skymap STEP``: a simulated survey map from the trained LoTSS model.
 
 Steps as the workflow runs them (``workflow/rules/skymap.smk``): ``sources``
 (grid and input catalogue), ``tile`` (one job per tile), ``assemble`` (sky
@@ -69,9 +69,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser("simulate-map", help="simulated survey map from the LoTSS model")
-    sub = parser.add_subparsers(dest="skymap_command", metavar="STEP", required=True)
+def register(topics) -> None:
+    sub = topics.topic("skymap")
     settings_help = "JSON: the config's skymap block, every key"
 
     p = sub.add_parser("sources", help="map grid (header text) and input catalogue (CSV)")

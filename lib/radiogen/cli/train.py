@@ -1,4 +1,4 @@
-"""``radiogen train`` and ``radiogen train-plot``: EDM training and its loss curves."""
+"""``radiogen train`` and ``radiogen train plot``: EDM training and its loss curves."""
 
 from __future__ import annotations
 
@@ -58,9 +58,9 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "train",
+def register(topics) -> None:
+    p = topics.add_parser(
+        "train", "run",
         help="train the EDM diffusion model on a training-set HDF5 (resumable)",
         description=(
             "Train the EDM denoiser; resumes from the newest checkpoint, checkpoints every "
@@ -84,7 +84,7 @@ def register(subparsers) -> None:
                    help="stop with a checkpoint after this many steps of this run")
     p.set_defaults(func=_train)
 
-    q = subparsers.add_parser("train-plot", help="loss curves of a trained model file")
-    q.add_argument("--model", required=True, help="model.pt written by radiogen train")
+    q = topics.add_parser("train", "plot", help="loss curves of a trained model file")
+    q.add_argument("--model", required=True, help="model.pt written by radiogen train run")
     q.add_argument("--out", required=True, help="figure (png/pdf)")
     q.set_defaults(func=_plot)

@@ -56,7 +56,7 @@ CONTEXTS = {"peak_flux": ["peak_flux"], "peak_flux+size": ["peak_flux", "size"]}
 
 @dataclass(frozen=True)
 class PreprocessSettings:
-    """Settings of the preprocessing step (see ``lotss-preprocess.schema.yaml``)."""
+    """Settings of the preprocessing step (see ``lotss preprocess.schema.yaml``)."""
 
     validation_fraction: float = _DEFAULTS["validation_fraction"]
     boxcox_lambda: float | None = _DEFAULTS["boxcox_lambda"]

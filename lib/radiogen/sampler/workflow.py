@@ -40,7 +40,7 @@ def first_total(first: Mapping) -> int:
 
 
 def shard_settings(sample: Mapping, dataset: str) -> str:
-    """JSON for ``radiogen sample-shard --settings``: only what changes images or the job."""
+    """JSON for ``radiogen sample shard --settings``: only what changes images or the job."""
     block = sample[dataset]
     return json.dumps(
         {
@@ -56,6 +56,6 @@ def shard_settings(sample: Mapping, dataset: str) -> str:
 
 
 def sampling_settings(sample: Mapping) -> str:
-    """JSON of the solver and job settings alone (``radiogen simulate-map tile --sampling``)."""
+    """JSON of the solver and job settings alone (``radiogen skymap tile --sampling``)."""
     return json.dumps({key: sample[key] for key in ("sampler", "batch_size", "device", "precision")},
                       sort_keys=True)

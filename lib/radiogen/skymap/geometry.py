@@ -112,7 +112,7 @@ def map_header(
         header["OBJECT"] = name
     header["NAXIS1"] = header["NAXIS2"] = int(size_px)
     header["CRPIX1"] = header["CRPIX2"] = size_px / 2.0 + 0.5
-    header["ORIGIN"] = "radiogen simulate-map (diffusion-model sources)"
+    header["ORIGIN"] = "radiogen skymap (diffusion-model sources)"
     return header
 
 

@@ -83,7 +83,7 @@ class MapSettings:
 
 
 def settings_json(block: Mapping) -> str:
-    """JSON of the map's settings for ``radiogen simulate-map --settings`` (no job resources).
+    """JSON of the map's settings for ``radiogen skymap --settings`` (no job resources).
 
     Only keys that change the map go in, so a changed ``mem_mb`` does not make
     Snakemake rerun the map.
