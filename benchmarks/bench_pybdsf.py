@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO / "lib"))
 sys.path.insert(0, str(REPO / "tests"))
 
 from radiogen.evaluation import pybdsf as P  # noqa: E402
+from radiogen.evaluation import pybdsf_runtime as RT  # noqa: E402
 
 TARGET_PER_CORE = 8.0
 
@@ -63,8 +64,8 @@ def load_images(dataset: str, n: int, shared: Path) -> tuple[np.ndarray, dict]:
 def in_process(images, meta, *, freeze: bool) -> float:
     kwargs = {k: meta[k] for k in ("pixel_scale_arcsec", "beam_arcsec", "frequency_hz",
                                    "projection")}
-    P.import_bdsf()
-    with tempfile.TemporaryDirectory() as tmp, P.gc_frozen(freeze):
+    RT.import_bdsf()
+    with tempfile.TemporaryDirectory() as tmp, RT.gc_frozen(freeze):
         start, cpu = time.perf_counter(), time.process_time()
         for i, image in enumerate(images):
             P.measure_image(image, index=i, seed=1, workdir=tmp, **kwargs)

@@ -320,7 +320,7 @@ def run_history(out_path: Path, checkpoint_dir: Path) -> tuple[dict, int, str]:
     """
     import torch
 
-    from radiogen.model.train import latest_checkpoint
+    from radiogen.model.checkpoints import latest_checkpoint
 
     if out_path.exists():
         payload = torch.load(out_path, map_location="cpu", weights_only=True)
@@ -853,7 +853,7 @@ def part_first(ctx: dict, rec: Record) -> None:
         diff.update(_train_first_diffusion(ctx, sizes=sizes, data=training_set, out=model_path,
                                            work=work, budget=budget))
         with contextlib.suppress(Exception):
-            from radiogen.model.train import plot_loss_curves
+            from radiogen.model.loss_curves import plot_loss_curves
 
             history, _, _ = run_history(model_path, work / "checkpoints")
             plot_loss_curves(history, out_dir / "first_loss.png",

@@ -24,7 +24,8 @@ import torch
 
 from radiogen.model import build_network, load_model, model_config_from
 from radiogen.model.data import write_synthetic_training_set
-from radiogen.model.train import latest_checkpoint, launch, train
+from radiogen.model.checkpoints import latest_checkpoint
+from radiogen.model.train import launch, train
 from radiogen.sampler.generate import generate_images, image_noise
 from radiogen.sampler.heun import sample
 
@@ -175,10 +176,10 @@ NCCL_SCRIPT = textwrap.dedent(
 
 def test_nccl_process_group_of_one_gpu():
     """A one-process NCCL group with the DDP wrapping train() uses (valid on a 1-GPU machine)."""
-    from radiogen.model.train import _free_port
+    from radiogen.model.distributed import free_port
 
     path = [str(REPO / "lib")] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
            "PYTHONPATH": os.pathsep.join(path)}
     proc = subprocess.run([sys.executable, "-c", NCCL_SCRIPT], env=env, capture_output=True, text=True,
                           timeout=600)

@@ -13,6 +13,8 @@ from radiogen.cli import main as cli_main
 from radiogen.errors import InputFileError
 from radiogen.evaluation import flux as F
 from radiogen.evaluation import pybdsf as P
+from radiogen.evaluation import pybdsf_runtime as RT
+from radiogen.evaluation import pybdsf_shards as S
 from test_pybdsf import lotss_cutouts, lotss_image_set
 
 
@@ -37,8 +39,8 @@ def lotss_pybdsf(lotss_dr1_dir, tmp_path_factory):
     cutouts = lotss_cutouts(lotss_dr1_dir)
     bright = cutouts.assign(peak=[im.max() for im in cutouts["image"]]).nlargest(6, "peak")
     path = lotss_image_set(tmp / "lotss.h5", bright)
-    with P.gc_frozen():
-        P.run_shard(path, shard=0, n_shards=1, output_csv=tmp / "real.csv",
+    with RT.gc_frozen():
+        S.run_shard(path, shard=0, n_shards=1, output_csv=tmp / "real.csv",
                     output_models=tmp / "real.h5", seed=5)
     return tmp
 

@@ -21,6 +21,8 @@ if importlib.util.find_spec("bdsf") is None:
 from radiogen.cli import main as cli_main  # noqa: E402
 from radiogen.errors import InputFileError  # noqa: E402
 from radiogen.evaluation import pybdsf as P  # noqa: E402
+from radiogen.evaluation import pybdsf_runtime as RT  # noqa: E402
+from radiogen.evaluation import pybdsf_shards as S  # noqa: E402
 from radiogen.evaluation.imagesets import open_image_set  # noqa: E402
 
 FIRST_BEAM, FIRST_PX = 5.4, 1.8
@@ -110,7 +112,7 @@ def lotss_image_set(path: Path, cutouts: pd.DataFrame) -> Path:
 @pytest.fixture(scope="module", autouse=True)
 def _frozen_gc():
     # as in run_shard: PyBDSF's gc.collect() calls would otherwise walk all of pytest
-    with P.gc_frozen():
+    with RT.gc_frozen():
         yield
 
 
@@ -160,7 +162,7 @@ def test_delta_plus_definition():
 
 def test_shard_range_partitions():
     for n_images in (0, 5, 17, 1000):
-        blocks = [P.shard_range(n_images, k, 4) for k in range(4)]
+        blocks = [S.shard_range(n_images, k, 4) for k in range(4)]
         covered = [i for start, stop in blocks for i in range(start, stop)]
         assert covered == list(range(n_images))
 
@@ -168,7 +170,7 @@ def test_shard_range_partitions():
 def test_numpy_error_state_kept():
     before = np.geterr()
     assert before["divide"] != "raise"
-    P.import_bdsf()
+    RT.import_bdsf()
     assert np.geterr() == before
     image = _gaussian(40, 3.0) + np.random.default_rng(0).normal(0, 0.01, (40, 40))
     _measure(image.astype(np.float32))
@@ -251,7 +253,7 @@ def first_set(first_fits_dir, tmp_path):
 def test_shard_records_failure_and_resumes(first_set, tmp_path, monkeypatch):
     settings = {**P.DEFAULT_SETTINGS, "checkpoint_every": 2}
     out = tmp_path / "run"
-    reference = P.run_shard(first_set, shard=0, n_shards=1, output_csv=out / "ref.csv",
+    reference = S.run_shard(first_set, shard=0, n_shards=1, output_csv=out / "ref.csv",
                             output_models=out / "ref.h5", settings=settings, seed=3)
     assert list(reference["index"]) == list(range(6))
     assert reference.loc[2, "status"] == "failed" and reference.loc[2, "error"]
@@ -273,14 +275,14 @@ def test_shard_records_failure_and_resumes(first_set, tmp_path, monkeypatch):
 
     monkeypatch.setattr(P, "measure_image", crashing)
     with pytest.raises(KeyboardInterrupt):
-        P.run_shard(first_set, shard=0, n_shards=1, output_csv=out / "s.csv",
+        S.run_shard(first_set, shard=0, n_shards=1, output_csv=out / "s.csv",
                     output_models=out / "s.h5", settings=settings, seed=3)
     assert not (out / "s.csv").exists()
     assert len(list((out / "s.part").glob("chunk-*.h5"))) == 2
     calls.clear()
     monkeypatch.setattr(P, "measure_image", lambda *a, **k: (calls.append(k["index"]),
                                                              real_measure(*a, **k))[1])
-    resumed = P.run_shard(first_set, shard=0, n_shards=1, output_csv=out / "s.csv",
+    resumed = S.run_shard(first_set, shard=0, n_shards=1, output_csv=out / "s.csv",
                           output_models=out / "s.h5", settings=settings, seed=3)
     assert calls == [4, 5]  # only the images without a checkpoint
     columns = ["index", "status", "n_gaussians", "model_flux", "a50_pixels", "delta_plus",
@@ -333,11 +335,11 @@ def test_checkpoints_of_other_settings_are_ignored(first_set, tmp_path):
     part = out / "s.part"
     part.mkdir(parents=True)
     with open_image_set(first_set) as image_set:
-        key = P._settings_key({**settings, "thresh_isl": 3.0}, image_set, 3, 0, 6)
-    P._write_chunk(part / "chunk-000000000.h5",
+        key = S._settings_key({**settings, "thresh_isl": 3.0}, image_set, 3, 0, 6)
+    S._write_chunk(part / "chunk-000000000.h5",
                    [{**{c: np.nan for c in P.RESULT_COLUMNS}, "index": 0, "status": "ok",
                      "error": "", "n_gaussians": 99, "n_sources": 1}], [None], key, (80, 80))
-    table = P.run_shard(first_set, shard=0, n_shards=3, output_csv=out / "s.csv",
+    table = S.run_shard(first_set, shard=0, n_shards=3, output_csv=out / "s.csv",
                         output_models=out / "s.h5", settings=settings, seed=3)
     assert list(table["index"]) == [0, 1] and table.loc[0, "n_gaussians"] != 99
 
@@ -360,7 +362,7 @@ def test_cli_shards_and_merge(first_set, tmp_path):
                      "--output", str(merged_path)]) == 1
     assert not merged_path.exists()
     with pytest.raises(InputFileError, match=r"failed on 1 of 6 images \(16.7%\).*most common reason \(1 images\)"):
-        P.merge_shards(shards, merged_path, n_images=6, max_failed_fraction=0.05)
+        S.merge_shards(shards, merged_path, n_images=6, max_failed_fraction=0.05)
     assert cli_main(["pybdsf", "merge", "--image-set", str(first_set), "--shards", *shards,
                      "--max-failed-fraction", "0.2", "--output", str(merged_path)]) == 0
     merged = pd.read_csv(merged_path, keep_default_na=False)
@@ -369,7 +371,7 @@ def test_cli_shards_and_merge(first_set, tmp_path):
     assert merged.loc[2, "status"] == "failed"
     # a shard missing from the merge is an error naming the output
     with pytest.raises(InputFileError, match="expected 0..5"):
-        P.merge_shards(shards[:1], out / "bad.csv", n_images=6)
+        S.merge_shards(shards[:1], out / "bad.csv", n_images=6)
     # bad settings JSON is a one-line CLI error
     assert cli_main(["pybdsf", "shard", "--image-set", str(first_set), "--shard", "0",
                      "--n-shards", "1", "--output", str(out / "x.csv"),
@@ -383,7 +385,7 @@ def test_plots_from_real_fits(lotss_table, tmp_path):
     # ones make PyBDSF fit dozens of noise Gaussians, which is slow
     bright = lotss_table.assign(peak=[im.max() for im in lotss_table["image"]])
     path = lotss_image_set(tmp_path / "lotss.h5", bright.nlargest(5, "peak"))
-    P.run_shard(path, shard=0, n_shards=1, output_csv=tmp_path / "t.csv",
+    S.run_shard(path, shard=0, n_shards=1, output_csv=tmp_path / "t.csv",
                 output_models=tmp_path / "m.h5", seed=1)
     sets = {"real": {"images": path, "table": tmp_path / "t.csv", "models": [tmp_path / "m.h5"]},
             "again": {"images": path, "table": tmp_path / "t.csv",

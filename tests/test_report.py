@@ -84,7 +84,7 @@ def _make_inputs(root: Path, first_zip: Path, lotss_dir: Path, guidance_values) 
     import torch
 
     from radiogen.classifier import MorphologyClassifier, save_classifier
-    from radiogen.evaluation.pybdsf import run_shard
+    from radiogen.evaluation.pybdsf_shards import run_shard
 
     res = root / "results"
     rows = _first_images(first_zip)

@@ -66,7 +66,7 @@ def test_settings_dataclasses_default_to_the_schema():
 
 def test_training_model_and_sampler_settings_default_to_the_schema():
     from radiogen.model import model_config_from
-    from radiogen.model.train import resolve_settings
+    from radiogen.model.train_settings import resolve_settings
     from radiogen.sampler.generate import sampler_settings
 
     train = section_defaults("train")
@@ -88,7 +88,6 @@ def test_classifier_and_evaluation_settings_default_to_the_schema():
     classifier.pop("threads")  # the job's cores, given to torch by the CLI
     assert merged_settings({}) == classifier
     assert evaluate.CLASSES_DEFAULTS == section_defaults("evaluation.classes")
-    assert evaluate.SIMILARITY_DEFAULTS == section_defaults("evaluation.similarity")
     assert evaluate.SUMMARY_DEFAULTS == section_defaults("evaluation.summary")
     pybdsf = section_defaults("evaluation.pybdsf")
     assert DEFAULT_SETTINGS == {k: pybdsf[k] for k in DEFAULT_SETTINGS}

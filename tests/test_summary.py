@@ -18,7 +18,7 @@ from radiogen.cli import main
 from radiogen.errors import InputFileError
 from radiogen.evaluation import summary as sm
 from radiogen.evaluation.distances import size_matched_splits
-from radiogen.evaluation.pybdsf import model_flux_columns
+from radiogen.evaluation.pybdsf_shards import model_flux_columns
 
 
 def first_crops(zip_path, *, split: str, n: int, seed: int) -> np.ndarray:

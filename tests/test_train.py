@@ -23,7 +23,9 @@ from radiogen.model.data import (
     to_model_range,
     write_synthetic_training_set,
 )
-from radiogen.model.train import latest_checkpoint, launch, resolve_settings, train
+from radiogen.model.checkpoints import latest_checkpoint
+from radiogen.model.train import launch, train
+from radiogen.model.train_settings import resolve_settings
 
 TINY_MODEL = {"base_channels": 8, "norm_groups": 4, "attention_head_channels": 8}
 TINY_TRAIN = {

@@ -18,7 +18,6 @@ Seeds: every subcommand takes ``--seed``, the global seed (the workflow passes
 from __future__ import annotations
 
 import logging
-import time
 
 import numpy as np
 import pandas as pd
@@ -26,8 +25,6 @@ import pandas as pd
 from radiogen.cli.options import json_object, nonnegative_float
 from radiogen.config import section_defaults
 from radiogen.errors import ConfigError, InputFileError
-from radiogen.io import atomic_path, write_json_atomic
-from radiogen.seeds import generator as seed_generator
 from radiogen.seeds import integer as seed_stream
 
 log = logging.getLogger("radiogen.evaluate")
@@ -35,7 +32,6 @@ log = logging.getLogger("radiogen.evaluate")
 
 #: Defaults of the evaluation sub-sections, from their schemas.
 CLASSES_DEFAULTS = section_defaults("evaluation.classes")
-SIMILARITY_DEFAULTS = section_defaults("evaluation.similarity")
 SUMMARY_DEFAULTS = section_defaults("evaluation.summary")
 
 
@@ -214,131 +210,13 @@ def cmd_class_conditioning(args) -> int:
     return 0
 
 
-def _training_rows(path) -> np.ndarray:
-    from radiogen.evaluation.imagesets import open_image_set
-
-    with open_image_set(path) as s:
-        split = s.split()
-        n = s.n_images
-    return np.arange(n) if split is None else np.flatnonzero(split == 0)
-
-
-def _read_rows(path, rows) -> np.ndarray:
-    from radiogen.evaluation.imagesets import open_image_set
-
-    with open_image_set(path) as s:
-        images = s.images()
-    return images[rows]
-
-
 def cmd_similarity(args) -> int:
-    from radiogen.evaluation import similarity as sim
+    from radiogen.evaluation.memorisation import memorisation_analysis
 
     _set_threads(args.threads)
-    s = _settings(args.settings, SIMILARITY_DEFAULTS, "similarity")
-    if s["show"] not in ("most_similar", "random"):
-        raise ConfigError(f"evaluation.similarity.show must be most_similar or random, got {s['show']!r}")
-    started = time.monotonic()
-    train_rows = _training_rows(args.training)
-    if s["max_training"] is not None and train_rows.size > s["max_training"]:
-        rng = seed_generator(args.seed, "evaluation.similarity_training")
-        train_rows = np.sort(rng.choice(train_rows, size=int(s["max_training"]), replace=False))
-    training = _read_rows(args.training, train_rows)
-    from radiogen.evaluation.imagesets import open_image_set
-
-    with open_image_set(args.generated) as g:
-        n_gen = g.n_images
-    gen_rows = np.arange(n_gen)
-    if s["n_generated"] is not None and n_gen > s["n_generated"]:
-        rng = seed_generator(args.seed, "evaluation.similarity_generated")
-        gen_rows = np.sort(rng.choice(n_gen, size=int(s["n_generated"]), replace=False))
-    generated = _read_rows(args.generated, gen_rows)
-    if generated.shape[1:] != training.shape[1:]:
-        raise InputFileError(
-            f"{args.generated}: image size {generated.shape[1:]} differs from training {training.shape[1:]} in {args.training}"
-        )
-    log.info("aligning %d generated and %d training images", len(generated), len(training))
-    align = dict(n_sigma=float(s["tau_pca_sigma"]), weights=s["pca_weights"])
-    gen_aligned, _ = sim.align_images(generated, **align)
-    train_aligned, _ = sim.align_images(training, **align)
-    opts = dict(window=s["window"], flips=bool(s["flips"]), batch_size=int(s["batch_size"]))
-    nearest_s, nearest_i = sim.nearest_training(gen_aligned, train_aligned, k=int(s["k"]), **opts)
-    ref_s, ref_rows = sim.reference_nearest(
-        train_aligned, n_reference=s["n_reference"], seed=seed_stream(args.seed, "evaluation.similarity_reference"), **opts
-    )
-    result = sim.memorisation_number(nearest_s[:, 0], ref_s, percentile=float(s["percentile"]))
-    result.update(
-        generated_file=str(args.generated),
-        training_file=str(args.training),
-        n_training=int(len(training)),
-        settings=s,
-        c1=sim.SSIM_C1,
-        c2=sim.SSIM_C2,
-        seconds=time.monotonic() - started,
-    )
-    n_show = min(int(s["n_show"]), len(generated))
-    if s["show"] == "most_similar":
-        show = np.argsort(-nearest_s[:, 0], kind="stable")[:n_show]
-    else:
-        show = np.sort(seed_generator(args.seed, "evaluation.similarity_figure").choice(len(generated), n_show, replace=False))
-    sim.plot_nearest(
-        gen_aligned,
-        train_aligned,
-        nearest_i,
-        nearest_s,
-        show,
-        args.output_figure,
-        generated_ids=gen_rows,
-        training_ids=train_rows,
-        title=(
-            f"{args.label}: {'most similar' if s['show'] == 'most_similar' else 'random'} samples of {len(generated)} "
-            f"and their {nearest_i.shape[1]} nearest training images (aligned; SSIM {s['window']})"
-        ),
-    )
-    import h5py
-
-    with atomic_path(args.output_h5) as tmp:
-        with h5py.File(tmp, "w") as h5:
-            h5.create_dataset("generated_index", data=gen_rows)
-            h5.create_dataset("nearest_index", data=train_rows[nearest_i])
-            h5.create_dataset("nearest_ssim", data=nearest_s)
-            h5.create_dataset("reference_index", data=train_rows[ref_rows])
-            h5.create_dataset("reference_nearest_ssim", data=ref_s)
-            h5.attrs["threshold_ssim"] = result["threshold_ssim"]
-            h5.attrs["fraction"] = result["fraction"]
-    write_json_atomic(result, args.output_json)
-    from radiogen.evaluation.summary import write_table_html
-
-    write_table_html(
-        pd.DataFrame(
-            [
-                {
-                    "generated set": args.label,
-                    "generated images": result["n_generated"],
-                    "training images": result["n_training"],
-                    "reference images": result["n_reference"],
-                    f"SSIM threshold (p{result['percentile']:g})": result["threshold_ssim"],
-                    "memorised (above threshold)": result["n_above"],
-                    "memorisation number": result["fraction"],
-                    "expected if not memorised": result["expected_fraction_if_not_memorised"],
-                    "median nearest SSIM, generated": result["generated_nearest_ssim_median"],
-                    "median nearest SSIM, training": result["reference_nearest_ssim_median"],
-                }
-            ]
-        ),
-        args.output_html,
-        title=f"Memorisation number of {args.label}",
-        notes=[
-            "Nearest SSIM: the highest SSIM of an image with any training image (another one, for training images), "
-            f"after principal-axis alignment; SSIM window {s['window']}, flips {s['flips']}, c1 = 1e-4, c2 = 9e-4.",
-            "Memorisation number: share of generated images whose nearest SSIM exceeds the given percentile of the "
-            "training images' nearest SSIM; about 1 - percentile/100 for images that are new draws from the training distribution.",
-        ],
-    )
-    log.info(
-        "memorisation: %d of %d generated images above the %.1fth percentile SSIM %.4f (%.2f%%)",
-        result["n_above"], result["n_generated"], result["percentile"], result["threshold_ssim"], 100 * result["fraction"],
-    )
+    memorisation_analysis(args.generated, args.training, settings=json_object(args.settings, option="--settings"),
+                          seed=args.seed, label=args.label, output_h5=args.output_h5, output_json=args.output_json,
+                          output_figure=args.output_figure, output_html=args.output_html)
     return 0
 
 
@@ -352,7 +230,7 @@ def _read_csv(path, what: str) -> pd.DataFrame:
 def cmd_distances(args) -> int:
     from radiogen.evaluation import summary as sm
     from radiogen.evaluation.imagesets import open_image_set
-    from radiogen.evaluation.pybdsf import model_flux_columns
+    from radiogen.evaluation.pybdsf_shards import model_flux_columns
 
     s = _settings(args.settings, SUMMARY_DEFAULTS, "summary")
     if args.classical_pybdsf and not args.classical:

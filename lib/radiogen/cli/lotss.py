@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 
 from radiogen.cli.options import config_default, positive_float
 

@@ -29,7 +29,8 @@ def _labelled(pairs: list[str], *, what: str, parts: int = 2) -> dict[str, list[
 
 
 def _shard(args: argparse.Namespace) -> int:
-    from radiogen.evaluation.pybdsf import DEFAULT_SETTINGS, run_shard
+    from radiogen.evaluation.pybdsf import DEFAULT_SETTINGS
+    from radiogen.evaluation.pybdsf_shards import run_shard
 
     # The config section also holds workflow keys (shards, resources); keep PyBDSF's.
     section = json_object(args.settings)
@@ -44,7 +45,7 @@ def _shard(args: argparse.Namespace) -> int:
 
 def _merge(args: argparse.Namespace) -> int:
     from radiogen.evaluation.imagesets import open_image_set
-    from radiogen.evaluation.pybdsf import merge_shards
+    from radiogen.evaluation.pybdsf_shards import merge_shards
 
     n_images = None
     if args.image_set:

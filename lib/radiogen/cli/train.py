@@ -46,7 +46,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _plot(args: argparse.Namespace) -> int:
     from radiogen.model import load_model
-    from radiogen.model.train import plot_loss_curves
+    from radiogen.model.loss_curves import plot_loss_curves
 
     _net, meta = load_model(args.model, device="cpu")
     cfg = meta["model_config"]

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from radiogen.evaluation.imagesets import open_image_set
-from radiogen.evaluation.pybdsf import MODEL_FLUX_UNITS, a50_mask, model_flux_columns, read_models
+from radiogen.evaluation.pybdsf import MODEL_FLUX_UNITS, a50_mask
+from radiogen.evaluation.pybdsf_shards import model_flux_columns, read_models
 from radiogen.evaluation.stats import histogram_with_errors, plot_histograms, shared_bins
 from radiogen.io import atomic_path, write_json_atomic
 

@@ -22,7 +22,6 @@ import json
 import logging
 from pathlib import Path
 
-import h5py
 import numpy as np
 from scipy import stats
 

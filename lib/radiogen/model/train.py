@@ -12,6 +12,12 @@ Distributed training: started with ``torchrun`` (``RANK``/``WORLD_SIZE``
 variables), as SLURM tasks (``SLURM_PROCID``/``SLURM_NTASKS``), or by
 :func:`launch`, which spawns one process per GPU of the node.  NCCL on GPUs,
 gloo on CPU.  Each of the W processes takes batch_size / W images per step.
+
+The parts of a run live beside this module: its settings
+(:mod:`~radiogen.model.train_settings`), the process group
+(:mod:`~radiogen.model.distributed`), checkpoints and stop signals
+(:mod:`~radiogen.model.checkpoints`) and the loss-curve figure
+(:mod:`~radiogen.model.loss_curves`).
 """
 
 from __future__ import annotations
@@ -19,151 +25,37 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
-import signal
-import socket
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from radiogen.config import section_defaults
-from radiogen.errors import ConfigError, InputFileError
-from radiogen.io import atomic_path
+from radiogen.errors import ConfigError
 from radiogen.model import build_network, model_config_from, save_model
+from radiogen.model.checkpoints import (
+    StopRequest,
+    checkpoint_dir_of,
+    latest_checkpoint,
+    load_resumable,
+    rng_state,
+    run_identity,
+    save_checkpoint,
+    set_rng_state,
+    signal_handlers,
+)
 from radiogen.model.data import TrainingData, augment, batch_indices, read_training_set, to_model_range
+from radiogen.model.distributed import DistEnv, free_port, init_distributed, slurm_to_torch_env
 from radiogen.model.ema import EMA
 from radiogen.model.loss import denoising_loss, sample_sigma
+from radiogen.model.train_settings import resolve_settings
 from radiogen.seeds import integer as seed_stream
 
-__all__ = [
-    "TRAIN_DEFAULTS",
-    "resolve_settings",
-    "train",
-    "launch",
-    "validation_loss",
-    "plot_loss_curves",
-    "latest_checkpoint",
-]
+__all__ = ["train", "launch", "validation_loss"]
 
 log = logging.getLogger("radiogen.train")
-
-#: Keys of the ``train`` section that hold one model's settings (its sub-block).
-DATASETS = ("lotss", "first")
-#: Training settings shared by both models (the schema's defaults: the authors' values).
-TRAIN_DEFAULTS: dict[str, Any] = {k: v for k, v in section_defaults("train").items() if k not in DATASETS}
-#: Settings that differ between the models (the ``train.lotss`` / ``train.first`` defaults).
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    dataset: {k: v for k, v in section_defaults(f"train.{dataset}").items() if k != "resources"}
-    for dataset in DATASETS
-}
-#: Keys of the config section that are not training settings.
-NON_TRAIN_KEYS = ("lotss", "first", "resources")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-#: Settings that do not change the trained weights: a checkpoint made under other
-#: values of these still belongs to the run (``steps`` may grow to train longer).
-RESUMABLE_KEYS = ("steps", "log_every", "val_every", "checkpoint_every", "keep_checkpoints",
-                  "val_sigmas", "val_max_images", "histogram_bins", "compile", "channels_last",
-                  "precision", "stale_checkpoints")
-STALE_CHOICES = ("discard", "error")
-
-
-def resolve_settings(section: dict | None, dataset: str) -> dict:
-    """Settings for one model: defaults <- dataset defaults <- section <- section[dataset].
-
-    Checks names and values; raises :class:`ConfigError` naming the key.
-    """
-    if dataset not in DATASET_DEFAULTS:
-        raise ConfigError(f"train: unknown dataset {dataset!r} (expected lotss or first)")
-    section = dict(section or {})
-    sub = dict(section.get(dataset) or {})
-    sub.pop("resources", None)
-    common = {k: v for k, v in section.items() if k not in NON_TRAIN_KEYS}
-    settings = {**TRAIN_DEFAULTS, **DATASET_DEFAULTS[dataset], **common, **sub}
-    known = set(TRAIN_DEFAULTS) | set(DATASET_DEFAULTS[dataset])
-    unknown = sorted(set(settings) - known)
-    if unknown:
-        raise ConfigError(f"train: unknown setting(s) {', '.join(unknown)}")
-    for key in ("batch_size", "steps", "log_every", "val_every", "checkpoint_every", "keep_checkpoints"):
-        if int(settings[key]) < 1:
-            raise ConfigError(f"train.{key} must be >= 1, got {settings[key]}")
-    if settings["precision"] not in PRECISIONS:
-        raise ConfigError(f"train.precision must be one of {PRECISIONS}, got {settings['precision']!r}")
-    if not 0.0 <= float(settings["ema_decay"]) < 1.0:
-        raise ConfigError(f"train.ema_decay must be in [0, 1), got {settings['ema_decay']}")
-    if settings["ema_rampup_ratio"] is not None and not float(settings["ema_rampup_ratio"]) > 0:
-        raise ConfigError(f"train.ema_rampup_ratio must be > 0 or null, got {settings['ema_rampup_ratio']}")
-    if any(float(s) <= 0 for s in settings["val_sigmas"]):
-        raise ConfigError("train.val_sigmas must all be > 0")
-    if settings["stale_checkpoints"] not in STALE_CHOICES:
-        raise ConfigError(
-            f"train.stale_checkpoints must be one of {STALE_CHOICES}, got {settings['stale_checkpoints']!r}"
-        )
-    return settings
-
-
-# --------------------------------------------------------------------------- distributed
-
-
-@dataclass
-class DistEnv:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world > 1
-
-
-def _slurm_to_torch_env() -> None:
-    """Translate a multi-task SLURM step into torch.distributed's env:// variables."""
-    if "WORLD_SIZE" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
-        return
-    if "SLURM_PROCID" not in os.environ:
-        return
-    os.environ["RANK"] = os.environ["SLURM_PROCID"]
-    os.environ["WORLD_SIZE"] = os.environ["SLURM_NTASKS"]
-    os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")
-    os.environ.setdefault("MASTER_ADDR", os.environ.get("SLURM_LAUNCH_NODE_IPADDR", "127.0.0.1"))
-    # One port per job so concurrent jobs on a node do not collide.
-    os.environ.setdefault("MASTER_PORT", str(20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000))
-
-
-def init_distributed(device: str | None = None) -> DistEnv:
-    """Join the process group described by the environment (or run single-process)."""
-    _slurm_to_torch_env()
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device in (None, "auto"):
-        dev = torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    else:
-        dev = torch.device(device)
-        if dev.type == "cuda" and dev.index is None:
-            dev = torch.device(f"cuda:{local_rank}")
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world)
-    return DistEnv(rank=rank, world=world, local_rank=local_rank, device=dev)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def _spawned_worker(local_rank: int, world: int, port: int, kwargs: dict, log_level: int, threads: int) -> None:
     # Share the parent's CPU threads out; oversubscribed OpenMP pools spin and
@@ -188,7 +80,7 @@ def launch(*, nproc: int | str = "auto", **kwargs) -> dict:
     ``{"status": "done" | "interrupted", "step": ...}`` (the step is that of
     the newest checkpoint when spawned workers were interrupted).
     """
-    _slurm_to_torch_env()
+    slurm_to_torch_env()
     if nproc == "auto":
         nproc = torch.cuda.device_count() if torch.cuda.is_available() else 1
     nproc = max(1, int(nproc))
@@ -196,7 +88,7 @@ def launch(*, nproc: int | str = "auto", **kwargs) -> dict:
         return train(**kwargs)
     import torch.multiprocessing as mp
 
-    port = _free_port()
+    port = free_port()
     ctx = mp.start_processes(
         _spawned_worker,
         args=(nproc, port, kwargs, logging.getLogger().getEffectiveLevel(), max(1, torch.get_num_threads() // nproc)),
@@ -211,169 +103,13 @@ def launch(*, nproc: int | str = "auto", **kwargs) -> dict:
             if proc.pid is not None and proc.is_alive():
                 os.kill(proc.pid, signum)
 
-    with _signal_handlers(forward):
+    with signal_handlers(forward):
         while not ctx.join():
             pass
     out = Path(kwargs["out_path"])
-    ckpt = latest_checkpoint(_checkpoint_dir(out, kwargs.get("checkpoint_dir")))
+    ckpt = latest_checkpoint(checkpoint_dir_of(out, kwargs.get("checkpoint_dir")))
     step = int(ckpt.stem.split("-")[-1]) if ckpt else 0
     return {"status": "done" if out.exists() else "interrupted", "step": step}
-
-
-# --------------------------------------------------------------------------- signals
-
-
-class _StopRequest:
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-    def __call__(self, signum, _frame) -> None:
-        self.signum = signum
-        log.warning("received signal %d: checkpointing after the current step", signum)
-
-
-def _stop_signals() -> list[int]:
-    return [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s is not None]
-
-
-@contextlib.contextmanager
-def _signal_handlers(handler):
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = {s: signal.signal(s, handler) for s in _stop_signals()}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-def _checkpoint_dir(out_path: Path, checkpoint_dir) -> Path:
-    return Path(checkpoint_dir) if checkpoint_dir else Path(out_path).parent / "checkpoints"
-
-
-def _checkpoints(directory: str | os.PathLike) -> list[Path]:
-    """``ckpt-<step>.pt`` files in ``directory``, oldest first."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    found = [p for p in directory.glob("ckpt-*.pt") if p.stem.split("-")[-1].isdigit()]
-    return sorted(found, key=lambda p: int(p.stem.split("-")[-1]))
-
-
-def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
-    """Newest ``ckpt-<step>.pt`` in ``directory`` (None when there is none)."""
-    found = _checkpoints(directory)
-    return found[-1] if found else None
-
-
-def run_identity(data: TrainingData, model_config: dict, settings: dict, seed: int) -> dict:
-    """What a training run's weights depend on: data digest, network, seed, settings.
-
-    Two runs with equal identities produce the same weights at every step, so a
-    checkpoint may be resumed exactly when its stored identity equals this one.
-    """
-    return {
-        "data_sha256": data.digest(),
-        "dataset": data.dataset,
-        "model_config": model_config,
-        "seed": int(seed),
-        "settings": {k: v for k, v in sorted(settings.items()) if k not in RESUMABLE_KEYS},
-    }
-
-
-def _identity_differences(stored: dict | None, current: dict) -> list[str]:
-    if not stored:
-        return ["the checkpoint records no run identity (made by an older radiogen)"]
-    diffs = []
-    if stored.get("data_sha256") != current["data_sha256"]:
-        diffs.append("the training set's contents changed")
-    for key in ("dataset", "model_config", "seed"):
-        if stored.get(key) != current[key]:
-            diffs.append(f"{key} changed from {stored.get(key)!r} to {current[key]!r}")
-    old, new = stored.get("settings", {}), current["settings"]
-    for key in sorted(set(old) | set(new)):
-        if old.get(key) != new.get(key):
-            diffs.append(f"train.{key} changed from {old.get(key)!r} to {new.get(key)!r}")
-    return diffs
-
-
-def _set_aside(paths: list[Path], folder: Path) -> None:
-    """Move checkpoints out of the resume path (kept, not deleted: nothing computed is lost)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for path in paths:
-        os.replace(path, folder / path.name)
-
-
-def _load_resumable(ckpt_dir: Path, identity: dict, on_stale: str) -> dict | None:
-    """Newest readable checkpoint of this run, or None to start from step 0.
-
-    An unreadable newest file (torn write on a full disk, truncated copy) is
-    moved to ``corrupt/`` and the previous one is tried.  Checkpoints of
-    another run (other data, network, seed or settings) are moved to
-    ``stale/`` with a log line saying why, or, with ``on_stale="error"``,
-    stop the job with a :class:`ConfigError`.
-    """
-    for path in reversed(_checkpoints(ckpt_dir)):
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-            step = int(state["step"])
-        except Exception as err:
-            log.warning("%s: unreadable checkpoint (%s); moved to %s, trying the previous one",
-                        path, err, ckpt_dir / "corrupt")
-            _set_aside([path], ckpt_dir / "corrupt")
-            continue
-        diffs = _identity_differences(state.get("identity"), identity)
-        if not diffs:
-            return state
-        reason = "; ".join(diffs)
-        if on_stale == "error":
-            raise ConfigError(
-                f"{path}: checkpoint (step {step}) belongs to another run: {reason}. "
-                f"Delete {ckpt_dir} or set train.stale_checkpoints: discard"
-            )
-        stale = _checkpoints(ckpt_dir)
-        _set_aside(stale, ckpt_dir / "stale")
-        log.warning("%s: checkpoint belongs to another run (%s); moved %d checkpoint(s) to %s "
-                    "and starting from step 0", path, reason, len(stale), ckpt_dir / "stale")
-        return None
-    return None
-
-
-def _rng_state() -> dict:
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        # a checkpoint from a node with more GPUs (e.g. 2-GPU run resumed on 1); every
-        # step reseeds anyway, so restoring the visible devices' states is enough
-        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
-            torch.cuda.set_rng_state(cuda_state, index)
-
-
-def _save_checkpoint(directory: Path, step: int, payload: dict, keep: int) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"ckpt-{step:09d}.pt"
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    for stale in _checkpoints(directory)[:-keep]:
-        stale.unlink(missing_ok=True)
-    return path
 
 
 # --------------------------------------------------------------------------- helpers
@@ -506,7 +242,7 @@ def train(
     )
     build_network(model_config)  # raises ConfigError for shapes the U-Net cannot take
     run_seed = seed_stream(seed, f"train.{data.dataset}")
-    ckpt_dir = _checkpoint_dir(out_path, checkpoint_dir)
+    ckpt_dir = checkpoint_dir_of(out_path, checkpoint_dir)
 
     env = init_distributed(device)
     try:
@@ -558,7 +294,7 @@ def _train(
     step = 0
     identity = run_identity(data, model_config, settings, run_seed)
     # Rank 0 alone sorts out stale or corrupt files; the others then read what it kept.
-    state = _load_resumable(ckpt_dir, identity, settings["stale_checkpoints"]) if env.is_main else None
+    state = load_resumable(ckpt_dir, identity, settings["stale_checkpoints"]) if env.is_main else None
     if env.distributed:
         dist.barrier()
         if not env.is_main:
@@ -572,7 +308,7 @@ def _train(
             group["lr"] = float(settings["lr"])
         if state["scaler"]:  # empty when the checkpoint ran without loss scaling (fp32/bf16)
             scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         history = state["history"]
         step = int(state["step"])
         if env.is_main:
@@ -615,14 +351,14 @@ def _train(
                 "ema": ema.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict(),
-                "rng": _rng_state(),
+                "rng": rng_state(),
                 "history": history,
                 "model_config": model_config,
                 "train_config": settings,
                 "seed": run_seed,
                 "identity": identity,
             }
-            path = _save_checkpoint(ckpt_dir, at, payload, int(settings["keep_checkpoints"]))
+            path = save_checkpoint(ckpt_dir, at, payload, int(settings["keep_checkpoints"]))
             log.info("checkpoint %s", path)
         if env.distributed:
             dist.barrier()
@@ -646,7 +382,7 @@ def _train(
         if env.distributed:
             dist.barrier()
 
-    stop = _StopRequest()
+    stop = StopRequest()
     start_step = step
     interrupted = False
     net.train()
@@ -657,7 +393,7 @@ def _train(
     steps_since_log = 0
     if step == 0:
         validate(0)  # the untrained network: first point of the loss curves
-    with _signal_handlers(stop):
+    with signal_handlers(stop):
         while step < total_steps:
             torch.manual_seed(_step_seed(run_seed, step, env.rank))
             idx = batch_indices(train_idx.size, step=step, global_batch=global_batch, seed=run_seed,
@@ -745,42 +481,3 @@ def _train(
     return {"status": "done", "step": step}
 
 
-# --------------------------------------------------------------------------- figures
-
-
-def plot_loss_curves(history: dict, path: str | os.PathLike, *, title: str = "") -> None:
-    """Training loss and validation loss (raw and EMA weights, per sigma) against step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    ax = axes[0]
-    if history.get("train_step"):
-        ax.plot(history["train_step"], history["train_loss"], label="training (mean per log interval)")
-    if history.get("val_step"):
-        ax.plot(history["val_step"], [np.mean(v) for v in history["val_raw"]], "o-", label="validation, raw")
-        ax.plot(history["val_step"], [np.mean(v) for v in history["val_ema"]], "s--", label="validation, EMA")
-    ax.set_xlabel("step")
-    ax.set_ylabel(r"$\lambda(\sigma)\,\|D(x+n;\sigma)-x\|^2$ (mean)")
-    ax.set_yscale("log")
-    ax.legend()
-    ax.set_title("loss")
-    ax = axes[1]
-    if history.get("val_step"):
-        raw = np.asarray(history["val_raw"])
-        avg = np.asarray(history["val_ema"])
-        colors = plt.cm.viridis(np.linspace(0, 0.9, raw.shape[1]))
-        for j, sigma in enumerate(history["val_sigmas"]):
-            ax.plot(history["val_step"], raw[:, j], "-", color=colors[j], label=rf"$\sigma$={sigma:g}")
-            ax.plot(history["val_step"], avg[:, j], "--", color=colors[j])
-        ax.set_yscale("log")
-        ax.legend(fontsize="small", title="solid raw, dashed EMA")
-    ax.set_xlabel("step")
-    ax.set_title("validation loss per noise level")
-    if title:
-        fig.suptitle(title)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
-    plt.close(fig)

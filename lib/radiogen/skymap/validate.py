@@ -55,7 +55,7 @@ def find_sources(map_path: str | Path, output_csv: str | Path, *, thresh_isl: fl
     The frequency comes from the header (RESTFRQ/FREQ), which PyBDSF itself
     does not read from RESTFRQ.
     """
-    from radiogen.evaluation.pybdsf import bdsf_errstate, import_bdsf
+    from radiogen.evaluation.pybdsf_runtime import bdsf_errstate, import_bdsf
 
     map_path = Path(map_path)
     if not map_path.exists():
