@@ -411,6 +411,35 @@ def test_selection_table_starts_from_the_source_sample():
     assert table["remaining"].iloc[-1] == 2
 
 
+def test_brighter_neighbour_counted_against_the_whole_catalogue(lotss_dr1_dir, tmp_path):
+    """Hand-checked on the real DR1 rows: the 0.43 mJy/beam ILTJ143428.48+545728.7 has the
+    3.3 mJy/beam ILTJ143426.08+545730.5 21" away inside its cutout.  With only the faint one in
+    the sample, the neighbour is still found, because the count runs over the whole catalogue."""
+    from radiogen.lotss.selection import run_selection
+
+    paths = {mid: lotss_dr1_dir / name for mid, name in MOSAICS.items()}
+    names = tmp_path / "names.txt"
+    names.write_text("ILTJ143428.48+545728.7\nILTJ143426.08+545730.5\n")
+    only_faint = tmp_path / "faint.txt"
+    only_faint.write_text("ILTJ143428.48+545728.7\n")
+    for listed, expected in ((names, {"ILTJ143428.48+545728.7": 1, "ILTJ143426.08+545730.5": 0}),
+                             (only_faint, {"ILTJ143428.48+545728.7": 1})):
+        out = tmp_path / listed.stem
+        assign_sources(lotss_dr1_dir / CATALOGUE, paths, out / "sources.h5", sample="list", source_list=listed)
+        with h5py.File(out / "sources.h5") as h5:
+            table = read_table_hdf5(h5["catalogue"]).set_index("Source_Name")
+        assert table["n_brighter_neighbours"].to_dict() == expected
+        shards = []
+        for mid, path in paths.items():
+            cut_mosaic(path, out / "sources.h5", out / f"{mid}.h5", mosaic_id=mid, block_rows=64)
+            shards.append(out / f"{mid}.h5")
+        aggregate_shards(shards, out / "cutouts.h5", sources_path=out / "sources.h5")
+        run_selection(out / "cutouts.h5", table_path=out / "t.csv", per_image_path=out / "p.csv",
+                      selected_path=out / "s.h5")
+        per_image = pd.read_csv(out / "p.csv", keep_default_na=False).set_index("source_name")
+        assert bool(per_image.loc["ILTJ143428.48+545728.7", "brighter_neighbour"])
+
+
 def test_central_source_measured_and_optional_cut(dr1, tmp_path):
     """Hand-checked on the real DR1 pixels: ILTJ143428.48+545728.7 (0.43 mJy/beam) passes the
     paper's cuts, but its brightest pixel is the 3.3 mJy/beam ILTJ143426.08+545730.5, 21" away."""

@@ -39,6 +39,20 @@ def test_snakemake_lint_is_clean():
     assert "Lints for" not in output, output
 
 
+def test_every_rule_has_log_benchmark_and_conda():
+    """Workflow-catalog conventions: each rule logs, is benchmarked and names its conda env."""
+    import re
+
+    rules = 0
+    for path in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        for block in re.split(r"\n(?=rule \w+:|    rule:)", path.read_text())[1:]:
+            rules += 1
+            name = re.match(r"(?:rule (\w+):|    rule:\n\s+name:\n\s+(.+))", block)
+            for directive in ("log:", "benchmark:", "conda:"):
+                assert re.search(rf"^\s+{directive}$", block, re.M), f"{path.name}: {name.group(0)} lacks {directive}"
+    assert rules > 40
+
+
 def test_snakefmt_check_is_clean():
     result = subprocess.run(
         [_tool("snakefmt"), "--check", "."], cwd=REPO, capture_output=True, text=True, timeout=300

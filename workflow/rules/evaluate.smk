@@ -131,6 +131,8 @@ rule class_conditioning:
         ),
     log:
         results("logs", "evaluation", "class_conditioning.log"),
+    benchmark:
+        results("benchmarks", "evaluation", "class_conditioning.tsv")
     conda:
         "../../envs/plotting.yaml"
     params:
@@ -191,6 +193,8 @@ rule distances:
         DISTANCES,
     log:
         results("logs", "evaluation", "distances_{dataset}.log"),
+    benchmark:
+        results("benchmarks", "evaluation", "distances_{dataset}.tsv")
     wildcard_constraints:
         dataset=r"lotss|first",
     conda:
@@ -258,6 +262,8 @@ rule summary:
         ),
     log:
         results("logs", "evaluation", "summary_{dataset}.log"),
+    benchmark:
+        results("benchmarks", "evaluation", "summary_{dataset}.tsv")
     wildcard_constraints:
         dataset=r"lotss|first",
     conda:
@@ -292,6 +298,8 @@ rule overview:
         ),
     log:
         results("logs", "evaluation", "overview.log"),
+    benchmark:
+        results("benchmarks", "evaluation", "overview.tsv")
     conda:
         "../../envs/data.yaml"
     params:

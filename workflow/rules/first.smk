@@ -11,6 +11,8 @@ rule fetch_first:
         results("first", "raw", "galaxy_data.zip"),
     log:
         results("logs", "first", "fetch_first.log"),
+    benchmark:
+        results("benchmarks", "first", "fetch_first.tsv")
     retries: 1
     conda:
         "../../envs/data.yaml"
@@ -63,6 +65,8 @@ rule balance_first:
         results("first", "training_set.h5"),
     log:
         results("logs", "first", "balance_first.log"),
+    benchmark:
+        results("benchmarks", "first", "balance_first.tsv")
     conda:
         "../../envs/data.yaml"
     params:

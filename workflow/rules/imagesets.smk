@@ -11,6 +11,8 @@ rule imageset_from_fits:
         results("imagesets", "{name}.h5"),
     log:
         results("logs", "imagesets", "{name}.log"),
+    benchmark:
+        results("benchmarks", "imagesets", "{name}.tsv")
     wildcard_constraints:
         name="[a-z0-9_]+",
     conda:

@@ -42,6 +42,8 @@ rule download_lotss:
         results("lotss", "{survey}", "raw", "mosaics", "{mosaic}.fits"),
     log:
         results("logs", "lotss", "{survey}", "download", "{mosaic}.log"),
+    benchmark:
+        results("benchmarks", "lotss", "{survey}", "download", "{mosaic}.tsv")
     wildcard_constraints:
         survey="main",
         mosaic="[^/]+",
@@ -63,6 +65,8 @@ rule download_lotss_catalogue:
         results("lotss", "{survey}", "raw", f"catalogue{LOTSS_CATALOGUE_EXT}"),
     log:
         results("logs", "lotss", "{survey}", "download", "catalogue.log"),
+    benchmark:
+        results("benchmarks", "lotss", "{survey}", "download", "catalogue.tsv")
     wildcard_constraints:
         survey="main",
     retries: 2
@@ -92,6 +96,8 @@ rule assign_sources:
         results("lotss", "{survey}", "sources.h5"),
     log:
         results("logs", "lotss", "{survey}", "assign_sources.log"),
+    benchmark:
+        results("benchmarks", "lotss", "{survey}", "assign_sources.tsv")
     wildcard_constraints:
         survey="main|classical",
     conda:
@@ -106,9 +112,11 @@ rule assign_sources:
         ),
         duplicates=LOTSS["duplicate_names"],
         sample=lotss_sample_args,
+        size=LOTSS["cutout_size"],
     shell:
         "radiogen lotss assign --catalogue {input.catalogue:q} {params.mosaics}"
-        " --duplicates {params.duplicates} {params.sample} --out {output:q} > {log:q} 2>&1"
+        " --duplicates {params.duplicates} {params.sample} --size {params.size}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule cutouts:
@@ -177,6 +185,8 @@ rule plot_cutouts:
         ),
     log:
         results("logs", "lotss", "{survey}", "plot_cutouts.log"),
+    benchmark:
+        results("benchmarks", "lotss", "{survey}", "plot_cutouts.tsv")
     wildcard_constraints:
         survey="main|classical",
     conda:

@@ -106,6 +106,8 @@ rule merge_pybdsf:
         results("evaluation", "pybdsf", "{imageset}.csv"),
     log:
         results("logs", "pybdsf", "{imageset}_merge.log"),
+    benchmark:
+        results("benchmarks", "pybdsf", "{imageset}_merge.tsv")
     wildcard_constraints:
         imageset=IMAGESET_RE,
     conda:
@@ -136,6 +138,8 @@ rule pybdsf_plots:
         json=results("evaluation", "pybdsf", "{evalset}_distributions.json"),
     log:
         results("logs", "pybdsf", "{evalset}_plots.log"),
+    benchmark:
+        results("benchmarks", "pybdsf", "{evalset}_plots.tsv")
     wildcard_constraints:
         evalset=r"lotss|first",
     conda:
@@ -160,6 +164,8 @@ rule image_stats_set:
         pixels=results("evaluation", "stats", "{imageset}_pixels.json"),
     log:
         results("logs", "stats", "{imageset}.log"),
+    benchmark:
+        results("benchmarks", "stats", "{imageset}.tsv")
     wildcard_constraints:
         imageset=IMAGESET_RE,
     conda:
@@ -182,6 +188,8 @@ rule image_stats:
         json=results("evaluation", "stats", "{evalset}_image_stats.json"),
     log:
         results("logs", "stats", "{evalset}_image_stats.log"),
+    benchmark:
+        results("benchmarks", "stats", "{evalset}_image_stats.tsv")
     wildcard_constraints:
         evalset=r"lotss|first",
     conda:
@@ -212,6 +220,8 @@ rule flux_conditioning:
         ),
     log:
         results("logs", "flux_conditioning.log"),
+    benchmark:
+        results("benchmarks", "flux_conditioning.tsv")
     conda:
         "../../envs/plotting.yaml"
     params:

@@ -70,6 +70,8 @@ rule aggregate_samples_lotss:
         results("samples", "lotss", "samples.h5"),
     log:
         results("logs", "sample", "lotss", "aggregate.log"),
+    benchmark:
+        results("benchmarks", "sample", "lotss", "aggregate.tsv")
     conda:
         "../../envs/torch.yaml"
     shell:
@@ -119,6 +121,8 @@ rule aggregate_samples_first:
         results("samples", "first", "guidance{guidance}", "samples.h5"),
     log:
         results("logs", "sample", "first", "guidance{guidance}", "aggregate.log"),
+    benchmark:
+        results("benchmarks", "sample", "first", "guidance{guidance}", "aggregate.tsv")
     wildcard_constraints:
         guidance=GUIDANCE_RE,
     conda:
@@ -127,52 +131,40 @@ rule aggregate_samples_first:
         "radiogen sample aggregate --output {output:q} {input:q} > {log:q} 2>&1"
 
 
-rule sample_figure_lotss:
-    input:
-        samples=results("samples", "lotss", "samples.h5"),
-        training=image_set_file("lotss_real"),
-    output:
-        report(
-            results("samples", "figures", "lotss_samples_vs_training.png"),
-            caption="../report/sample_lotss_grid.rst",
-            category="Generated images",
-            subcategory="LoTSS",
-            labels={"dataset": "LoTSS", "figure": "generated vs training"},
-        ),
-    log:
-        results("logs", "sample", "figure_lotss.log"),
-    conda:
-        "../../envs/torch.yaml"
-    params:
-        n=SAMPLE["figures"]["n_per_panel"],
-        seed=config["seed"],
-    shell:
-        "radiogen sample figure --samples {input.samples:q} --training {input.training:q}"
-        " --n {params.n} --seed {params.seed} --output {output:q} > {log:q} 2>&1"
+# Generated beside training images, one figure per dataset (paper Figs. 3/11 and 5/18);
+# the two rules differ only by dataset: one definition makes both.
+_SAMPLE_FIGURES = {
+    "lotss": ("LoTSS", results("samples", "lotss", "samples.h5")),
+    "first": ("FIRST", FIRST_MAIN_SAMPLES),
+}
+for _dataset, (_label, _samples) in _SAMPLE_FIGURES.items():
 
-
-rule sample_figure_first:
-    input:
-        samples=FIRST_MAIN_SAMPLES,
-        training=image_set_file("first_real"),
-    output:
-        report(
-            results("samples", "figures", "first_samples_vs_training.png"),
-            caption="../report/sample_first_grid.rst",
-            category="Generated images",
-            subcategory="FIRST",
-            labels={"dataset": "FIRST", "figure": "generated vs training"},
-        ),
-    log:
-        results("logs", "sample", "figure_first.log"),
-    conda:
-        "../../envs/torch.yaml"
-    params:
-        n=SAMPLE["figures"]["n_per_panel"],
-        seed=config["seed"],
-    shell:
-        "radiogen sample figure --samples {input.samples:q} --training {input.training:q}"
-        " --n {params.n} --seed {params.seed} --output {output:q} > {log:q} 2>&1"
+    rule:
+        name:
+            f"sample_figure_{_dataset}"
+        input:
+            samples=_samples,
+            training=image_set_file(f"{_dataset}_real"),
+        output:
+            report(
+                results("samples", "figures", f"{_dataset}_samples_vs_training.png"),
+                caption=f"../report/sample_{_dataset}_grid.rst",
+                category="Generated images",
+                subcategory=_label,
+                labels={"dataset": _label, "figure": "generated vs training"},
+            ),
+        log:
+            results("logs", "sample", f"figure_{_dataset}.log"),
+        benchmark:
+            results("benchmarks", "sample", f"figure_{_dataset}.tsv")
+        conda:
+            "../../envs/torch.yaml"
+        params:
+            n=SAMPLE["figures"]["n_per_panel"],
+            seed=config["seed"],
+        shell:
+            "radiogen sample figure --samples {input.samples:q} --training {input.training:q}"
+            " --n {params.n} --seed {params.seed} --output {output:q} > {log:q} 2>&1"
 
 
 rule sample_trajectory:
@@ -188,6 +180,8 @@ rule sample_trajectory:
         ),
     log:
         results("logs", "sample", "trajectory_{dataset}.log"),
+    benchmark:
+        results("benchmarks", "sample", "trajectory_{dataset}.tsv")
     wildcard_constraints:
         dataset="lotss|first",
     conda:
@@ -219,6 +213,8 @@ rule export_fits:
         directory(results("samples", "{sampleset}", "fits")),
     log:
         results("logs", "sample", "{sampleset}", "export_fits.log"),
+    benchmark:
+        results("benchmarks", "sample", "{sampleset}", "export_fits.tsv")
     wildcard_constraints:
         sampleset=f"lotss|first/guidance{GUIDANCE_RE}",
     conda:

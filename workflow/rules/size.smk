@@ -18,6 +18,8 @@ rule size_conditioning:
         ),
     log:
         results("logs", "size_conditioning.log"),
+    benchmark:
+        results("benchmarks", "size_conditioning.tsv")
     conda:
         "../../envs/plotting.yaml"
     shell:

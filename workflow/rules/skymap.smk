@@ -21,6 +21,8 @@ rule skymap_sources:
         header=results("skymap", "map_header.txt"),
     log:
         results("logs", "skymap", "sources.log"),
+    benchmark:
+        results("benchmarks", "skymap", "sources.tsv")
     conda:
         "../../envs/torch.yaml"
     params:
@@ -76,6 +78,8 @@ rule skymap_assemble:
         truth=results("skymap", "truth.csv"),
     log:
         results("logs", "skymap", "assemble.log"),
+    benchmark:
+        results("benchmarks", "skymap", "assemble.tsv")
     conda:
         "../../envs/data.yaml"
     resources:
@@ -99,6 +103,8 @@ rule skymap_find:
         results("skymap", "recovered.csv"),
     log:
         results("logs", "skymap", "find.log"),
+    benchmark:
+        results("benchmarks", "skymap", "find.tsv")
     conda:
         "../../envs/pybdsf.yaml"
     resources:
@@ -139,6 +145,8 @@ rule skymap_validate:
         ),
     log:
         results("logs", "skymap", "validate.log"),
+    benchmark:
+        results("benchmarks", "skymap", "validate.tsv")
     conda:
         "../../envs/plotting.yaml"
     params:

@@ -57,6 +57,8 @@ rule plot_training:
         ),
     log:
         results("logs", "models", "plot_training_{dataset}.log"),
+    benchmark:
+        results("benchmarks", "models", "plot_training_{dataset}.tsv")
     wildcard_constraints:
         dataset="lotss|first",
     conda:

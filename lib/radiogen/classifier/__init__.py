@@ -126,5 +126,5 @@ def classify(
         raise ValueError(f"classifier expects {expected}x{expected} images, got {tuple(x.shape[-2:])}")
     if len(x) and (float(x.min()) < -1.0 - 1e-3 or float(x.max()) > 1.0 + 1e-3):
         raise ValueError("images must be scaled to [0, 1]")
-    logits, embeddings = predict(model, x, batch_size=batch_size, device=device)
+    logits, embeddings = predict(model, x, batch_size=batch_size, device=device, progress="classifier images")
     return torch.softmax(logits, dim=1).numpy().astype(np.float32), embeddings.numpy().astype(np.float32)

@@ -31,6 +31,7 @@ from radiogen.classifier.network import MorphologyClassifier
 from radiogen.config import section_defaults
 from radiogen.errors import ConfigError, InputFileError
 from radiogen.first.dataset import CLASS_NAMES, FirstDataset
+from radiogen.progress import Progress
 from radiogen.seeds import stream
 
 __all__ = [
@@ -98,16 +99,24 @@ def to_model_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict(model: MorphologyClassifier, x: torch.Tensor, *, batch_size: int, device: torch.device
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and embeddings (CPU tensors) of model inputs ``x`` in [-1, 1], eval mode."""
+def predict(model: MorphologyClassifier, x: torch.Tensor, *, batch_size: int, device: torch.device,
+            progress: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and embeddings (CPU tensors) of model inputs ``x`` in [-1, 1], eval mode.
+
+    ``progress`` names the images for a progress bar (log lines in batch jobs); None: silent.
+    """
     model.eval()
     logits, embeddings = [], []
+    bar = Progress(len(x), progress, logger=log) if progress else None
     for start in range(0, len(x), batch_size):
         batch = x[start : start + batch_size].to(device)
         features = model.embed(batch)
         logits.append(model.head(features).float().cpu())
         embeddings.append(features.float().cpu())
+        if bar:
+            bar.update(len(batch))
+    if bar:
+        bar.close()
     if not logits:
         return torch.zeros(0, model.config["num_classes"]), torch.zeros(0, model.norm.num_features)
     return torch.cat(logits), torch.cat(embeddings)

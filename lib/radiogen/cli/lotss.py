@@ -21,6 +21,8 @@ def register(topics) -> None:
                    help="source sample: resolved (the paper, LoTSS-DR2 criterion), all, or list "
                         "(default: lotss.sources)")
     p.add_argument("--source-list", default=None, help="file of source names for --sources list")
+    p.add_argument("--size", type=int, default=config_default("lotss.cutout_size"),
+                   help="cutout side in pixels, for the brighter-neighbour count (default: lotss.cutout_size)")
     p.set_defaults(func=_assign)
 
     p = topics.add_parser("lotss", "cutouts", help="cut all assigned sources from one mosaic")
@@ -67,7 +69,7 @@ def _assign(args):
     from radiogen.lotss.cutouts import assign_sources
 
     assign_sources(args.catalogue, dict(args.mosaic), args.out, duplicates=args.duplicates,
-                   sample=args.sources, source_list=args.source_list)
+                   sample=args.sources, source_list=args.source_list, cutout_size=args.size)
     return 0
 
 

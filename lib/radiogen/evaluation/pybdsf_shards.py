@@ -26,6 +26,7 @@ from radiogen.evaluation import pybdsf as fitting
 from radiogen.evaluation.imagesets import ImageSet, open_image_set
 from radiogen.evaluation.pybdsf_runtime import gc_frozen, import_bdsf
 from radiogen.io import atomic_path
+from radiogen.progress import Progress
 
 __all__ = ["shard_range", "run_shard", "check_failure_fraction", "merge_shards", "read_models",
            "model_flux_columns"]
@@ -164,6 +165,7 @@ def run_shard(
             block = 256
             t0 = time.perf_counter()
             n_done = 0
+            bar = Progress(len(todo), f"PyBDSF shard {shard} images", logger=log)
             for block_start in range(0, len(todo), block):
                 indices = todo[block_start:block_start + block]
                 lo, hi = indices[0], indices[-1] + 1
@@ -179,6 +181,7 @@ def run_shard(
                     batch_rows.append(row)
                     batch_models.append(model)
                     n_done += 1
+                    bar.update()
                     if len(batch_rows) >= int(settings["checkpoint_every"]):
                         _write_chunk(part_dir / f"chunk-{batch_rows[0]['index']:09d}.h5",
                                      batch_rows, batch_models, key,
@@ -186,8 +189,7 @@ def run_shard(
                         rows.extend(batch_rows)
                         models.update({r["index"]: m for r, m in zip(batch_rows, batch_models)})
                         batch_rows, batch_models = [], []
-                        rate = n_done / (time.perf_counter() - t0)
-                        log.info("%d/%d images fitted (%.2f images/s)", n_done, len(todo), rate)
+            bar.close()
             if batch_rows:
                 rows.extend(batch_rows)
                 models.update({r["index"]: m for r, m in zip(batch_rows, batch_models)})

@@ -45,7 +45,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import time
 
 import numpy as np
 import scipy.ndimage
@@ -53,6 +52,7 @@ import torch
 from astropy.stats import sigma_clipped_stats
 
 from radiogen.errors import RadiogenError
+from radiogen.progress import Progress
 
 __all__ = [
     "SSIM_C1",
@@ -321,7 +321,7 @@ def nearest_training(
     var_m = [_moments(v) for v in var_t] if window == "global" else None
     best_s = torch.full((len(generated), k), -np.inf, dtype=torch.float64)
     best_i = torch.zeros((len(generated), k), dtype=torch.int64)
-    started = time.monotonic()
+    bar = Progress(len(training), f"SSIM of {len(generated)} images against training images", logger=log)
     for start in range(0, len(training), batch_size):
         chunk = np.ascontiguousarray(training[start : start + batch_size], dtype=np.float64)
         if window == "global":
@@ -347,9 +347,8 @@ def nearest_training(
         all_i = torch.cat([best_i, index.expand(len(generated), -1)], dim=1)
         top = torch.topk(all_s, k, dim=1)
         best_s, best_i = top.values, torch.gather(all_i, 1, top.indices)
-        done = start + len(chunk)
-        rate = len(generated) * done / max(time.monotonic() - started, 1e-9)
-        log.info("SSIM: %d/%d training images, %.3g pairs/s", done, len(training), rate)
+        bar.update(len(chunk))
+    bar.close()
     return best_s.numpy(), best_i.numpy()
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "normalise_catalogue",
     "cutout_centres",
     "assign_to_mosaics",
+    "brighter_neighbour_counts",
 ]
 
 log = logging.getLogger(__name__)
@@ -347,6 +348,69 @@ def assign_to_mosaics(
         best[near[better]] = mosaic_id
         best_margin[near[better]] = margin[better]
     return best
+
+
+def brighter_neighbour_counts(
+    centre_ra: np.ndarray,
+    centre_dec: np.ndarray,
+    peak_flux: np.ndarray,
+    names: np.ndarray,
+    catalogue: pd.DataFrame,
+    *,
+    half_width_deg: np.ndarray | float,
+) -> np.ndarray:
+    """Catalogue sources brighter than each cut-out source that lie inside its cutout.
+
+    The image of a cutout, and the peak-flux context taken from its maximum,
+    belong to a brighter neighbour when one lies inside it; counting against
+    the whole catalogue (not only the chosen sample) also finds the unresolved
+    neighbours that the resolved-source sample leaves out.
+
+    Parameters
+    ----------
+    centre_ra, centre_dec : ndarray
+        Cutout centres, degrees.
+    peak_flux : ndarray
+        Catalogue peak flux of each cut-out source (any unit, the catalogue's).
+    names : ndarray
+        ``Source_Name`` of each cut-out source (it does not count itself).
+    catalogue : DataFrame
+        The whole catalogue: ``Source_Name``, ``RA``, ``DEC`` (radio positions,
+        degrees) and ``Peak_flux`` in the same unit.
+    half_width_deg : float or ndarray, keyword-only
+        Half the cutout side, degrees (per source or one value).
+
+    Returns
+    -------
+    ndarray of int
+        Per cut-out source, the number of catalogue sources with a higher
+        ``Peak_flux`` whose position falls inside its square cutout (offsets
+        along RA and Dec on the tangent plane at the centre).
+    """
+    from scipy.spatial import cKDTree
+
+    centre_ra, centre_dec = np.asarray(centre_ra, float), np.asarray(centre_dec, float)
+    peak = np.asarray(peak_flux, float)
+    half = np.broadcast_to(np.asarray(half_width_deg, float), centre_ra.shape)
+    cat_ra, cat_dec = catalogue["RA"].to_numpy(float), catalogue["DEC"].to_numpy(float)
+    cat_peak = catalogue["Peak_flux"].to_numpy(float)
+    cat_names = catalogue["Source_Name"].astype(str).to_numpy()
+    counts = np.zeros(centre_ra.shape, dtype=np.int64)
+    if centre_ra.size == 0 or cat_ra.size == 0:
+        return counts
+    tree = cKDTree(_unit_vectors(cat_ra, cat_dec))
+    # the square's corners are sqrt(2) half-widths away: a chord of that angle bounds the search
+    chord = 2.0 * np.sin(np.deg2rad(np.sqrt(2.0) * float(half.max())) / 2.0)
+    near = tree.query_ball_point(_unit_vectors(centre_ra, centre_dec), r=chord)
+    for i, idx in enumerate(near):
+        if not idx:
+            continue
+        idx = np.asarray(idx)
+        dx = ((cat_ra[idx] - centre_ra[i] + 180.0) % 360.0 - 180.0) * np.cos(np.deg2rad(centre_dec[i]))
+        dy = cat_dec[idx] - centre_dec[i]
+        inside = (np.abs(dx) < half[i]) & (np.abs(dy) < half[i])
+        counts[i] = int(np.count_nonzero(inside & (cat_peak[idx] > peak[i]) & (cat_names[idx] != str(names[i]))))
+    return counts
 
 
 def _unit_vectors(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:

@@ -40,11 +40,13 @@ import numpy as np
 import pandas as pd
 from astropy.nddata.utils import NoOverlapError, overlap_slices
 
+from radiogen.config import section_defaults
 from radiogen.errors import CatalogueError, InputFileError
 from radiogen.io import atomic_path, open_hdf5, read_table_hdf5, require_datasets, write_table_hdf5
 from radiogen.lotss.catalogue import (
     _some,
     assign_to_mosaics,
+    brighter_neighbour_counts,
     cutout_centres,
     normalise_catalogue,
     read_catalogue,
@@ -52,6 +54,7 @@ from radiogen.lotss.catalogue import (
     select_sample,
 )
 from radiogen.lotss.mosaic import Mosaic, open_mosaic
+from radiogen.progress import Progress
 from radiogen.seeds import generator
 
 __all__ = [
@@ -67,7 +70,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Cutout side in pixels (80 px = 120" at LoTSS' 1.5"/px; paper Sect. 3.1).
-CUTOUT_SIZE = 80
+CUTOUT_SIZE = section_defaults("lotss")["cutout_size"]
 
 _STR = h5py.string_dtype("utf-8")
 _PER_CUTOUT = (
@@ -84,6 +87,7 @@ def assign_sources(
     duplicates: str = "error",
     sample: str = "all",
     source_list: str | os.PathLike | None = None,
+    cutout_size: int = CUTOUT_SIZE,
 ) -> dict:
     """Check the catalogue, choose its source sample and assign every source to one mosaic.
 
@@ -103,6 +107,11 @@ def assign_sources(
     sample : {"all", "resolved", "list"}
         Which sources to cut out (:func:`~radiogen.lotss.catalogue.select_sample`;
         the paper: ``resolved``); ``list`` reads the names in ``source_list``.
+    cutout_size : int
+        Cutout side, pixels of the source's mosaic: with it, the column
+        ``n_brighter_neighbours`` counts the sources of the *whole* catalogue
+        (not only the sample) that are brighter and inside the cutout
+        (:func:`~radiogen.lotss.catalogue.brighter_neighbour_counts`).
 
     Returns
     -------
@@ -111,6 +120,7 @@ def assign_sources(
     """
     table = normalise_catalogue(read_catalogue(catalogue_path), source=catalogue_path,
                                 duplicates=duplicates)
+    full = table
     n_rows = len(table)
     names = read_source_list(source_list) if sample == "list" and source_list is not None else None
     table = select_sample(table, sample=sample, names=names, source=catalogue_path)
@@ -134,6 +144,13 @@ def assign_sources(
             f"{', '.join(sorted(mosaics))} (positions in degrees? the right mosaics?)"
         )
     on = table.loc[~off].reset_index(drop=True)
+    # pixel side of each source's mosaic, degrees: the cutout's half-width on the sky
+    scale = {mid: float(np.sqrt(np.abs(np.linalg.det(m.wcs.pixel_scale_matrix)))) for mid, m in mosaics.items()}
+    half = on["cutout_mosaic"].map(scale).to_numpy(float) * cutout_size / 2.0
+    on["n_brighter_neighbours"] = brighter_neighbour_counts(
+        on["centre_ra"], on["centre_dec"], on["Peak_flux"], on["Source_Name"], full, half_width_deg=half)
+    log.info("%d of %d sources have a brighter catalogue source inside their %d px cutout (whole catalogue, "
+             "%d rows)", int((on["n_brighter_neighbours"] > 0).sum()), len(on), cutout_size, len(full))
     counts = {mid: int((on["cutout_mosaic"] == mid).sum()) for mid in mosaics}
     for mid, n in counts.items():
         log.info("mosaic %s: %d sources", mid, n)
@@ -199,8 +216,8 @@ def extract_cutouts(
         small.append(sl_small)
 
     n_finite = 0
-    started = last = time.monotonic()
-    done_rows = 0
+    started = time.monotonic()
+    bar = Progress(ny, f"{mosaic.mosaic_id} mosaic rows", logger=log, every_s=progress_every_s)
     for first, block in mosaic.iter_blocks(block_rows=block_rows):
         n_finite += int(np.count_nonzero(np.isfinite(block)))
         stop = first + block.shape[0]
@@ -209,13 +226,8 @@ def extract_cutouts(
             r1 = min(large[i][0].stop, stop)
             s0 = small[i][0].start + (r0 - large[i][0].start)
             images[i, s0:s0 + (r1 - r0), small[i][1]] = block[r0 - first:r1 - first, large[i][1]]
-        done_rows = stop
-        now = time.monotonic()
-        if now - last >= progress_every_s:
-            rate = done_rows / (now - started)
-            log.info("%s: %d/%d rows (%.0f rows/s, %.1f MB/s)", mosaic.mosaic_id, done_rows, ny,
-                     rate, rate * nx * mosaic.bytes_per_pixel / 1e6)
-            last = now
+        bar.update(block.shape[0])
+    bar.close()
     elapsed = max(time.monotonic() - started, 1e-9)
     log.info("%s: %d cutouts from %d x %d px in %.1f s (%.1f cutouts/s, %.1f Mpx/s)",
              mosaic.mosaic_id, n, nx, ny, elapsed, n / elapsed, nx * ny / elapsed / 1e6)

@@ -37,6 +37,7 @@ from radiogen.config import section_defaults
 from radiogen.errors import ConfigError, InputFileError
 from radiogen.io import atomic_path, open_hdf5, read_table_hdf5, require_datasets, write_table_hdf5
 from radiogen.lotss.snr import fill_nan_with_min, snr_sigma_batch
+from radiogen.progress import Progress
 
 __all__ = [
     "STEPS",
@@ -329,9 +330,17 @@ def read_cutout_metadata(path: str | os.PathLike) -> dict:
 
 
 def _neighbour_flags(meta: dict) -> np.ndarray:
-    """:func:`brighter_neighbour` from cutout metadata; all False without positions or fluxes."""
+    """Whether a brighter catalogue source lies inside each cutout.
+
+    From ``n_brighter_neighbours`` of the catalogue table, counted by
+    ``lotss assign`` against the whole catalogue (unresolved neighbours
+    included); for cutout files without that column, :func:`brighter_neighbour`
+    among the cut-out sources.  All False without positions or fluxes.
+    """
     n = meta["n"]
     catalogue = meta.get("catalogue")
+    if catalogue is not None and "n_brighter_neighbours" in catalogue:
+        return catalogue["n_brighter_neighbours"].to_numpy() > 0
     if catalogue is None or "Peak_flux" not in catalogue or not {"pixel_x", "pixel_y"} <= set(meta):
         return np.zeros(n, dtype=bool)
     mosaic = meta.get("mosaic_id", np.full(n, "", dtype=object))
@@ -357,25 +366,20 @@ def _compute_all_statistics(path, meta, settings, threads):
         for s in range(0, n, settings.chunk_size)
     ]
     parts = {}
-    t0 = time.perf_counter()
-    done = 0
+    bar = Progress(n, "S/N_sigma images", logger=log)
 
     def _progress(start, frame):
-        nonlocal done
         parts[start] = frame
-        done += len(frame)
-        elapsed = time.perf_counter() - t0
-        log.info(
-            "S/N_sigma: %d/%d images (%.0f images/s)", done, n, done / max(elapsed, 1e-9)
-        )
+        bar.update(len(frame))
 
-    if threads > 1 and len(tasks) > 1:
-        with multiprocessing.get_context("fork").Pool(min(threads, len(tasks))) as pool:
-            for start, frame in pool.imap_unordered(_stats_for_chunk, tasks):
-                _progress(start, frame)
-    else:
-        for task in tasks:
-            _progress(*_stats_for_chunk(task))
+    with bar:
+        if threads > 1 and len(tasks) > 1:
+            with multiprocessing.get_context("fork").Pool(min(threads, len(tasks))) as pool:
+                for start, frame in pool.imap_unordered(_stats_for_chunk, tasks):
+                    _progress(start, frame)
+        else:
+            for task in tasks:
+                _progress(*_stats_for_chunk(task))
     if not parts:
         return image_statistics(np.zeros((0, *meta["shape"][1:]), np.float32), settings=settings)
     return pd.concat([parts[k] for k in sorted(parts)], ignore_index=True)
