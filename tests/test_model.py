@@ -17,14 +17,8 @@ from radiogen.model.precond import c_in, c_noise, c_out, c_skip
 TINY = {"base_channels": 8, "norm_groups": 4, "attention_head_channels": 8}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny networks gain nothing from threads; spinning OpenMP workers cost a lot
-    # when the test runner shares its cores (pytest -n 2).
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# torch on one thread (conftest.py): tiny networks, and two test workers share 2 cores
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _net(size=(16, 16), channels=1, context_dim=0, **over):

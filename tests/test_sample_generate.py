@@ -23,12 +23,8 @@ SAMPLER = {"num_steps": 4}
 SEED = 1234
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# torch on one thread (conftest.py): tiny networks, and two test workers share 2 cores
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,8 @@ from radiogen.sampler.heun import guided_denoiser, sample, sigma_schedule
 SIGMA_D = 0.5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # tiny tensors: extra threads only add contention on a shared 2-core machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# torch on one thread (conftest.py): tiny networks, and two test workers share 2 cores
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class TinyDenoiser(torch.nn.Module):
