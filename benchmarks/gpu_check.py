@@ -867,7 +867,7 @@ def part_first(ctx: dict, rec: Record) -> None:
     gen = rec.data.setdefault("generated", {})
     samples = work / "samples.h5"
     with guarded(gen, "FIRST sampling"):
-        from radiogen.sampler.generate import write_shard
+        from radiogen.sampler.shards import write_shard
 
         n = sizes.first_n_per_class * len(CLASS_NAMES)
         t1 = time.perf_counter()

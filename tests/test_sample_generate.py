@@ -14,7 +14,7 @@ from astropy.wcs import WCS
 from radiogen.cli import main as cli_main
 from radiogen.errors import ConfigError, InputFileError
 from radiogen.sampler import conditioning as cond
-from radiogen.sampler import generate
+from radiogen.sampler import generate, shards
 from radiogen.sampler.fits_export import export_fits
 from radiogen.sampler.plots import plot_samples_vs_training, plot_trajectory, record_trajectory
 from tiny_models import NORM, save_tiny_model as _save
@@ -40,8 +40,8 @@ def first_model(tmp_path_factory):
 def _shards(model, out_dir, *, per_shard, batch, settings, guidance=0.5, seed=SEED):
     total = generate.n_images(torch.load(model, weights_only=True), settings)
     paths = []
-    for shard in range(generate.n_shards(total, per_shard)):
-        paths.append(generate.write_shard(
+    for shard in range(shards.n_shards(total, per_shard)):
+        paths.append(shards.write_shard(
             model, out_dir / f"{shard:04d}.h5", shard=shard, seed=seed, guidance=guidance,
             settings=settings, sampler=SAMPLER, images_per_shard=per_shard, batch_size=batch,
             device="cpu",
@@ -51,9 +51,9 @@ def _shards(model, out_dir, *, per_shard, batch, settings, guidance=0.5, seed=SE
 
 def test_same_images_across_shard_and_batch_boundaries(lotss_model, tmp_path):
     settings = {"n_images": 7}
-    a = generate.aggregate_shards(_shards(lotss_model, tmp_path / "a", per_shard=3, batch=2,
+    a = shards.aggregate_shards(_shards(lotss_model, tmp_path / "a", per_shard=3, batch=2,
                                           settings=settings), tmp_path / "a.h5")
-    b = generate.aggregate_shards(_shards(lotss_model, tmp_path / "b", per_shard=7, batch=5,
+    b = shards.aggregate_shards(_shards(lotss_model, tmp_path / "b", per_shard=7, batch=5,
                                           settings=settings), tmp_path / "b.h5")
     # rerunning one shard alone reproduces it bit for bit
     again = _shards(lotss_model, tmp_path / "c", per_shard=3, batch=2, settings=settings)[1]
@@ -93,7 +93,7 @@ def test_first_shards_are_class_balanced(first_model, tmp_path):
     settings = {"n_per_class": 2}
     paths = _shards(first_model, tmp_path, per_shard=3, batch=3, settings=settings, guidance=0.75)
     assert len(paths) == 3
-    out = generate.aggregate_shards(paths[::-1], tmp_path / "samples.h5")
+    out = shards.aggregate_shards(paths[::-1], tmp_path / "samples.h5")
     with h5py.File(out) as h5:
         np.testing.assert_array_equal(h5["label"][()], [0, 0, 1, 1, 2, 2, 3, 3])
         np.testing.assert_array_equal(h5["context"][()].argmax(1), h5["label"][()])
@@ -106,19 +106,19 @@ def test_first_shards_are_class_balanced(first_model, tmp_path):
 def test_aggregate_rejects_missing_or_foreign_shards(lotss_model, tmp_path):
     paths = _shards(lotss_model, tmp_path / "a", per_shard=2, batch=2, settings={"n_images": 4})
     with pytest.raises(InputFileError, match=r"shard\(s\) \[1\] of 2 missing"):
-        generate.aggregate_shards(paths[:1], tmp_path / "out.h5")
+        shards.aggregate_shards(paths[:1], tmp_path / "out.h5")
     other = _shards(lotss_model, tmp_path / "b", per_shard=2, batch=2, settings={"n_images": 4}, seed=9)
     with pytest.raises(InputFileError, match="seed"):
-        generate.aggregate_shards([paths[0], other[1]], tmp_path / "out.h5")
+        shards.aggregate_shards([paths[0], other[1]], tmp_path / "out.h5")
     assert not (tmp_path / "out.h5").exists()
 
 
 def test_shard_index_out_of_range(lotss_model, tmp_path):
     with pytest.raises(ConfigError, match=r"shard index 3 out of range.*0\.\.2"):
-        generate.write_shard(lotss_model, tmp_path / "x.h5", shard=3, seed=0, guidance=0.0,
+        shards.write_shard(lotss_model, tmp_path / "x.h5", shard=3, seed=0, guidance=0.0,
                              settings={"n_images": 5}, sampler=SAMPLER, images_per_shard=2, device="cpu")
     with pytest.raises(ConfigError, match="out of range"):
-        generate.shard_indices(-1, total=5, images_per_shard=2)
+        shards.shard_indices(-1, total=5, images_per_shard=2)
     assert not (tmp_path / "x.h5").exists()
 
 
@@ -133,13 +133,13 @@ def test_weights_from_another_architecture(tmp_path):
 
 def test_flux_list_and_bad_flux(lotss_model, tmp_path):
     settings = {"n_images": 3, "conditioning": "list", "peak_flux": [0.002, 0.05, 1.0]}
-    out = generate.write_shard(lotss_model, tmp_path / "s.h5", shard=0, seed=0, guidance=0.0,
+    out = shards.write_shard(lotss_model, tmp_path / "s.h5", shard=0, seed=0, guidance=0.0,
                                settings=settings, sampler=SAMPLER, images_per_shard=3, device="cpu")
     with h5py.File(out) as h5:
         np.testing.assert_allclose(h5["peak_flux"][()], [0.002, 0.05, 1.0], rtol=1e-5)
     bad = {**settings, "peak_flux": [0.01, -0.5]}
     with pytest.raises(ConfigError, match="positive"):
-        generate.write_shard(lotss_model, tmp_path / "t.h5", shard=0, seed=0, guidance=0.0,
+        shards.write_shard(lotss_model, tmp_path / "t.h5", shard=0, seed=0, guidance=0.0,
                              settings=bad, sampler=SAMPLER, images_per_shard=3, device="cpu")
 
 
@@ -158,14 +158,14 @@ def test_cli_shard_errors_are_one_line(lotss_model, tmp_path, caplog):
 def test_cli_end_to_end_fits_and_figures(lotss_model, tmp_path):
     settings = json.dumps({"sampler": SAMPLER, "dataset": {"n_images": 4}, "images_per_shard": 2,
                            "batch_size": 2, "device": "cpu", "precision": "auto"})
-    shards = []
+    shard_files = []
     for shard in range(2):
-        shards.append(str(tmp_path / f"{shard}.h5"))
+        shard_files.append(str(tmp_path / f"{shard}.h5"))
         assert cli_main(["sample", "shard", "--model", str(lotss_model), "--shard", str(shard), "--seed", "5",
                          "--guidance", "0.1", "--settings", settings, "--threads", "1",
-                         "--output", shards[-1]]) == 0
+                         "--output", shard_files[-1]]) == 0
     samples = tmp_path / "samples.h5"
-    assert cli_main(["sample", "aggregate", "--output", str(samples), *shards]) == 0
+    assert cli_main(["sample", "aggregate", "--output", str(samples), *shard_files]) == 0
 
     fits_dir = tmp_path / "fits"
     assert cli_main(["sample", "export-fits", "--samples", str(samples), "--output-dir", str(fits_dir),
@@ -216,7 +216,7 @@ def test_trajectory_matches_generated_image(first_model, tmp_path):
 
 def test_first_figure_has_class_rows(first_model, tmp_path):
     paths = _shards(first_model, tmp_path, per_shard=8, batch=8, settings={"n_per_class": 2})
-    samples = generate.aggregate_shards(paths, tmp_path / "samples.h5")
+    samples = shards.aggregate_shards(paths, tmp_path / "samples.h5")
     training = tmp_path / "training_set.h5"
     with h5py.File(training, "w") as h5:
         h5["images"] = np.random.default_rng(0).random((12, 16, 16), dtype=np.float32)
@@ -228,7 +228,7 @@ def test_first_figure_has_class_rows(first_model, tmp_path):
 
 def test_first_fits_has_no_flux_unit(first_model, tmp_path):
     paths = _shards(first_model, tmp_path, per_shard=8, batch=8, settings={"n_per_class": 1})
-    samples = generate.aggregate_shards(paths, tmp_path / "samples.h5")
+    samples = shards.aggregate_shards(paths, tmp_path / "samples.h5")
     files = export_fits(samples, tmp_path / "fits")
     assert len(files) == 4
     header = fits.getheader(files[2])

@@ -12,7 +12,7 @@ from radiogen.errors import ConfigError, InputFileError
 from radiogen.evaluation.size import measured_sizes, size_agreement, size_conditioning
 from radiogen.model import load_model
 from radiogen.sampler import conditioning as cond
-from radiogen.sampler import generate
+from radiogen.sampler import generate, shards
 from tiny_models import SIZE_NORM, save_tiny_model
 
 
@@ -80,7 +80,7 @@ def test_a_context_that_does_not_match_the_model_is_refused(models, tmp_path):
 
 def test_sample_shard_of_a_size_model_records_the_sizes(models, tmp_path):
     torch.set_num_threads(1)
-    out = generate.write_shard(models["size"], tmp_path / "shard.h5", shard=0, seed=2, guidance=0.0,
+    out = shards.write_shard(models["size"], tmp_path / "shard.h5", shard=0, seed=2, guidance=0.0,
                                settings={"n_images": 3, "conditioning": "list", "peak_flux": [0.05],
                                          "size": [8.0, 30.0, 60.0]},
                                sampler={"num_steps": 2}, images_per_shard=3, device="cpu",

@@ -18,7 +18,7 @@ def _threads(n: int | None) -> None:
 
 
 def _shard(args: argparse.Namespace) -> int:
-    from radiogen.sampler.generate import write_shard
+    from radiogen.sampler.shards import write_shard
 
     _threads(args.threads)
     settings = json_object(args.settings)
@@ -42,7 +42,7 @@ def _shard(args: argparse.Namespace) -> int:
 
 
 def _aggregate(args: argparse.Namespace) -> int:
-    from radiogen.sampler.generate import aggregate_shards
+    from radiogen.sampler.shards import aggregate_shards
 
     aggregate_shards(args.shards, args.output)
     return 0

@@ -1,0 +1,238 @@
+"""Sample sets in shards: which images a shard holds, its HDF5 file, the merge of all shards.
+
+Image ``i`` of a set depends only on the seed, ``i``, the model, the sampler
+settings and the guidance (:func:`radiogen.sampler.generate.generate_images`),
+so shard ``s`` holds indices ``[s * images_per_shard, (s + 1) * images_per_shard)``
+and can be generated, or redone, alone; :func:`aggregate_shards` checks that the
+shards belong to one set and merges them in index order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import h5py
+import numpy as np
+
+from radiogen.errors import ConfigError, InputFileError
+from radiogen.io import atomic_path, open_hdf5, require_datasets
+from radiogen.progress import Progress
+from radiogen.sampler import conditioning as cond
+from radiogen.sampler.generate import (
+    SURVEY_ATTRS,
+    check_model_kind,
+    generate_images,
+    image_shape,
+    load_sampling_model,
+    model_id,
+    n_images,
+    resolve_autocast,
+    resolve_device,
+    sampler_settings,
+)
+
+__all__ = ["n_shards", "shard_indices", "write_shard", "aggregate_shards"]
+
+log = logging.getLogger("radiogen.sampler.generate")
+
+
+def n_shards(total: int, images_per_shard: int) -> int:
+    """Number of shards needed for ``total`` images."""
+    if images_per_shard < 1:
+        raise ConfigError(f"sample: images_per_shard must be >= 1, got {images_per_shard}")
+    return max(1, math.ceil(total / images_per_shard))
+
+
+def shard_indices(shard: int, *, total: int, images_per_shard: int) -> np.ndarray:
+    """Global image indices of ``shard``; an out-of-range shard is a ConfigError."""
+    if images_per_shard is None:
+        raise ConfigError("images_per_shard is not given: it fixes which image indices each shard holds")
+    images_per_shard = int(images_per_shard)
+    count = n_shards(total, images_per_shard)
+    if not 0 <= shard < count:
+        raise ConfigError(
+            f"shard index {shard} out of range: {total} images at {images_per_shard} per shard "
+            f"make {count} shard(s), 0..{count - 1}"
+        )
+    start = shard * images_per_shard
+    return np.arange(start, min(start + images_per_shard, total), dtype=np.int64)
+
+
+def _attrs(meta: Mapping, *, model_hash: str, seed: int, guidance: float, sampler: Mapping,
+           settings: Mapping) -> dict:
+    dataset = meta["dataset"]
+    attrs = dict(SURVEY_ATTRS[dataset])
+    for key in attrs:
+        if meta.get(key) is not None:
+            attrs[key] = float(meta[key])
+    attrs.update(
+        dataset=dataset,
+        guidance=float(guidance),
+        seed=int(seed),
+        model_id=model_hash,
+        sampler=json.dumps(dict(sampler), sort_keys=True),
+        conditioning=json.dumps(dict(settings), sort_keys=True, default=str),
+        image_size=list(image_shape(meta)[1:]),
+    )
+    if dataset == "first":
+        attrs["class_names"] = json.dumps(list(meta["class_names"]))
+    else:
+        norm = meta["normalisation"]
+        attrs.update(
+            boxcox_lambda=float(norm["boxcox_lambda"]),
+            boxcox_mean=float(norm["boxcox_mean"]),
+            boxcox_std=float(norm["boxcox_std"]),
+            context_names=json.dumps(cond.context_names(meta)),
+        )
+        if meta.get("size_normalisation"):
+            size_norm = meta["size_normalisation"]
+            attrs.update({f"size_{k}": float(size_norm[k]) for k in ("boxcox_lambda", "boxcox_mean", "boxcox_std")})
+    return attrs
+
+
+def _write_arrays(h5: h5py.File, arrays: Mapping[str, np.ndarray]) -> None:
+    images = arrays["images"]
+    chunk = (max(1, min(64, images.shape[0])),) + images.shape[1:]
+    h5.create_dataset("images", data=images.astype(np.float32), chunks=chunk)
+    h5.create_dataset("context", data=arrays["context"].astype(np.float32))
+    h5.create_dataset("index", data=arrays["index"].astype(np.int64))
+    if "peak_flux" in arrays:
+        h5.create_dataset("peak_flux", data=arrays["peak_flux"].astype(np.float32))
+    if "size" in arrays:
+        h5.create_dataset("size", data=arrays["size"].astype(np.float32))
+    if "label" in arrays:
+        h5.create_dataset("label", data=arrays["label"].astype(np.int64))
+
+
+def write_shard(
+    model_path: str | Path,
+    output: str | Path,
+    *,
+    shard: int,
+    seed: int,
+    guidance: float,
+    settings: Mapping,
+    sampler: Mapping | None = None,
+    images_per_shard: int,
+    batch_size: int = 32,
+    device: str = "auto",
+    precision: str = "auto",
+    expect_dataset: str | None = None,
+    expect_image_size: int | None = None,
+    expect_context: str | None = None,
+) -> Path:
+    """Generate shard ``shard`` of a sample set from ``model.pt`` into ``output`` (HDF5).
+
+    ``settings`` is the dataset block of the sample config (LoTSS: n_images,
+    conditioning, peak_flux, peak_flux_range, range_space; FIRST: n_per_class).
+    ``expect_dataset`` / ``expect_image_size`` check the model file before any
+    work (:func:`check_model_kind`).
+    """
+    model_path = Path(model_path)
+    torch_device = resolve_device(device)
+    autocast_dtype = resolve_autocast(precision, torch_device)
+    net, meta = load_sampling_model(model_path, device=torch_device)
+    source = str(model_path)
+    check_model_kind(meta, source, dataset=expect_dataset, image_size=expect_image_size,
+                     context=expect_context)
+    total = n_images(meta, settings, source=source)
+    indices = shard_indices(shard, total=total, images_per_shard=images_per_shard)
+    sampler = sampler_settings(sampler)
+    log.info(
+        "%s shard %d: images %d..%d of %d, w=%g, %s %d steps, batch %d on %s (%s)",
+        meta["dataset"], shard, indices[0], indices[-1], total, guidance, sampler["solver"], sampler["num_steps"],
+        batch_size, torch_device, autocast_dtype or "fp32",
+    )
+    t0 = time.perf_counter()
+    bar = Progress(indices.size, f"{meta['dataset']} shard {shard} images", logger=log)
+
+    def progress(done: int, n: int) -> None:
+        bar.update(done - bar.done)
+
+    arrays = generate_images(
+        net, meta, indices, seed=seed, guidance=guidance, sampler=sampler, settings=settings,
+        batch_size=batch_size, device=torch_device, autocast_dtype=autocast_dtype,
+        progress=progress, source=source,
+    )
+    bar.close()
+    attrs = _attrs(meta, model_hash=model_id(model_path), seed=seed, guidance=guidance,
+                   sampler=sampler, settings=settings)
+    attrs.update(shard=int(shard), n_shards=n_shards(total, images_per_shard), n_images_total=total,
+                 images_per_shard=int(images_per_shard))
+    output = Path(output)
+    with atomic_path(output) as tmp, h5py.File(tmp, "w") as h5:
+        _write_arrays(h5, arrays)
+        h5.attrs.update(attrs)
+    log.info("wrote %s (%d images, %.1f s)", output, indices.size, time.perf_counter() - t0)
+    return output
+
+
+#: Attributes that must agree between the shards of one sample set.
+_SET_ATTRS = ("dataset", "guidance", "seed", "model_id", "sampler", "conditioning", "n_shards",
+              "n_images_total", "images_per_shard")
+
+
+def aggregate_shards(shard_paths: Sequence[str | Path], output: str | Path) -> Path:
+    """Merge all shards of one sample set into ``output`` in global index order.
+
+    Checks that every shard 0..n_shards-1 is present exactly once and that the
+    shards share model, seed, sampler and conditioning settings.
+    """
+    shards = {}
+    reference = None
+    for path in shard_paths:
+        with open_hdf5(path) as h5:
+            require_datasets(h5, ["images", "context", "index"])
+            attrs = dict(h5.attrs)
+            if reference is None:
+                reference = (path, attrs)
+            for key in _SET_ATTRS:
+                if key not in attrs:
+                    raise InputFileError(f"{path}: not a sample shard (attribute {key!r} missing)")
+                if str(attrs[key]) != str(reference[1][key]):
+                    raise InputFileError(
+                        f"{path}: {key}={attrs[key]!r} differs from {reference[0]} ({reference[1][key]!r});"
+                        " shards of different runs cannot be merged"
+                    )
+            shard = int(attrs["shard"])
+            if shard in shards:
+                raise InputFileError(f"{path}: shard {shard} given twice (also {shards[shard]})")
+            shards[shard] = Path(path)
+    if reference is None:
+        raise InputFileError(f"{output}: no shard files to aggregate")
+    expected = int(reference[1]["n_shards"])
+    missing = sorted(set(range(expected)) - set(shards))
+    if missing:
+        raise InputFileError(f"{output}: shard(s) {missing} of {expected} missing from the inputs")
+    total = int(reference[1]["n_images_total"])
+    output = Path(output)
+    with atomic_path(output) as tmp, h5py.File(tmp, "w") as out:
+        offset = 0
+        for shard in range(expected):
+            with open_hdf5(shards[shard]) as h5:
+                n = h5["images"].shape[0]
+                if shard == 0:
+                    for name in h5:
+                        shape = (total,) + h5[name].shape[1:]
+                        chunks = (max(1, min(64, total)),) + h5[name].shape[1:] if name == "images" else None
+                        out.create_dataset(name, shape=shape, dtype=h5[name].dtype, chunks=chunks)
+                    attrs = {k: v for k, v in h5.attrs.items()
+                             if k not in ("shard", "images_per_shard")}
+                    out.attrs.update(attrs)
+                    out.attrs["n_images"] = total
+                if int(h5["index"][0]) != offset:
+                    raise InputFileError(
+                        f"{shards[shard]}: first image index {h5['index'][0]}, expected {offset}"
+                    )
+                for name in out:
+                    out[name][offset:offset + n] = h5[name][()]
+                offset += n
+        if offset != total:
+            raise InputFileError(f"{output}: shards hold {offset} images, expected {total}")
+    log.info("aggregated %d shard(s), %d images into %s", expected, total, output)
+    return output
