@@ -23,7 +23,7 @@ from astropy.io import fits
 
 from radiogen.cli import main as cli_main
 from radiogen.config import check_config, fill_defaults, read_config_file
-from radiogen.errors import CatalogueError, ConfigError, InputFileError
+from radiogen.errors import CatalogueError, ConfigError
 from radiogen.model import build_network, save_model
 from radiogen.sampler import generate
 
@@ -299,7 +299,7 @@ def test_catalogue_refused_before_cutouts(lotss_dr1_dir, tmp_path, caplog, case)
                    str(lotss_dr1_dir / MOSAIC), "--out", str(out.path)])
     assert rc == 1
     assert out.intact()
-    from radiogen.lotss.cutouts import assign_sources
+    from radiogen.lotss.sources import assign_sources
 
     with pytest.raises(CatalogueError, match=message):
         assign_sources(path, {"P205+55": lotss_dr1_dir / MOSAIC}, tmp_path / "other.h5")
@@ -331,7 +331,7 @@ def _mosaic_variant(lotss_dr1_dir: Path, path: Path, **header) -> Path:
 
 @pytest.fixture
 def sources(lotss_dr1_dir, tmp_path):
-    from radiogen.lotss.cutouts import assign_sources
+    from radiogen.lotss.sources import assign_sources
 
     cat = _catalogue(tmp_path / "cat.csv", [_row()])
     assign_sources(cat, {"P205+55": lotss_dr1_dir / MOSAIC}, tmp_path / "sources.h5")

@@ -20,11 +20,11 @@ from radiogen.io import read_table_hdf5
 from radiogen.lotss.catalogue import normalise_catalogue, read_catalogue
 from radiogen.lotss.cutouts import (
     aggregate_shards,
-    assign_sources,
     cut_mosaic,
     extract_cutouts,
     read_cutouts,
 )
+from radiogen.lotss.sources import assign_sources
 from radiogen.lotss.mosaic import open_mosaic
 
 MOSAICS = {"P205+55": "P205+55_400px.fits", "P218+55": "P218+55_200px.fits"}

@@ -23,6 +23,7 @@ from radiogen.errors import InputFileError
 
 __all__ = [
     "atomic_path",
+    "save_figure",
     "write_json_atomic",
     "write_table_hdf5",
     "read_table_hdf5",
@@ -60,6 +61,17 @@ def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def save_figure(fig, path: str | os.PathLike, *, dpi: int = 110) -> Path:
+    """Write a matplotlib figure atomically; the format follows the suffix (PNG without one).
+
+    The figure stays open: the caller closes it.
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+    return path
 
 
 def write_json_atomic(obj, path: str | os.PathLike) -> None:

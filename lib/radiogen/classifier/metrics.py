@@ -7,6 +7,8 @@ from typing import Sequence
 
 import numpy as np
 
+from radiogen.io import save_figure
+
 __all__ = [
     "confusion_matrix",
     "accuracy",
@@ -66,8 +68,6 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from radiogen.io import atomic_path
-
     matrix = np.asarray(matrix)
     rows = matrix.sum(axis=1, keepdims=True)
     fraction = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
@@ -84,8 +84,7 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: 
     ax.set_ylabel("true class")
     ax.set_title(title)
     fig.colorbar(image, ax=ax, label="fraction of true class")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -95,8 +94,6 @@ def plot_training_curves(history: list[dict], path: str | Path, *, best_epoch: i
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from radiogen.io import atomic_path
 
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), layout="constrained")
@@ -117,6 +114,5 @@ def plot_training_curves(history: list[dict], path: str | Path, *, best_epoch: i
     axes[0].legend()
     axes[1].legend()
     fig.suptitle("Classifier training" + (f" (selected epoch {best_epoch}, dashed)" if best_epoch else ""))
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    save_figure(fig, path, dpi=110)
     plt.close(fig)

@@ -66,7 +66,7 @@ def register(topics) -> None:
 
 
 def _assign(args):
-    from radiogen.lotss.cutouts import assign_sources
+    from radiogen.lotss.sources import assign_sources
 
     assign_sources(args.catalogue, dict(args.mosaic), args.out, duplicates=args.duplicates,
                    sample=args.sources, source_list=args.source_list, cutout_size=args.size)
@@ -89,7 +89,7 @@ def _aggregate(args):
 
 
 def _plot(args):
-    from radiogen.lotss.cutouts import plot_cutout_examples
+    from radiogen.lotss.cutout_plots import plot_cutout_examples
 
     plot_cutout_examples(args.cutouts, args.out, per_row=args.per_row, seed=args.seed)
     return 0

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from radiogen.errors import InputFileError, RadiogenError
-from radiogen.io import atomic_path, open_hdf5, require_datasets
+from radiogen.io import atomic_path, open_hdf5, require_datasets, save_figure
 from radiogen.surveys import FIRST_CLASS_NAMES
 
 __all__ = [
@@ -248,6 +248,5 @@ def plot_confusions(panels, class_names, path) -> None:
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true / conditioned class")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    save_figure(fig, path, dpi=110)
     plt.close(fig)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,7 +26,7 @@ import scipy.stats
 from scipy.spatial.distance import cdist
 
 from radiogen.errors import InputFileError
-from radiogen.io import atomic_path, write_json_atomic
+from radiogen.io import save_figure, write_json_atomic
 
 __all__ = ["flux_points", "energy_distance_2d", "flux_conditioning", "scatter_figure"]
 
@@ -168,6 +167,5 @@ def scatter_figure(tables: dict[str, str | os.PathLike], output: str | os.PathLi
         ax.set_xlabel("log10 peak flux [Jy/beam]")
     axes[0][0].set_ylabel(r"$\Delta_+$ (sum of positive residual, scaled units)")
     axes[0][0].set_yscale("log")
-    with atomic_path(output) as tmp:
-        fig.savefig(tmp, format=Path(output).suffix.lstrip(".") or "png", dpi=150)
+    save_figure(fig, output, dpi=150)
     plt.close(fig)

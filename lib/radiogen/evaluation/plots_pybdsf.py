@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,7 +21,7 @@ from radiogen.evaluation.imagesets import open_image_set
 from radiogen.evaluation.pybdsf import MODEL_FLUX_UNITS, a50_mask
 from radiogen.evaluation.pybdsf_shards import model_flux_columns, read_models
 from radiogen.evaluation.stats import histogram_with_errors, plot_histograms, shared_bins
-from radiogen.io import atomic_path, write_json_atomic
+from radiogen.io import save_figure, write_json_atomic
 
 __all__ = ["pick_examples", "example_figure", "distribution_figure"]
 
@@ -84,8 +83,7 @@ def example_figure(sets: dict[str, dict], output: str | os.PathLike, *, n: int =
             if col == 0:
                 ax_img.set_ylabel(f"{label}\nimage", fontsize="small")
                 ax_mod.set_ylabel("PyBDSF model", fontsize="small")
-    with atomic_path(output) as tmp:
-        fig.savefig(tmp, format=Path(output).suffix.lstrip(".") or "png", dpi=150)
+    save_figure(fig, output, dpi=150)
     plt.close(fig)
 
 
@@ -132,8 +130,7 @@ def distribution_figure(tables: dict[str, str | os.PathLike], output: str | os.P
 
     failed = ", ".join(f"{label}: {_tally(counts)}" for label, counts in result["status_counts"].items())
     fig.suptitle(failed, fontsize="small")
-    with atomic_path(output) as tmp:
-        fig.savefig(tmp, format=Path(output).suffix.lstrip(".") or "png", dpi=150)
+    save_figure(fig, output, dpi=150)
     plt.close(fig)
     if output_json is not None:
         write_json_atomic(result, output_json)

@@ -429,8 +429,7 @@ def plot_nearest(
         ax.set_yticks([])
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    from radiogen.io import atomic_path
+    from radiogen.io import save_figure
 
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    save_figure(fig, path, dpi=110)
     plt.close(fig)

@@ -26,7 +26,7 @@ import numpy as np
 from scipy import stats
 
 from radiogen.errors import InputFileError
-from radiogen.io import atomic_path, open_hdf5, require_datasets
+from radiogen.io import atomic_path, open_hdf5, require_datasets, save_figure
 
 __all__ = ["measured_sizes", "size_agreement", "size_conditioning"]
 
@@ -118,7 +118,6 @@ def size_conditioning(sets: dict[str, str | Path], output_json: str | Path, figu
             ax.text(0.5, 0.5, f"no measurable source in {s['n_without_source']} images", ha="center",
                     transform=ax.transAxes, color="grey")
     fig.tight_layout()
-    with atomic_path(figure) as tmp:
-        fig.savefig(tmp, dpi=110, format=Path(figure).suffix.lstrip(".") or "png")
+    save_figure(fig, figure, dpi=110)
     plt.close(fig)
     return summary

@@ -20,7 +20,7 @@ from astropy.stats import poisson_conf_interval
 
 from radiogen.errors import InputFileError
 from radiogen.evaluation.imagesets import open_image_set
-from radiogen.io import atomic_path, write_json_atomic
+from radiogen.io import atomic_path, save_figure, write_json_atomic
 
 __all__ = [
     "PIXEL_BINS",
@@ -250,7 +250,6 @@ def image_statistics_figure(sets: dict[str, tuple[str, str]], output: str | os.P
     plot_histograms(axes[2], result["std"], log_y=True, xlabel="image standard deviation")
     if title:
         fig.suptitle(title)
-    with atomic_path(output) as tmp:
-        fig.savefig(tmp, format=Path(output).suffix.lstrip(".") or "png", dpi=150)
+    save_figure(fig, output, dpi=150)
     plt.close(fig)
     return result

@@ -41,7 +41,7 @@ def plot_examples(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from radiogen.io import atomic_path
+    from radiogen.io import save_figure
 
     rng = generator(seed, "first.examples")
     side = int(np.ceil(np.sqrt(per_class)))
@@ -58,6 +58,5 @@ def plot_examples(
             ax.imshow(images[index], cmap="inferno", vmin=0.0, vmax=1.0)
         panel.suptitle(f"({'abcd'[k]}) {name}  [{len(members)} images]")
     fig.suptitle(f"{title}: random examples, {images.shape[-1]} px = {extent_arcsec:.0f} arcsec per side")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    save_figure(fig, path, dpi=110)
     plt.close(fig)

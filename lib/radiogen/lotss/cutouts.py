@@ -2,10 +2,10 @@
 
 Three workflow steps, each writing one file atomically:
 
-1. :func:`assign_sources` -- check the catalogue, pick each source's cutout
-   centre (optical host, else radio position) and the mosaic it is cut from
-   (WCS footprint, most central mosaic wins); sources on no mosaic are counted
-   and named in the log.
+1. :func:`radiogen.lotss.sources.assign_sources` -- check the catalogue, pick
+   each source's cutout centre (optical host, else radio position) and the
+   mosaic it is cut from (WCS footprint, most central mosaic wins); sources on
+   no mosaic are counted and named in the log.
 2. :func:`cut_mosaic` -- one job per mosaic: stream the mosaic once in row
    blocks and fill an ``size x size`` px cutout per source (the
    :class:`astropy.nddata.Cutout2D` geometry, ``mode="partial"``: pixels off
@@ -28,12 +28,11 @@ cutout in the same order.  Attributes: ``pixel_scale_arcsec``,
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import h5py
 import numpy as np
@@ -41,30 +40,17 @@ import pandas as pd
 from astropy.nddata.utils import NoOverlapError, overlap_slices
 
 from radiogen.config import section_defaults
-from radiogen.errors import CatalogueError, InputFileError
+from radiogen.errors import InputFileError
 from radiogen.io import atomic_path, open_hdf5, read_table_hdf5, require_datasets, write_table_hdf5
-from radiogen.lotss.catalogue import (
-    _some,
-    assign_to_mosaics,
-    brighter_neighbour_counts,
-    cutout_centres,
-    normalise_catalogue,
-    read_catalogue,
-    read_source_list,
-    select_sample,
-)
 from radiogen.lotss.mosaic import Mosaic, open_mosaic
 from radiogen.progress import Progress
-from radiogen.seeds import generator
 
 __all__ = [
     "CUTOUT_SIZE",
-    "assign_sources",
     "extract_cutouts",
     "cut_mosaic",
     "aggregate_shards",
     "read_cutouts",
-    "plot_cutout_examples",
 ]
 
 log = logging.getLogger(__name__)
@@ -77,95 +63,6 @@ _PER_CUTOUT = (
     "images", "source_name", "centre_ra", "centre_dec", "centre_from", "mosaic_id",
     "pixel_x", "pixel_y", "flag_nan", "flag_partial", "nan_fraction",
 )
-
-
-def assign_sources(
-    catalogue_path: str | os.PathLike,
-    mosaic_paths: Mapping[str, str | os.PathLike],
-    out_path: str | os.PathLike,
-    *,
-    duplicates: str = "error",
-    sample: str = "all",
-    source_list: str | os.PathLike | None = None,
-    cutout_size: int = CUTOUT_SIZE,
-) -> dict:
-    """Check the catalogue, choose its source sample and assign every source to one mosaic.
-
-    Parameters
-    ----------
-    catalogue_path : path-like
-        CSV or FITS catalogue (see :mod:`radiogen.lotss.catalogue`).
-    mosaic_paths : mapping
-        ``mosaic_id -> FITS path``; only headers are read.
-    out_path : path-like
-        HDF5 file: ``/catalogue`` (rows on a mosaic, with added columns
-        ``centre_ra``, ``centre_dec``, ``centre_from``, ``cutout_mosaic``),
-        ``/off_mosaic_names``; attrs ``n_catalogue``, ``n_off_mosaic``,
-        ``n_per_mosaic`` (JSON).
-    duplicates : {"error", "keep_first"}
-        Passed to :func:`~radiogen.lotss.catalogue.normalise_catalogue`.
-    sample : {"all", "resolved", "list"}
-        Which sources to cut out (:func:`~radiogen.lotss.catalogue.select_sample`;
-        the paper: ``resolved``); ``list`` reads the names in ``source_list``.
-    cutout_size : int
-        Cutout side, pixels of the source's mosaic: with it, the column
-        ``n_brighter_neighbours`` counts the sources of the *whole* catalogue
-        (not only the sample) that are brighter and inside the cutout
-        (:func:`~radiogen.lotss.catalogue.brighter_neighbour_counts`).
-
-    Returns
-    -------
-    dict
-        The counts written as attributes.
-    """
-    table = normalise_catalogue(read_catalogue(catalogue_path), source=catalogue_path,
-                                duplicates=duplicates)
-    full = table
-    n_rows = len(table)
-    names = read_source_list(source_list) if sample == "list" and source_list is not None else None
-    table = select_sample(table, sample=sample, names=names, source=catalogue_path)
-    mosaics = {mid: open_mosaic(p, mosaic_id=mid) for mid, p in mosaic_paths.items()}
-    if not mosaics:
-        raise InputFileError(f"{catalogue_path}: no mosaics given to place the sources on")
-    ra, dec, centre_from = cutout_centres(table)
-    where = assign_to_mosaics(ra, dec, {m.mosaic_id: (m.wcs, m.shape) for m in mosaics.values()})
-    table["centre_ra"] = ra
-    table["centre_dec"] = dec
-    table["centre_from"] = centre_from
-    table["cutout_mosaic"] = where
-    off = where == ""
-    off_names = table.loc[off, "Source_Name"].astype(str).tolist()
-    if off_names:
-        log.warning("%d of %d catalogue sources lie on no mosaic and get no cutout: %s",
-                    len(off_names), len(table), _some(off_names, 20))
-    if off.all():
-        raise CatalogueError(
-            f"{catalogue_path}: none of its {len(table)} sources lies on any of the mosaics "
-            f"{', '.join(sorted(mosaics))} (positions in degrees? the right mosaics?)"
-        )
-    on = table.loc[~off].reset_index(drop=True)
-    # pixel side of each source's mosaic, degrees: the cutout's half-width on the sky
-    scale = {mid: float(np.sqrt(np.abs(np.linalg.det(m.wcs.pixel_scale_matrix)))) for mid, m in mosaics.items()}
-    half = on["cutout_mosaic"].map(scale).to_numpy(float) * cutout_size / 2.0
-    on["n_brighter_neighbours"] = brighter_neighbour_counts(
-        on["centre_ra"], on["centre_dec"], on["Peak_flux"], on["Source_Name"], full, half_width_deg=half)
-    log.info("%d of %d sources have a brighter catalogue source inside their %d px cutout (whole catalogue, "
-             "%d rows)", int((on["n_brighter_neighbours"] > 0).sum()), len(on), cutout_size, len(full))
-    counts = {mid: int((on["cutout_mosaic"] == mid).sum()) for mid in mosaics}
-    for mid, n in counts.items():
-        log.info("mosaic %s: %d sources", mid, n)
-    summary = {"n_catalogue": int(len(table)), "n_off_mosaic": int(off.sum()),
-               "n_per_mosaic": counts, "n_catalogue_rows": int(n_rows), "sample": sample}
-    with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as h5:
-        write_table_hdf5(h5, "catalogue", on)
-        h5.create_dataset("off_mosaic_names", data=np.array(off_names, dtype=object), dtype=_STR)
-        h5.attrs["n_catalogue"] = summary["n_catalogue"]
-        h5.attrs["n_off_mosaic"] = summary["n_off_mosaic"]
-        h5.attrs["n_per_mosaic"] = json.dumps(counts)
-        h5.attrs["n_catalogue_rows"] = summary["n_catalogue_rows"]  # before the sample was chosen
-        h5.attrs["sample"] = sample
-        h5.attrs["catalogue_path"] = str(catalogue_path)
-    return summary
 
 
 def extract_cutouts(
@@ -479,64 +376,3 @@ def read_cutouts(path: str | os.PathLike) -> dict:
         out["catalogue"] = read_table_hdf5(h5["catalogue"])
         out["attrs"] = dict(h5.attrs)
     return out
-
-
-def plot_cutout_examples(
-    cutouts_path: str | os.PathLike,
-    out_path: str | os.PathLike,
-    *,
-    per_row: int = 8,
-    seed: int = 0,
-) -> None:
-    """Figure of random cutouts per group, for the workflow report.
-
-    Rows are the true ``Morphology`` when the catalogue has it (simulated
-    survey), else the flag state (complete / contains NaN / partial).  Each
-    panel is shown with its own asinh stretch between the 1st percentile and
-    the maximum; NaN pixels are grey.  Titles give the catalogue
-    ``Total_flux`` (mJy) and ``LAS`` (arcsec).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rng = generator(seed, "lotss.cutout_examples")
-    with open_hdf5(cutouts_path) as h5:
-        require_datasets(h5, ["images", "flag_nan", "flag_partial", "catalogue"])
-        catalogue = read_table_hdf5(h5["catalogue"])
-        flag_nan, flag_partial = h5["flag_nan"][()], h5["flag_partial"][()]
-        if "Morphology" in catalogue.columns:
-            groups = {m: np.flatnonzero(catalogue["Morphology"].to_numpy() == m)
-                      for m in sorted(set(catalogue["Morphology"]))}
-        else:
-            groups = {"complete": np.flatnonzero(~flag_nan),
-                      "contains NaN": np.flatnonzero(flag_nan & ~flag_partial),
-                      "partial (off mosaic)": np.flatnonzero(flag_partial)}
-        groups = {k: np.sort(rng.permutation(v)[:per_row]) for k, v in groups.items() if len(v)}
-        images = {k: h5["images"][v] if len(v) else np.zeros((0, 1, 1)) for k, v in groups.items()}
-    nrows = max(len(groups), 1)
-    fig, axes = plt.subplots(nrows, per_row, figsize=(1.6 * per_row, 1.8 * nrows), squeeze=False)
-    cmap = matplotlib.colormaps["inferno"].copy()
-    cmap.set_bad("0.6")
-    for ax in axes.ravel():
-        ax.axis("off")
-    for r, (name, idx) in enumerate(groups.items()):
-        axes[r, 0].set_title(name, loc="left", fontsize=9, fontweight="bold", pad=14)
-        for c, (i, image) in enumerate(zip(idx, images[name])):
-            finite = image[np.isfinite(image)]
-            if finite.size:
-                lo, hi = np.percentile(finite, 1), finite.max()
-                shown = np.arcsinh((image - lo) / max(hi - lo, 1e-12) * 10) / np.arcsinh(10)
-            else:
-                shown = image
-            axes[r, c].imshow(shown, origin="lower", cmap=cmap, vmin=0, vmax=1)
-            label = f"{catalogue['Total_flux'][i]:.1f} mJy"
-            if "LAS" in catalogue.columns and np.isfinite(catalogue["LAS"][i]):
-                label += f', {catalogue["LAS"][i]:.0f}"'
-            axes[r, c].text(0.02, 0.98, label, transform=axes[r, c].transAxes, va="top",
-                            fontsize=6, color="white")
-    fig.tight_layout()
-    with atomic_path(out_path) as tmp:
-        fig.savefig(tmp, dpi=110, format=Path(out_path).suffix.lstrip(".") or "png")
-    plt.close(fig)

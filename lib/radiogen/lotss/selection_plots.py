@@ -13,7 +13,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from radiogen.io import atomic_path  # noqa: E402
+from radiogen.io import save_figure  # noqa: E402
 from radiogen.lotss.snr import fill_nan_with_min, minmax_scale  # noqa: E402
 from radiogen.seeds import generator  # noqa: E402
 
@@ -40,8 +40,7 @@ def _read_scaled(path, indices):
 
 
 def _save(fig, path):
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
-from radiogen.io import atomic_path
+from radiogen.io import save_figure
 
 __all__ = ["plot_loss_curves"]
 
@@ -45,6 +44,5 @@ def plot_loss_curves(history: dict, path: str | os.PathLike, *, title: str = "")
     ax.set_title("validation loss per noise level")
     if title:
         fig.suptitle(title)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
+    save_figure(fig, path, dpi=120)
     plt.close(fig)

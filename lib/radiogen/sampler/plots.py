@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from radiogen.io import atomic_path, open_hdf5, require_datasets  # noqa: E402
+from radiogen.io import open_hdf5, require_datasets, save_figure  # noqa: E402
 from radiogen.sampler import generate  # noqa: E402
 from radiogen.sampler.heun import StepInfo  # noqa: E402
 from radiogen.sampler.solvers import solve  # noqa: E402
@@ -85,8 +85,7 @@ def plot_samples_vs_training(
             ax.axis("off")
     fig.tight_layout()
     output = Path(output)
-    with atomic_path(output) as tmp:
-        fig.savefig(tmp, dpi=120, format=output.suffix.lstrip(".") or "png")
+    save_figure(fig, output, dpi=120)
     plt.close(fig)
     return output
 
@@ -139,7 +138,6 @@ def plot_trajectory(steps: list[StepInfo], output: str | Path, *, n_show: int = 
         ax.axis("off")
     fig.tight_layout()
     output = Path(output)
-    with atomic_path(output) as tmp:
-        fig.savefig(tmp, dpi=120, format=output.suffix.lstrip(".") or "png")
+    save_figure(fig, output, dpi=120)
     plt.close(fig)
     return output

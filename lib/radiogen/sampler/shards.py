@@ -144,7 +144,7 @@ def write_shard(
     indices = shard_indices(shard, total=total, images_per_shard=images_per_shard)
     sampler = sampler_settings(sampler)
     log.info(
-        "%s shard %d: images %d..%d of %d, w=%g, %s %d steps, batch %d on %s (%s)",
+        "%s shard %d: images %d..%d of %d, guidance %g, %s %d steps, batch %d on %s (%s)",
         meta["dataset"], shard, indices[0], indices[-1], total, guidance, sampler["solver"], sampler["num_steps"],
         batch_size, torch_device, autocast_dtype or "fp32",
     )

@@ -178,7 +178,7 @@ def generate_tile(
     _, height, width = generate.image_shape(meta)
     stamps = np.zeros((indices.size, height, width), dtype=np.float32)
     n_islands = np.zeros(indices.size, dtype=np.int64)
-    log.info("tile %d: %d source(s), w=%g, %s %d steps on %s", tile, indices.size, guidance,
+    log.info("tile %d: %d source(s), guidance %g, %s %d steps on %s", tile, indices.size, guidance,
              sampler["solver"], sampler["num_steps"], torch_device)
     started = time.perf_counter()
     if indices.size:

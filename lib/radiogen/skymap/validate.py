@@ -35,7 +35,7 @@ from astropy.io import fits
 import astropy.units as u
 
 from radiogen.errors import InputFileError
-from radiogen.io import atomic_path
+from radiogen.io import atomic_path, save_figure
 from radiogen.lotss.mosaic import header_frequency_hz
 from radiogen.skymap.settings import MapSettings
 
@@ -297,8 +297,7 @@ def plot_validation(truth: pd.DataFrame, recovered: pd.DataFrame, output: str | 
         _no_data(ax)
     fig.suptitle(title)
     fig.tight_layout()
-    with atomic_path(output) as tmp:
-        fig.savefig(tmp, dpi=110, format=Path(output).suffix.lstrip(".") or "png")
+    save_figure(fig, output, dpi=110)
     plt.close(fig)
 
 
@@ -328,8 +327,7 @@ def plot_map(map_path: str | Path, truth: pd.DataFrame, recovered: pd.DataFrame,
     ax.set(xlabel="RA", ylabel="Dec", title=title)
     if len(truth) or len(recovered):
         ax.legend(loc="upper right", fontsize=8)
-    with atomic_path(output) as tmp:
-        fig.savefig(tmp, dpi=110, format=Path(output).suffix.lstrip(".") or "png")
+    save_figure(fig, output, dpi=110)
     plt.close(fig)
 
 
