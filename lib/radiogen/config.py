@@ -47,11 +47,23 @@ def load_schema(path: str | Path) -> dict:
         return yaml.safe_load(handle)
 
 
+@functools.lru_cache(maxsize=None)
+def _parsed_schema(path: str, mtime_ns: int) -> dict:
+    # Parsed once per file version: every settings module asks for its section's
+    # defaults at import, and most sections share config.schema.yaml and a $ref file.
+    return load_schema(path)
+
+
+def _schema(path: Path) -> dict:
+    """A schema file, parsed once (read-only: callers never modify it)."""
+    return _parsed_schema(str(path), path.stat().st_mtime_ns)
+
+
 def _resolve(schema: dict, base_dir: Path) -> tuple[dict, Path]:
     ref = schema.get("$ref")
     if ref and not ref.startswith("#"):
         ref_path = (base_dir / ref).resolve()
-        resolved = load_schema(ref_path)
+        resolved = _schema(ref_path)
         extra = {k: v for k, v in schema.items() if k != "$ref"}
         return {**resolved, **extra}, ref_path.parent
     return schema, base_dir
@@ -64,7 +76,7 @@ def fill_defaults(instance: dict, schema_path: str | Path) -> dict:
     schema files.  Returns ``instance``.
     """
     schema_path = Path(schema_path).resolve()
-    _fill(instance, load_schema(schema_path), schema_path.parent)
+    _fill(instance, _schema(schema_path), schema_path.parent)
     return instance
 
 
@@ -105,7 +117,7 @@ def schema_dir() -> Path:
 @functools.lru_cache(maxsize=None)
 def _section_defaults(dotted: str) -> dict:
     schema_path = schema_dir() / "config.schema.yaml"
-    schema, base_dir = load_schema(schema_path), schema_path.parent
+    schema, base_dir = _schema(schema_path), schema_path.parent
     for part in dotted.split(".") if dotted else ():
         schema, base_dir = _resolve(schema, base_dir)
         if part not in schema.get("properties", {}):
