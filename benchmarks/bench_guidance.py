@@ -1,0 +1,94 @@
+"""Judge accuracy and image-statistic distances of a FIRST model at several guidance w.
+
+Samples ``--per-class`` images per class from a model file or a training checkpoint
+(EMA weights) with the project's solver, scores them with a trained morphology
+classifier (the judge), and compares their per-image mean and std with the real
+training split through the project's size-matched floor
+(:func:`radiogen.evaluation.distances.size_matched`).  Prints one line per w:
+accuracy with its binomial error, W1 / floor of the image mean and std, the
+confusion matrix (rows: requested class) and the sampling time.  The latents
+do not depend on w, so the rows compare the same starting noise.
+
+    python benchmarks/bench_guidance.py results/models/first/model.pt \
+        --data results/first/training_set.h5 --judge results/classifier/classifier.pt \
+        --guidance 0.75 3 6 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from radiogen.classifier import classify
+from radiogen.evaluation.distances import one_d_distances, size_matched
+from radiogen.model import build_network, load_model
+from radiogen.model.data import read_training_set
+from radiogen.sampler.solvers import solve
+
+
+def _network(path: str):
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if "state_dict" in state:  # model.pt: EMA weights
+        return load_model(path)[0].eval()
+    net = build_network(state["model_config"])
+    net.load_state_dict(state["ema"])
+    return net.eval()
+
+
+def _image_stats(images: np.ndarray) -> dict:
+    flat = images.reshape(len(images), -1)
+    return {"mean": flat.mean(1), "std": flat.std(1)}
+
+
+def _w1(a: dict, b: dict) -> dict:
+    return {name: one_d_distances(a[name], b[name], name=name)["w1"] for name in a}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="model.pt or a training checkpoint ckpt-<step>.pt")
+    parser.add_argument("--data", required=True, help="FIRST training_set.h5")
+    parser.add_argument("--judge", required=True, help="classifier.pt")
+    parser.add_argument("--guidance", type=float, nargs="+", default=[0.0, 0.75, 3.0, 10.0])
+    parser.add_argument("--per-class", type=int, default=25)
+    parser.add_argument("--steps", type=int, default=15, help="DPM-Solver++(2M) steps")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    net = _network(args.model)
+    data = read_training_set(args.data)
+    real = _image_stats(data.images[data.split == 0][:, 0])
+    n_classes = data.context_dim
+    labels = np.repeat(np.arange(n_classes), args.per_class)
+    context = torch.nn.functional.one_hot(torch.from_numpy(labels), n_classes).float()
+    noise = torch.randn((labels.size, 1, *data.images.shape[-2:]),
+                        generator=torch.Generator().manual_seed(args.seed))
+    print(f"{args.model}: {labels.size} images per w ({args.per_class} per class), {args.steps} steps")
+    for w in args.guidance:
+        start = time.perf_counter()
+        with torch.no_grad():
+            x = torch.cat([solve(net, noise[i:i + 50], solver="dpmpp_2m", context=context[i:i + 50],
+                                 guidance=w, num_steps=args.steps)
+                           for i in range(0, labels.size, 50)])
+        seconds = time.perf_counter() - start
+        images = ((x.clamp(-1, 1) + 1) / 2).numpy()[:, 0]
+        predicted = classify(images, model=args.judge)[0].argmax(1)
+        accuracy = float((predicted == labels).mean())
+        error = (accuracy * (1 - accuracy) / labels.size) ** 0.5
+        confusion = np.zeros((n_classes, n_classes), int)
+        np.add.at(confusion, (labels, predicted), 1)
+        matched = size_matched(_w1, real, [_image_stats(images)], repeats=7, seed=args.seed)
+        ratio = {name: float(np.median(matched["others"][0][name]) / np.median(matched["floor"][name]))
+                 for name in real}
+        print(f"w = {w:5.2f}: judge accuracy {accuracy:.3f} +- {error:.3f}; W1 / floor: image mean "
+              f"{ratio['mean']:.1f}, image std {ratio['std']:.1f}; confusion {confusion.tolist()}; "
+              f"{seconds:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
