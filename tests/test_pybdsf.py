@@ -402,6 +402,21 @@ def test_plots_from_real_fits(lotss_table, tmp_path):
     assert hist["total"] == (pd.read_csv(tmp_path / "t.csv")["status"] == "ok").sum()
 
 
+def test_time_limit_holds_when_the_code_inside_swallows_the_timeout():
+    # PyBDSF has broad `except` clauses; a Timeout raised inside one must not let
+    # an expired fit pass as a success.
+    import time
+
+    with pytest.raises(RT.Timeout, match="time limit"):
+        with RT.time_limit(0.01):
+            try:
+                time.sleep(0.2)
+            except Exception:
+                pass
+    with RT.time_limit(5.0):  # an unexpired limit does not fire
+        pass
+
+
 def test_time_limit_is_a_recorded_failure(first_fits_dir):
     crops, _ = first_crops(first_fits_dir, n=1)
     row, model = _measure(crops[0], settings={"timeout_s": 1e-3})

@@ -106,13 +106,22 @@ def time_limit(seconds: float | None):
         yield
         return
 
+    message = f"PyBDSF exceeded the time limit of {seconds:g} s"
+    fired = False
+
     def _raise(signum, frame):
-        raise Timeout(f"PyBDSF exceeded the time limit of {seconds:g} s")
+        nonlocal fired
+        fired = True
+        raise Timeout(message)
 
     previous = signal.signal(signal.SIGALRM, _raise)
     signal.setitimer(signal.ITIMER_REAL, float(seconds))
     try:
         yield
+        # PyBDSF catches broad exceptions in places; a Timeout raised there is
+        # swallowed and the fit runs on, so an expired limit fails on exit too.
+        if fired:
+            raise Timeout(message)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
