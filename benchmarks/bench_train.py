@@ -27,7 +27,9 @@ import time
 
 CONFIGS = {
     "paper": {"base_channels": 128, "norm_groups": 32},  # schema defaults: 31.1 M parameters
-    "demo": {"base_channels": 16, "norm_groups": 8},  # config.yaml
+    # config.yaml: channels at low resolution, one block per level, attention at 10 px
+    "demo": {"base_channels": 8, "channel_mults": [1, 2, 4, 8], "enc_blocks": 1, "dec_blocks": 2,
+             "attention_levels": 1, "norm_groups": 8},
 }
 
 
