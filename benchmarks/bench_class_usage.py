@@ -24,7 +24,8 @@ from radiogen.model import build_network, load_model
 from radiogen.model.data import read_training_set, to_model_range
 
 
-def _network(path: str, weights: str):
+def load_network(path: str, weights: str = "ema"):
+    """The denoiser of ``model.pt`` (its EMA weights) or of a checkpoint (``weights``: ema or model)."""
     state = torch.load(path, map_location="cpu", weights_only=False)
     if "state_dict" in state:  # model.pt: EMA weights
         net, _ = load_model(path)
@@ -52,7 +53,7 @@ def main() -> None:
     labels = torch.from_numpy(data.context[index].argmax(1))
     n_classes = data.context_dim
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
-    net = _network(args.model, args.weights).eval()
+    net = load_network(args.model, args.weights).eval()
     print(f"{args.model}: {len(index)} validation images, {n_classes} classes")
     print(f"{'sigma':>6} {'loss true':>10} {'loss wrong':>11} {'gap %':>7} {'argmin':>7}  (chance {1 / n_classes:.2f})")
     rows = torch.arange(len(index))

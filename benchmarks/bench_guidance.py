@@ -22,25 +22,20 @@ import time
 import numpy as np
 import torch
 
+from bench_class_usage import load_network  # this folder's script: model.pt or checkpoint
+
 from radiogen.classifier import classify
+from radiogen.classifier.metrics import accuracy as judge_accuracy
+from radiogen.classifier.metrics import confusion_matrix
 from radiogen.evaluation.distances import one_d_distances, size_matched
-from radiogen.model import build_network, load_model
+from radiogen.evaluation.stats import per_image_statistics
 from radiogen.model.data import read_training_set
 from radiogen.sampler.solvers import solve
 
 
-def _network(path: str):
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if "state_dict" in state:  # model.pt: EMA weights
-        return load_model(path)[0].eval()
-    net = build_network(state["model_config"])
-    net.load_state_dict(state["ema"])
-    return net.eval()
-
-
 def _image_stats(images: np.ndarray) -> dict:
-    flat = images.reshape(len(images), -1)
-    return {"mean": flat.mean(1), "std": flat.std(1)}
+    table = per_image_statistics(images)
+    return {name: table[name].to_numpy() for name in ("mean", "std")}
 
 
 def _w1(a: dict, b: dict) -> dict:
@@ -60,7 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    net = _network(args.model)
+    net = load_network(args.model).eval()
     data = read_training_set(args.data)
     real = _image_stats(data.images[data.split == 0][:, 0])
     n_classes = data.context_dim
@@ -78,10 +73,9 @@ def main() -> None:
         seconds = time.perf_counter() - start
         images = ((x.clamp(-1, 1) + 1) / 2).numpy()[:, 0]
         predicted = classify(images, model=args.judge)[0].argmax(1)
-        accuracy = float((predicted == labels).mean())
-        error = (accuracy * (1 - accuracy) / labels.size) ** 0.5
-        confusion = np.zeros((n_classes, n_classes), int)
-        np.add.at(confusion, (labels, predicted), 1)
+        accuracy = judge_accuracy(labels, predicted)
+        error = (accuracy * (1 - accuracy) / labels.size) ** 0.5  # binomial standard error
+        confusion = confusion_matrix(labels, predicted, num_classes=n_classes)
         matched = size_matched(_w1, real, [_image_stats(images)], repeats=7, seed=args.seed)
         ratio = {name: float(np.median(matched["others"][0][name]) / np.median(matched["floor"][name]))
                  for name in real}
