@@ -102,6 +102,21 @@ def test_default_and_paper_configs_pass(default_config):
     check_config(fill_defaults({**yaml.safe_load((REPO / "config.yaml").read_text()), **paper}, SCHEMA))
 
 
+def test_paper_config_overrides_every_demo_network_setting():
+    """Snakemake merges --configfile paper.yaml key by key over config.yaml, so a
+    network setting that only the demo sets would leak into the paper's run."""
+    from snakemake.utils import update_config
+
+    from radiogen.config import section_defaults
+
+    demo = yaml.safe_load((REPO / "config.yaml").read_text())
+    merged = yaml.safe_load((REPO / "config.yaml").read_text())
+    update_config(merged, yaml.safe_load((REPO / "workflow" / "config" / "paper.yaml").read_text()))
+    paper_network = section_defaults("model")
+    leaked = {key: merged["model"][key] for key in demo["model"] if merged["model"][key] != paper_network[key]}
+    assert not leaked, f"paper.yaml leaves demo network settings in place: {leaked}"
+
+
 # Bounds of meaning in the schemas (Snakemake's validate, as the Snakefile runs it).
 SCHEMA_CASES = {
     "negative S/N threshold": ("lotss.selection.snr_min", -5, "snr_min"),
