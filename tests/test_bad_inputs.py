@@ -8,6 +8,7 @@ are accepted with a warning assert the warning.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import subprocess
@@ -96,10 +97,21 @@ def test_config_value_rejected_naming_the_key(default_config, case):
         check_config(_with(default_config, key, value))
 
 
+def _paper_over_demo() -> tuple[dict, dict, dict]:
+    """(config.yaml, paper.yaml, paper.yaml merged over config.yaml key by key as
+    Snakemake's --configfile merges it)."""
+    from snakemake.utils import update_config
+
+    demo = yaml.safe_load((REPO / "config.yaml").read_text())
+    paper = yaml.safe_load((REPO / "workflow" / "config" / "paper.yaml").read_text())
+    merged = copy.deepcopy(demo)
+    update_config(merged, paper)
+    return demo, paper, merged
+
+
 def test_default_and_paper_configs_pass(default_config):
     check_config(default_config)
-    paper = yaml.safe_load((REPO / "workflow" / "config" / "paper.yaml").read_text())
-    check_config(fill_defaults({**yaml.safe_load((REPO / "config.yaml").read_text()), **paper}, SCHEMA))
+    check_config(fill_defaults(_paper_over_demo()[2], SCHEMA))
 
 
 def test_paper_config_overrides_every_demo_setting():
@@ -107,8 +119,6 @@ def test_paper_config_overrides_every_demo_setting():
     setting that only the demo sets would leak into the paper's run: after the
     merge every demo value is the schema default (the paper's) or one paper.yaml
     sets itself. The LoTSS data source is the user's choice, not a setting."""
-    from snakemake.utils import update_config
-
     from radiogen.config import section_defaults
 
     def leaves(tree, path=()):
@@ -123,10 +133,7 @@ def test_paper_config_overrides_every_demo_setting():
             tree = tree[key]
         return tree
 
-    demo = yaml.safe_load((REPO / "config.yaml").read_text())
-    paper = yaml.safe_load((REPO / "workflow" / "config" / "paper.yaml").read_text())
-    merged = yaml.safe_load((REPO / "config.yaml").read_text())
-    update_config(merged, paper)
+    demo, paper, merged = _paper_over_demo()
     defaults = section_defaults("")
     data_source = {"source", "simulate", "files", "download"}
     leaked = {}
