@@ -12,3 +12,13 @@ Subpackages by topic:
 """
 
 __version__ = "0.1.0"
+
+import os as _os
+
+# HDF5 locks every file it opens (flock) and fails with "unable to lock file" on
+# Lustre or GPFS mounted without flock support, as on many clusters.  radiogen
+# writes each HDF5 file under a temporary name and renames it when complete, so
+# no reader ever sees a file being written and the locks protect nothing.  HDF5
+# reads the variable once, when h5py is first imported: hence here, before any
+# radiogen module imports h5py.  Export HDF5_USE_FILE_LOCKING=TRUE to keep locking.
+_os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")

@@ -15,3 +15,7 @@ class CatalogueError(RadiogenError):
 
 class ConfigError(RadiogenError):
     """A configuration value is invalid for the requested operation."""
+
+
+class TrainingError(RadiogenError):
+    """Training cannot go on: a non-finite loss, ranks that disagree, a failed worker."""

@@ -7,7 +7,12 @@ import json
 # The two training rules differ only by dataset; one definition makes both
 # (named train_lotss and train_first, for --set-resources and reruns by name).
 # Their resources come from train.{dataset}.resources (schema defaults filled):
-# the same `gpus` value is the SLURM request and the number of processes.
+# the same `gpus` value is the SLURM request and the number of processes, which
+# `radiogen train run` starts on the job's one node (nodes=1: SLURM may otherwise
+# spread the GPUs over nodes). slurm_extra asks SLURM for SIGURG before the
+# wall-time limit; SIGURG because Snakemake's job-step process and the rule's
+# shell ignore it (SIGUSR1 would end them, and the job step with them) while
+# the training checkpoints and exits.
 for _dataset, _training_set in TRAINING_SET.items():
     _resources = config["train"][_dataset]["resources"]
 
@@ -29,8 +34,14 @@ for _dataset, _training_set in TRAINING_SET.items():
         threads: _resources["cpus"]
         resources:
             gpu=_resources["gpus"],
+            nodes=1,
             mem_mb=_resources["mem_mb"],
             runtime=_resources["runtime"],
+            slurm_extra=(
+                f"--signal=URG@{config['train']['signal_before_limit_s']}"
+                if config["train"]["signal_before_limit_s"]
+                else ""
+            ),
         params:
             settings=train_settings(_dataset),
             model=json.dumps(config["model"], sort_keys=True),

@@ -10,7 +10,7 @@ from radiogen.cli.options import json_object
 
 log = logging.getLogger("radiogen.train")
 
-#: Exit status of a run stopped by SIGTERM/SIGUSR1 or --stop-after after checkpointing.
+#: Exit status of a run stopped by SIGURG/SIGUSR1/SIGTERM or --stop-after after checkpointing.
 EXIT_INTERRUPTED = 3
 
 
@@ -37,6 +37,7 @@ def _train(args: argparse.Namespace) -> int:
         checkpoint_dir=args.checkpoint_dir,
         device=args.device,
         stop_after=args.stop_after,
+        compile_cache_dir=args.compile_cache,
     )
     if result["status"] != "done":
         log.warning("training interrupted at step %s; checkpoint kept, rerun to resume", result["step"])
@@ -64,7 +65,7 @@ def register(topics) -> None:
         help="train the EDM diffusion model on a training-set HDF5 (resumable)",
         description=(
             "Train the EDM denoiser; resumes from the newest checkpoint, checkpoints every "
-            "train.checkpoint_every steps and on SIGTERM/SIGUSR1 (exit status 3), and writes "
+            "train.checkpoint_every steps and on SIGURG/SIGUSR1/SIGTERM (exit status 3), and writes "
             "the model file (EMA weights + normalisation) after the last step."
         ),
     )
@@ -80,6 +81,9 @@ def register(topics) -> None:
         help="processes on this node (auto: one per GPU, else 1); ignored under torchrun/SLURM tasks",
     )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    p.add_argument("--compile-cache", default=None,
+                   help="torch.compile cache folder (default: $TORCHINDUCTOR_CACHE_DIR, else <folder of --out>/"
+                        "compile-cache), kept across retried jobs")
     p.add_argument("--stop-after", type=int, default=None,
                    help="stop with a checkpoint after this many steps of this run")
     p.set_defaults(func=_train)

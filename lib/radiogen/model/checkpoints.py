@@ -3,8 +3,13 @@
 A checkpoint holds the weights, EMA, optimiser, step, loss history and every
 RNG state; :func:`run_identity` records what the weights depend on, so a job
 resumes only from checkpoints of its own run (others are set aside or refused,
-``train.stale_checkpoints``).  SIGTERM and SIGUSR1 (SLURM's pre-timeout
-signal) ask the training loop to checkpoint after the current step.
+``train.stale_checkpoints``).  SIGURG (the SLURM profile's early signal,
+``sbatch --signal=URG@<s>``), SIGUSR1 and SIGTERM ask the training loop to
+checkpoint after the current step.  SIGURG because its default action is to
+be ignored: under the Snakemake SLURM executor SLURM signals every process of
+the job step, and Snakemake's job-step process and the shell running the rule
+must outlive the training's checkpoint (SIGUSR1 would end both at once, and
+with them the job step).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ __all__ = [
     "rng_state",
     "set_rng_state",
     "save_checkpoint",
+    "state_fingerprint",
 ]
 
 log = logging.getLogger("radiogen.train")
@@ -50,8 +56,12 @@ class StopRequest:
         log.warning("received signal %d: checkpointing after the current step", signum)
 
 
+#: Signals that stop training with a checkpoint (by name: some platforms lack some).
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGURG")
+
+
 def stop_signals() -> list[int]:
-    return [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s is not None]
+    return [getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)]
 
 
 @contextlib.contextmanager
@@ -124,8 +134,8 @@ def set_aside(paths: list[Path], folder: Path) -> None:
         os.replace(path, folder / path.name)
 
 
-def load_resumable(ckpt_dir: Path, identity: dict, on_stale: str) -> dict | None:
-    """Newest readable checkpoint of this run, or None to start from step 0.
+def load_resumable(ckpt_dir: Path, identity: dict, on_stale: str) -> tuple[dict | None, Path | None]:
+    """Newest readable checkpoint of this run and its path, or (None, None) to start from step 0.
 
     An unreadable newest file (torn write on a full disk, truncated copy) is
     moved to ``corrupt/`` and the previous one is tried.  Checkpoints of
@@ -144,7 +154,7 @@ def load_resumable(ckpt_dir: Path, identity: dict, on_stale: str) -> dict | None
             continue
         diffs = identity_differences(state.get("identity"), identity)
         if not diffs:
-            return state
+            return state, path
         reason = "; ".join(diffs)
         if on_stale == "error":
             raise ConfigError(
@@ -155,8 +165,24 @@ def load_resumable(ckpt_dir: Path, identity: dict, on_stale: str) -> dict | None
         set_aside(stale, ckpt_dir / "stale")
         log.warning("%s: checkpoint belongs to another run (%s); moved %d checkpoint(s) to %s "
                     "and starting from step 0", path, reason, len(stale), ckpt_dir / "stale")
-        return None
-    return None
+        return None, None
+    return None, None
+
+
+def state_fingerprint(state: dict | None) -> list[float]:
+    """Step and float64 sums of the weights, EMA and optimiser moments of a checkpoint.
+
+    Equal on every rank exactly when all loaded the same checkpoint (the sums of
+    identical tensors are identical); compared across ranks after a resume.
+    """
+    if state is None:
+        return [0.0, 0.0, 0.0, 0.0]
+
+    def total(tensors) -> float:
+        return float(sum(t.double().sum() for t in tensors if torch.is_tensor(t) and t.is_floating_point()))
+
+    moments = [v for group in state["optimizer"]["state"].values() for v in group.values()]
+    return [float(state["step"]), total(state["model"].values()), total(state["ema"].values()), total(moments)]
 
 
 def rng_state() -> dict:

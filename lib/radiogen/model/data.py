@@ -28,6 +28,7 @@ __all__ = [
     "read_training_set",
     "to_model_range",
     "augment",
+    "augmentation_draws",
     "batch_indices",
     "REQUIRED_DATASETS",
 ]
@@ -216,18 +217,34 @@ def to_model_range(images: torch.Tensor) -> torch.Tensor:
     return images * 2.0 - 1.0
 
 
-def augment(images: torch.Tensor) -> torch.Tensor:
+def augmentation_draws(
+    n: int, *, square: bool, generator: torch.Generator | None = None, device=None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random orientation of ``n`` images: (flip horizontally, flip vertically, quarter turns).
+
+    Non-square images only get 0 or 2 quarter turns so their shape is kept.
+    """
+    flip_h = torch.rand(n, device=device, generator=generator) < 0.5
+    flip_v = torch.rand(n, device=device, generator=generator) < 0.5
+    if square:
+        turns = torch.randint(0, 4, (n,), device=device, generator=generator)
+    else:
+        turns = 2 * torch.randint(0, 2, (n,), device=device, generator=generator)
+    return flip_h, flip_v, turns
+
+
+def augment(images: torch.Tensor, draws: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
     """Random horizontal and vertical flips, then a random multiple of 90 degrees, per image.
 
-    Uses the global torch RNG (seeded per step by the trainer).  Non-square
-    images are only rotated by 0 or 180 degrees so their shape is kept.
+    ``draws`` are :func:`augmentation_draws` for these images (the trainer draws
+    them per sample of the global batch); without them they come from the global
+    torch RNG.
     """
     b = images.shape[0]
-    dev = images.device
-    flip_h = torch.rand(b, device=dev) < 0.5
-    flip_v = torch.rand(b, device=dev) < 0.5
     square = images.shape[-1] == images.shape[-2]
-    turns = torch.randint(0, 4, (b,), device=dev) if square else 2 * torch.randint(0, 2, (b,), device=dev)
+    if draws is None:
+        draws = augmentation_draws(b, square=square, device=images.device)
+    flip_h, flip_v, turns = draws
     out = torch.where(flip_h[:, None, None, None], images.flip(-1), images)
     out = torch.where(flip_v[:, None, None, None], out.flip(-2), out)
     rotated = out

@@ -2,16 +2,25 @@
 
 One call of :func:`train` trains the steps still missing: it resumes from the
 newest checkpoint in ``checkpoint_dir``, writes a checkpoint every
-``checkpoint_every`` steps and when SIGTERM or SIGUSR1 arrives (SLURM's
-pre-timeout signal), and writes the model file only after the last step.
-Every random draw of step ``t`` comes from a generator seeded by
-(seed, t, rank), so a run that is stopped and resumed produces the same
-weights as one that is not (bit for bit on CPU).
+``checkpoint_every`` steps and when SIGURG, SIGUSR1 or SIGTERM arrives
+(SLURM's early signal, then the wall-time limit), and writes the model file
+only after the last step.  The per-sample random draws of step ``t``
+(orientation, sigma, noise, context drop) come from a generator seeded by
+(seed, t) and are drawn for the whole global batch, of which each process
+takes its slice: a run that is stopped and resumed produces the same weights
+as one that is not (bit for bit on CPU), and W processes with batch B / W
+each train like one process with batch B (up to float round-off of the
+gradient average; U-Net dropout, drawn per process, is the exception).
 
-Distributed training: started with ``torchrun`` (``RANK``/``WORLD_SIZE``
-variables), as SLURM tasks (``SLURM_PROCID``/``SLURM_NTASKS``), or by
-:func:`launch`, which spawns one process per GPU of the node.  NCCL on GPUs,
-gloo on CPU.  Each of the W processes takes batch_size / W images per step.
+Distributed training: started with ``torchrun``, as the tasks of an ``srun``
+step, or by :func:`launch`, which spawns one process per GPU of the node
+(:mod:`~radiogen.model.distributed`).  NCCL on GPUs, gloo on CPU.
+
+A non-finite loss stops the run with :class:`~radiogen.errors.TrainingError`
+before any later checkpoint is written (checked at every logging step and
+before every checkpoint); non-finite gradients are zeroed or clipped first
+(as Karras et al. 2022 do), except under fp16 loss scaling, which skips
+such steps itself.
 
 The parts of a run live beside this module: its settings
 (:mod:`~radiogen.model.train_settings`), the process group
@@ -25,6 +34,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -33,7 +44,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from radiogen.errors import ConfigError
+from radiogen.errors import ConfigError, TrainingError
 from radiogen.model import build_network, model_config_from, save_model
 from radiogen.model.checkpoints import (
     StopRequest,
@@ -45,9 +56,17 @@ from radiogen.model.checkpoints import (
     save_checkpoint,
     set_rng_state,
     signal_handlers,
+    state_fingerprint,
 )
-from radiogen.model.data import TrainingData, augment, batch_indices, read_training_set, to_model_range
-from radiogen.model.distributed import DistEnv, free_port, init_distributed, slurm_to_torch_env
+from radiogen.model.data import (
+    TrainingData,
+    augment,
+    augmentation_draws,
+    batch_indices,
+    read_training_set,
+    to_model_range,
+)
+from radiogen.model.distributed import DistEnv, init_distributed, slurm_to_torch_env
 from radiogen.model.ema import EMA
 from radiogen.model.loss import denoising_loss, sample_sigma
 from radiogen.model.train_settings import resolve_settings
@@ -57,55 +76,80 @@ __all__ = ["train", "launch", "validation_loss"]
 
 log = logging.getLogger("radiogen.train")
 
-def _spawned_worker(local_rank: int, world: int, port: int, kwargs: dict, log_level: int, threads: int) -> None:
+def _spawned_worker(
+    local_rank: int, world: int, init_method: str, kwargs: dict, log_level: int, threads: int
+) -> None:
     # Share the parent's CPU threads out; oversubscribed OpenMP pools spin and
     # slow gloo runs down by orders of magnitude.
     torch.set_num_threads(threads)
     logging.basicConfig(level=log_level, format=f"%(asctime)s rank{local_rank} %(levelname)s %(name)s: %(message)s")
     os.environ.update(
-        RANK=str(local_rank),
-        LOCAL_RANK=str(local_rank),
-        WORLD_SIZE=str(world),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
+        RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world)
     )
-    train(**kwargs)
+    train(**kwargs, init_method=init_method)
+
+
+def _job_tasks_without_step() -> int:
+    """Tasks of a SLURM job whose batch script started this process without ``srun`` (else 0)."""
+    if "SLURM_JOB_ID" in os.environ and "SLURM_STEP_NUM_TASKS" not in os.environ:
+        return int(os.environ.get("SLURM_NTASKS", "1"))
+    return 0
 
 
 def launch(*, nproc: int | str = "auto", **kwargs) -> dict:
     """Run :func:`train` in ``nproc`` processes on this node (``auto``: one per GPU).
 
-    When the environment already describes a process group (torchrun, SLURM
-    tasks) or ``nproc`` is 1, this process trains directly.  Returns
-    ``{"status": "done" | "interrupted", "step": ...}`` (the step is that of
+    When the environment already describes a process group (torchrun, the
+    tasks of an ``srun`` step) or ``nproc`` is 1, this process trains directly.
+    Spawned processes meet through a file in a private temporary folder.
+    Returns ``{"status": "done" | "interrupted", "step": ...}`` (the step is that of
     the newest checkpoint when spawned workers were interrupted).
     """
     slurm_to_torch_env()
+    device = kwargs.get("device")
+    use_cuda = torch.cuda.is_available() and (device in (None, "auto") or str(device).startswith("cuda"))
+    visible = torch.cuda.device_count() if use_cuda else 0
     if nproc == "auto":
-        nproc = torch.cuda.device_count() if torch.cuda.is_available() else 1
+        nproc = visible or 1
     nproc = max(1, int(nproc))
+    tasks = _job_tasks_without_step()
+    if tasks > 1 and "WORLD_SIZE" not in os.environ:
+        log.warning("the SLURM job has %d tasks but this process was not started by srun: training runs "
+                    "in %d process(es) on this node; start it with srun to use the job's tasks", tasks, nproc)
     if "WORLD_SIZE" in os.environ or nproc == 1:
         return train(**kwargs)
+    if use_cuda and nproc > visible:
+        raise ConfigError(f"--nproc {nproc}: {nproc} training processes asked for but only {visible} CUDA "
+                          f"device(s) are visible on this node (CUDA_VISIBLE_DEVICES, SLURM --gpus)")
     import torch.multiprocessing as mp
 
-    port = free_port()
-    ctx = mp.start_processes(
-        _spawned_worker,
-        args=(nproc, port, kwargs, logging.getLogger().getEffectiveLevel(), max(1, torch.get_num_threads() // nproc)),
-        nprocs=nproc,
-        join=False,
-        start_method="spawn",
-    )
+    rendezvous = tempfile.mkdtemp(prefix="radiogen-rendezvous-")
+    try:
+        ctx = mp.start_processes(
+            _spawned_worker,
+            args=(nproc, f"file://{rendezvous}/store", kwargs, logging.getLogger().getEffectiveLevel(),
+                  max(1, torch.get_num_threads() // nproc)),
+            nprocs=nproc,
+            join=False,
+            start_method="spawn",
+        )
 
-    def forward(signum, _frame):
-        # Workers checkpoint and stop on their own signal; pass ours on to them.
-        for proc in ctx.processes:
-            if proc.pid is not None and proc.is_alive():
-                os.kill(proc.pid, signum)
+        def forward(signum, _frame):
+            # Workers checkpoint and stop on their own signal; pass ours on to them.
+            for proc in ctx.processes:
+                if proc.pid is not None and proc.is_alive():
+                    os.kill(proc.pid, signum)
 
-    with signal_handlers(forward):
-        while not ctx.join():
-            pass
+        with signal_handlers(forward):
+            try:
+                while not ctx.join():
+                    pass
+            except mp.ProcessRaisedException as err:
+                # the worker's traceback is logged with the exception; its last line is the reason
+                log.error("%s", err)
+                raise TrainingError(f"a training process failed: {str(err).strip().splitlines()[-1]}") from None
+    finally:
+        shutil.rmtree(rendezvous, ignore_errors=True)
     out = Path(kwargs["out_path"])
     ckpt = latest_checkpoint(checkpoint_dir_of(out, kwargs.get("checkpoint_dir")))
     step = int(ckpt.stem.split("-")[-1]) if ckpt else 0
@@ -117,6 +161,32 @@ def launch(*, nproc: int | str = "auto", **kwargs) -> dict:
 
 def _step_seed(seed: int, step: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, step, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _draw_seed(seed: int, step: int) -> int:
+    """Seed of the per-sample draws of one step: the same on every process."""
+    return int(np.random.SeedSequence([seed, step], spawn_key=(1,)).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _take_over_context_dropout(net) -> float:
+    """The network's classifier-free-guidance drop probability; the trainer draws the drops itself.
+
+    The network would draw them per process from the global RNG; the trainer
+    draws them per sample of the global batch and passes them as ``context_mask``.
+    """
+    probability = 0.0
+    for module in net.modules():
+        if hasattr(module, "context_dropout") and hasattr(module, "null_token"):
+            probability = float(module.context_dropout)
+            module.context_dropout = 0.0
+    return probability
+
+
+def _sanitise_gradients(net) -> None:
+    """Zero NaN and clip infinite gradients (Karras et al. 2022, training loop) so they cannot poison the weights."""
+    for param in net.parameters():
+        if param.grad is not None:
+            torch.nan_to_num(param.grad, nan=0.0, posinf=1.0e5, neginf=-1.0e5, out=param.grad)
 
 
 def _resolve_precision(name: str, device: torch.device) -> str:
@@ -187,6 +257,120 @@ def _parameter_count(net) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
+def _agreed_checkpoint(env: DistEnv, ckpt_dir: Path, identity: dict, on_stale: str) -> tuple[dict | None, Path | None]:
+    """The checkpoint every rank resumes from: rank 0 chooses, the others load that file.
+
+    Rank 0 alone sorts out stale or corrupt files and names the checkpoint (or
+    none); the other ranks load exactly that file rather than list the folder
+    themselves (a shared file system may still show them files rank 0 has just
+    moved away).  All ranks then compare step and weight sums with rank 0's and
+    stop together when any differs: DistributedDataParallel copies rank 0's
+    weights at the start but not the optimiser moments or EMA, so ranks that
+    resumed from different checkpoints would drift apart without an error.
+    """
+    state, path, problem = None, None, None
+    if env.is_main:
+        try:
+            state, path = load_resumable(ckpt_dir, identity, on_stale)
+        except Exception as err:
+            if not env.distributed:
+                raise
+            problem = err
+    if not env.distributed:
+        return state, path
+    choice = [{"path": None if path is None else str(path), "fingerprint": state_fingerprint(state),
+               "error": None if problem is None else f"{type(problem).__name__}: {problem}"}]
+    dist.broadcast_object_list(choice, src=0)
+    chosen = choice[0]
+    if problem is not None:
+        raise problem
+    if chosen["error"]:
+        raise TrainingError(f"rank 0 could not choose a checkpoint to resume from: {chosen['error']}")
+    failure = ""
+    if not env.is_main and chosen["path"] is not None:
+        try:
+            state = torch.load(chosen["path"], map_location="cpu", weights_only=False)
+            path = Path(chosen["path"])
+        except Exception as err:  # not (yet) visible on this node's view of the file system
+            failure = f"rank {env.rank} cannot read {chosen['path']} ({err})"
+    if not failure and state_fingerprint(state) != chosen["fingerprint"]:
+        failure = (f"rank {env.rank} loaded step {state_fingerprint(state)[0]:.0f} with other weights than rank 0 "
+                   f"(step {chosen['fingerprint'][0]:.0f}, {chosen['path']})")
+    reasons: list = [None] * env.world
+    dist.all_gather_object(reasons, failure)
+    reasons = [r for r in reasons if r]
+    if reasons:
+        raise TrainingError("the training processes do not agree on the checkpoint to resume from: "
+                            + "; ".join(reasons))
+    return state, path
+
+
+class _LossHealth:
+    """Mean training loss between log points, and the check that it and the weights are finite.
+
+    The loss of every step is summed on the device (no synchronisation per step);
+    at log points and before checkpoints the ranks combine their sums, so they
+    all see the same value and all stop together.
+    """
+
+    def __init__(self, env: DistEnv, device: torch.device, ckpt_dir: Path) -> None:
+        self.env = env
+        self.ckpt_dir = ckpt_dir
+        self.total = torch.zeros((), device=device, dtype=torch.float64)
+        self.count = 0
+        self.nonfinite = torch.zeros((), device=device, dtype=torch.float64)
+        self.never = float(2**62)
+        self.first_bad = torch.full((), self.never, device=device, dtype=torch.float64)
+        self.since = 0  # last step checked
+
+    def add(self, loss: torch.Tensor, step: int) -> None:
+        bad = ~torch.isfinite(loss)
+        self.total += loss.double()
+        self.count += 1
+        self.nonfinite += bad.double()
+        self.first_bad = torch.where(bad, self.first_bad.clamp(max=float(step)), self.first_bad)
+
+    def _combined(self, extra: torch.Tensor | None = None) -> tuple[float, int, int, int]:
+        extra = torch.zeros((), device=self.total.device) if extra is None else extra
+        sums = torch.stack([self.total, self.nonfinite, extra.to(self.total)])
+        first = self.first_bad.clone()
+        if self.env.distributed:
+            dist.all_reduce(sums)
+            dist.all_reduce(first, op=dist.ReduceOp.MIN)
+        total, nonfinite, extra_sum = (float(v) for v in sums)
+        return total / max(self.count * self.env.world, 1), int(nonfinite), int(float(first)), int(extra_sum)
+
+    def _raise(self, step: int, nonfinite: int, first: int) -> None:
+        newest = latest_checkpoint(self.ckpt_dir)
+        raise TrainingError(
+            f"non-finite training loss (NaN or inf) at step {first} ({nonfinite} loss value(s) of steps "
+            f"{self.since + 1}-{step}): training stopped before writing another checkpoint; the newest "
+            f"checkpoint is {newest or 'none'}. Check the training set and train.lr / train.precision; "
+            f"rerunning resumes from that checkpoint"
+        )
+
+    def log_point(self, step: int) -> float:
+        """Mean loss over all processes since the last log point; raises when any was non-finite."""
+        mean, nonfinite, first, _ = self._combined()
+        if nonfinite:
+            self._raise(step, nonfinite, first)
+        self.total.zero_()
+        self.nonfinite.zero_()
+        self.count = 0
+        self.since = step
+        return mean
+
+    def check(self, step: int, net, ema) -> None:
+        """Before a checkpoint: the losses since the last log point and every weight are finite."""
+        weights = list(net.parameters()) + list(ema.module.parameters())
+        bad_weights = torch.stack([torch.isfinite(p).all() for p in weights]).logical_not().sum()
+        _, nonfinite, first, bad_weights = self._combined(extra=bad_weights)
+        if nonfinite:
+            self._raise(step, nonfinite, first)
+        if bad_weights:
+            raise TrainingError(f"non-finite weights at step {step}: training stopped before writing a checkpoint")
+
+
 # --------------------------------------------------------------------------- training
 
 
@@ -201,6 +385,8 @@ def train(
     device: str | None = None,
     stop_after: int | None = None,
     on_step: Callable[[int], None] | None = None,
+    compile_cache_dir: str | os.PathLike | None = None,
+    init_method: str | None = None,
 ) -> dict:
     """Train the EDM denoiser on a training-set file; resumable.
 
@@ -227,6 +413,13 @@ def train(
         job had been sent SIGTERM; for walltime-limited jobs and tests.
     on_step : callable, optional
         Called with the step count after every step (tests, progress hooks).
+    compile_cache_dir : path, optional
+        Where ``torch.compile`` keeps its compiled kernels (``train.compile``),
+        so that a retried job reuses them.  Default: ``TORCHINDUCTOR_CACHE_DIR``
+        when set, else ``<out_path's folder>/compile-cache`` (node-local
+        ``/tmp``, torch's own default, is lost with every new job).
+    init_method : str, optional
+        Rendezvous of a process group other than ``env://`` (set by :func:`launch`).
 
     Returns
     -------
@@ -243,8 +436,13 @@ def train(
     build_network(model_config)  # raises ConfigError for shapes the U-Net cannot take
     run_seed = seed_stream(seed, f"train.{data.dataset}")
     ckpt_dir = checkpoint_dir_of(out_path, checkpoint_dir)
+    if settings["compile"]:
+        if compile_cache_dir is not None:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(compile_cache_dir).resolve())
+        else:
+            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str((out_path.parent / "compile-cache").resolve()))
 
-    env = init_distributed(device)
+    env = init_distributed(device, init_method=init_method)
     try:
         return _train(data, model_config, settings, env, out_path, ckpt_dir, run_seed, stop_after, on_step)
     finally:
@@ -291,15 +489,9 @@ def _train(
         "val_sigmas": [float(s) for s in settings["val_sigmas"]],
     }
 
-    step = 0
     identity = run_identity(data, model_config, settings, run_seed)
-    # Rank 0 alone sorts out stale or corrupt files; the others then read what it kept.
-    state = load_resumable(ckpt_dir, identity, settings["stale_checkpoints"]) if env.is_main else None
-    if env.distributed:
-        dist.barrier()
-        if not env.is_main:
-            kept = latest_checkpoint(ckpt_dir)
-            state = None if kept is None else torch.load(kept, map_location="cpu", weights_only=False)
+    state, resumed_from = _agreed_checkpoint(env, ckpt_dir, identity, settings["stale_checkpoints"])
+    step = 0
     if state is not None:
         net.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
@@ -312,7 +504,9 @@ def _train(
         history = state["history"]
         step = int(state["step"])
         if env.is_main:
-            log.info("resumed from step %d of %d (%s)", step, total_steps, ckpt_dir)
+            log.info("resumed from step %d of %d (%s)", step, total_steps, resumed_from)
+    del state
+    context_dropout = _take_over_context_dropout(net)
 
     model = net
     if env.distributed:
@@ -344,6 +538,7 @@ def _train(
             log.warning("%s: no validation images (/split == 1); validation loss is skipped", data.path)
 
     def checkpoint(at: int) -> None:
+        health.check(at, net, ema)  # every rank, before anything is written
         if env.is_main:
             payload = {
                 "step": at,
@@ -386,44 +581,53 @@ def _train(
     start_step = step
     interrupted = False
     net.train()
-    loss_sum = torch.zeros((), device=device)
-    loss_count = 0
+    health = _LossHealth(env, device, ckpt_dir)
     t_log = time.perf_counter()
     t_start = t_log
     steps_since_log = 0
+    square = data.image_size[0] == data.image_size[1]
+    mine = slice(env.rank * local_batch, (env.rank + 1) * local_batch)  # this process's part of the batch
     if step == 0:
         validate(0)  # the untrained network: first point of the loss curves
     with signal_handlers(stop):
         while step < total_steps:
-            torch.manual_seed(_step_seed(run_seed, step, env.rank))
+            torch.manual_seed(_step_seed(run_seed, step, env.rank))  # U-Net dropout only
+            draws = torch.Generator(device=device).manual_seed(_draw_seed(run_seed, step))
             idx = batch_indices(train_idx.size, step=step, global_batch=global_batch, seed=run_seed,
                                 rank=env.rank, world=env.world)
             sel = torch.from_numpy(idx).to(store)
             x = to_model_range(images[sel].to(device, non_blocking=True))
+            # Every per-sample draw is made for the global batch in a fixed order and
+            # sliced: sample j of step t sees the same numbers on any number of processes.
+            orientation = augmentation_draws(global_batch, square=square, generator=draws, device=device)
+            sigma = sample_sigma(global_batch, p_mean=float(settings["p_mean"]), p_std=float(settings["p_std"]),
+                                 device=device, generator=draws)[mine]
+            noise = torch.randn((global_batch, *x.shape[1:]), device=device, generator=draws)[mine]
+            drop = torch.rand(global_batch, device=device, generator=draws)[mine] < context_dropout
             if settings["augment"]:
-                x = augment(x)
+                x = augment(x, tuple(d[mine] for d in orientation))
             c = context[sel].to(device, non_blocking=True) if cond else None
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            sigma = sample_sigma(x.shape[0], p_mean=float(settings["p_mean"]), p_std=float(settings["p_std"]),
-                                 device=device)
-            noise = torch.randn_like(x)
+                noise = noise.contiguous(memory_format=torch.channels_last)
             with _autocast(device, precision):
-                loss = denoising_loss(model, x, sigma, noise, context=c, sigma_data=_sigma_data(net)).mean()
+                loss = denoising_loss(model, x, sigma, noise, context=c, context_mask=drop if cond else None,
+                                      sigma_data=_sigma_data(net)).mean()
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            if not scaler.is_enabled():
+                _sanitise_gradients(net)  # fp16 loss scaling skips non-finite steps itself
             scaler.step(optimizer)
             scaler.update()
             step += 1
             ema.update(net, step=step)
             steps_since_log += 1
-            loss_sum += loss.detach()
-            loss_count += 1
+            health.add(loss.detach(), step)
             if on_step is not None:
                 on_step(step)
 
             if step % int(settings["log_every"]) == 0 or step == total_steps:
-                mean_loss = float(loss_sum) / max(loss_count, 1)
+                mean_loss = health.log_point(step)  # raises on a non-finite loss, on every rank
                 now = time.perf_counter()
                 rate = steps_since_log * global_batch / max(now - t_log, 1e-9)
                 history["train_step"].append(step)
@@ -433,8 +637,6 @@ def _train(
                     done = step - start_step
                     eta = (now - t_start) / max(done, 1) * (total_steps - step)
                     log.info("step %d/%d loss %.4f %.1f images/s eta %.0f s", step, total_steps, mean_loss, rate, eta)
-                loss_sum.zero_()
-                loss_count = 0
                 steps_since_log = 0
                 t_log = now
             if step % int(settings["val_every"]) == 0 and step < total_steps:

@@ -30,7 +30,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: values of these still belongs to the run (``steps`` may grow to train longer).
 RESUMABLE_KEYS = ("steps", "log_every", "val_every", "checkpoint_every", "keep_checkpoints",
                   "val_sigmas", "val_max_images", "histogram_bins", "compile", "channels_last",
-                  "precision", "stale_checkpoints")
+                  "precision", "stale_checkpoints", "signal_before_limit_s")
 STALE_CHOICES = ("discard", "error")
 
 
