@@ -82,6 +82,11 @@ def test_slurm_profile_options_exist_in_the_plugin():
         assert f"--{key}" in help_text, f"profiles/slurm: unknown option {key}"
 
 
+#: Rules whose CPUs (threads), memory and wall time come from the config (sample.threads /
+#: mem_mb / runtime_min, pybdsf.mem_mb / runtime_min): the profile must not override them.
+CONFIG_DRIVEN_RULES = ("sample_lotss_shard", "sample_first_shard", "pybdsf_shard")
+
+
 def test_slurm_profile_resources():
     slurm = _profile("slurm")
     defaults = slurm["default-resources"]
@@ -92,8 +97,19 @@ def test_slurm_profile_resources():
         resources = per_rule[rule]
         assert resources.get("gpu") == 1 or resources.get("gres") == "gpu:1"
         assert not ("gpu" in resources and "gres" in resources), "both would request 2 GPUs"
-        assert resources["runtime"] > 0 and resources["mem_mb"] > 0
-    assert "gpu" not in per_rule["pybdsf_shard"] and "gres" not in per_rule["pybdsf_shard"]
+    assert per_rule["train_classifier"]["runtime"] > 0 and per_rule["train_classifier"]["mem_mb"] > 0
+    for rule in CONFIG_DRIVEN_RULES:
+        overridden = set(per_rule.get(rule, {})) & {"mem_mb", "runtime", "cpus_per_task", "gpu", "gres"} - (
+            {"gpu", "gres"} if rule in GPU_RULES else set())
+        assert not overridden, f"profiles/slurm overrides the config's {sorted(overridden)} of {rule}"
+
+
+def test_slurm_profile_leaves_cpus_to_the_rules_threads():
+    """cpus_per_task would override `threads`, which the rules pass on (--threads): the job
+    would get other CPUs than the program uses (sampling: 4 CPUs for 8 threads in paper.yaml)."""
+    slurm = _profile("slurm")
+    for scope in [slurm.get("default-resources", {}), *slurm["set-resources"].values()]:
+        assert "cpus_per_task" not in scope and "cpus_per_gpu" not in scope, scope
 
 
 def test_slurm_profile_names_only_existing_rules():
@@ -126,8 +142,10 @@ def test_one_value_drives_sbatch_gpus_and_training_processes(tmp_path, configfil
     run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     block = run.stdout[run.stdout.index("rule train_lotss:"):]
-    resources = re.search(r"resources: (.*)", block).group(1)
-    assert f"gpu={gpus}" in resources.split(", "), resources
+    resources = re.search(r"resources: (.*)", block).group(1).split(", ")
+    assert f"gpu={gpus}" in resources, resources
+    # all processes on one node, and SLURM's early signal (SIGURG 300 s before the limit)
+    assert "nodes=1" in resources and "slurm_extra=--signal=URG@300" in resources, resources
     assert f"--nproc {processes} " in re.search(r"Shell command: (.*)", block).group(1)
 
 

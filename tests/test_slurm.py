@@ -175,9 +175,10 @@ def _slurm_job_of_rule(rule: str) -> str | None:
 
 
 def test_training_job_signalled_like_a_wall_time_limit_resumes_on_retry(slurm_results):
-    """SIGTERM to the running training job (what SLURM sends at the time limit): the
-    job checkpoints and fails, Snakemake's retry resumes from the checkpoint, and the
-    final model equals an uninterrupted run's."""
+    """SIGURG to the running training job (what the rule's sbatch --signal=URG@N makes SLURM
+    send to every process of the job step before the time limit): Snakemake's job-step process
+    and the shell survive it, the training checkpoints and exits 3, Snakemake's retry resumes
+    from the checkpoint, and the final model equals an uninterrupted run's."""
     cpus = _slurm_node_cpus()
     results = slurm_results / "results"
     training_set = results.joinpath(*TARGET)
@@ -204,14 +205,18 @@ def test_training_job_signalled_like_a_wall_time_limit_resumes_on_retry(slurm_re
                 break
             time.sleep(0.2)
         assert job and proc.poll() is None, f"no running training job seen:\n{log.read_text()[-4000:]}"
-        signalled = subprocess.run(["scancel", "--signal=TERM", job], capture_output=True, text=True,
+        signalled = subprocess.run(["scancel", "--signal=URG", job], capture_output=True, text=True,
                                    timeout=60)
         assert signalled.returncode == 0, signalled.stderr
         proc.wait(timeout=900)
     output = log.read_text()
     assert proc.returncode == 0, output[-6000:]
-    # the signalled attempt failed (radiogen checkpoints on SIGTERM and exits 3) ...
+    # the signalled attempt failed (radiogen checkpoints on SIGURG and exits 3) ...
     assert f"SLURM-job '{job}' failed" in output, output[-6000:]
+    # ... after the job step's task (Snakemake's job-step process) ended with an exit status,
+    # not killed by the signal, which would have ended the step and its processes at once
+    sbatch_log = next((slurm_results / "slurm_logs_train").rglob(f"{job}.log")).read_text()
+    assert re.search(r"srun: error: \S+: task 0: Exited with exit code", sbatch_log), sbatch_log[-4000:]
     # ... and the retry resumed mid-run (Snakemake clears the rule log between attempts)
     train_log = (results / "logs" / "models" / "train_lotss.log").read_text()
     resumed = re.search(r"resumed from step (\d+) of 300", train_log)
