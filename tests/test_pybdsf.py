@@ -24,6 +24,7 @@ from radiogen.evaluation import pybdsf as P  # noqa: E402
 from radiogen.evaluation import pybdsf_runtime as RT  # noqa: E402
 from radiogen.evaluation import pybdsf_shards as S  # noqa: E402
 from radiogen.evaluation.imagesets import open_image_set  # noqa: E402
+from kill_at import kill_at  # noqa: E402
 
 FIRST_BEAM, FIRST_PX = 5.4, 1.8
 LOTSS_BEAM, LOTSS_PX = 6.0, 1.5
@@ -296,7 +297,6 @@ def test_rerun_after_kill_9_skips_finished_images(first_set, tmp_path):
     rest and writes the same table as an uninterrupted run."""
     import subprocess
     import sys
-    import time
 
     section = json.dumps({**P.DEFAULT_SETTINGS, "checkpoint_every": 1,
                           "beam_arcsec": {"lotss": 6.0, "first": 5.4}})
@@ -307,20 +307,12 @@ def test_rerun_after_kill_9_skips_finished_images(first_set, tmp_path):
                 "--models", str(out / "s.h5"), "--seed", "3", "--settings", section]
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        if len(list((killed / "s.part").glob("chunk-*.h5"))) >= 2:
-            break
-        time.sleep(0.02)
-    proc.kill()
-    proc.wait()
-    assert proc.returncode == -9, "the shard ended before it could be killed"
+    killed.mkdir()
+    kill_at(command(killed), "pybdsf.chunk", 2, tmp_path / "killed.log")  # 2 of 6 images fitted
     assert not (killed / "s.csv").exists()
     rerun = subprocess.run(command(killed), capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    done = int(re.search(r"(\d+) already done", rerun.stderr).group(1))
-    assert 2 <= done < 6
+    assert re.search(r"images \[0, 6\), 2 already done, 4 to fit", rerun.stderr), rerun.stderr[-2000:]
     clean = tmp_path / "clean"
     assert subprocess.run(command(clean), capture_output=True, timeout=300).returncode == 0
     columns = ["index", "status", "n_gaussians", "model_flux", "a50_pixels", "delta_plus", "noise_sigma"]

@@ -26,6 +26,7 @@ from radiogen.model.data import (
 from radiogen.model.checkpoints import latest_checkpoint
 from radiogen.model.train import launch, train
 from radiogen.model.train_settings import resolve_settings
+from kill_at import kill_at
 
 TINY_MODEL = {"base_channels": 8, "norm_groups": 4, "attention_head_channels": 8}
 TINY_TRAIN = {
@@ -384,12 +385,12 @@ def test_training_on_real_first_pixels(first_zip, tmp_path):
 
 def test_rerun_after_kill_9_equals_uninterrupted_run(toy_first, tmp_path):
     """kill -9 (OOM killer, node failure) gives no chance to checkpoint: the rerun resumes
-    from the last periodic checkpoint and still ends with the uninterrupted run's weights."""
+    from the last periodic checkpoint (step 10 of 20, where the test hook holds the run until
+    the kill) and still ends with the uninterrupted run's weights."""
     import subprocess
     import sys
-    import time
 
-    settings = {**TINY_TRAIN, "first": {**TINY_TRAIN["first"], "steps": 60, "checkpoint_every": 5}}
+    settings = {**TINY_TRAIN, "first": {**TINY_TRAIN["first"], "steps": 20, "checkpoint_every": 5}}
 
     def command(out):
         return [sys.executable, "-m", "radiogen.cli", "train", "run", "--data", str(toy_first), "--out", str(out),
@@ -397,20 +398,13 @@ def test_rerun_after_kill_9_equals_uninterrupted_run(toy_first, tmp_path):
                 "--seed", "11", "--device", "cpu", "--threads", "1"]
 
     killed = tmp_path / "killed" / "model.pt"
-    proc = subprocess.Popen(command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and proc.poll() is None:
-        newest = latest_checkpoint(killed.parent / "checkpoints")
-        if newest is not None and int(newest.stem.split("-")[-1]) >= 10:
-            break
-        time.sleep(0.02)
-    proc.kill()
-    proc.wait()
-    assert proc.returncode == -9, "training ended before it could be killed"
+    killed.parent.mkdir()
+    kill_at(command(killed), "train.checkpoint", 10, tmp_path / "killed.log")
     assert not killed.exists()
+    assert latest_checkpoint(killed.parent / "checkpoints").name == "ckpt-000000010.pt"
     rerun = subprocess.run(command(killed), capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert "resumed from step" in rerun.stderr
+    assert "resumed from step 10" in rerun.stderr
     clean = tmp_path / "clean" / "model.pt"
     assert subprocess.run(command(clean), capture_output=True, timeout=300).returncode == 0
     for key, value in load_model(clean)[0].state_dict().items():
