@@ -216,18 +216,22 @@ def to_model_range(images: torch.Tensor) -> torch.Tensor:
     return images * 2.0 - 1.0
 
 
-def augment(images: torch.Tensor) -> torch.Tensor:
+def augment(images: torch.Tensor, *, share: slice | None = None, global_batch: int | None = None) -> torch.Tensor:
     """Random horizontal and vertical flips, then a random multiple of 90 degrees, per image.
 
     Uses the global torch RNG (seeded per step by the trainer).  Non-square
-    images are only rotated by 0 or 180 degrees so their shape is kept.
+    images are only rotated by 0 or 180 degrees so their shape is kept.  In
+    data-parallel training ``images`` is the ``share`` of a batch of
+    ``global_batch`` images: the draws are made for the whole batch (the same on
+    every rank) and this share's are used.
     """
-    b = images.shape[0]
+    b = images.shape[0] if global_batch is None else int(global_batch)
+    share = slice(0, b) if share is None else share
     dev = images.device
-    flip_h = torch.rand(b, device=dev) < 0.5
-    flip_v = torch.rand(b, device=dev) < 0.5
+    flip_h = (torch.rand(b, device=dev) < 0.5)[share]
+    flip_v = (torch.rand(b, device=dev) < 0.5)[share]
     square = images.shape[-1] == images.shape[-2]
-    turns = torch.randint(0, 4, (b,), device=dev) if square else 2 * torch.randint(0, 2, (b,), device=dev)
+    turns = (torch.randint(0, 4, (b,), device=dev) if square else 2 * torch.randint(0, 2, (b,), device=dev))[share]
     out = torch.where(flip_h[:, None, None, None], images.flip(-1), images)
     out = torch.where(flip_v[:, None, None, None], out.flip(-2), out)
     rotated = out

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -50,6 +51,7 @@ from radiogen.model.data import TrainingData, augment, batch_indices, read_train
 from radiogen.model.distributed import DistEnv, free_port, init_distributed, slurm_to_torch_env
 from radiogen.model.ema import EMA
 from radiogen.model.loss import denoising_loss, sample_sigma
+from radiogen.model.networks import ConditionEmbedding
 from radiogen.model.train_settings import resolve_settings
 from radiogen.seeds import integer as seed_stream
 from radiogen.testhooks import block_point
@@ -118,6 +120,20 @@ def launch(*, nproc: int | str = "auto", **kwargs) -> dict:
 
 def _step_seed(seed: int, step: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, step, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _batch_like(x: torch.Tensor, n: int) -> torch.Tensor:
+    """An empty batch of ``n`` images in the memory layout (strides) of ``x``.
+
+    ``torch.randn_like`` fills a tensor in its memory order, and augmentation
+    leaves ``x`` in a permuted layout: drawing the global batch's noise in ``x``'s
+    layout gives a single process the draws of ``torch.randn_like(x)``.
+    """
+    spans = sorted((stride, size) for stride, size in zip(x.stride(), x.shape) if size > 1)
+    dense = all(stride == math.prod(size for _, size in spans[:k]) for k, (stride, _) in enumerate(spans))
+    if dense and x.stride(0) == x[0].numel():  # the batch outermost: same strides for any n
+        return torch.empty_strided((n, *x.shape[1:]), x.stride(), dtype=x.dtype, device=x.device)
+    return torch.empty((n, *x.shape[1:]), dtype=x.dtype, device=x.device)
 
 
 def _resolve_precision(name: str, device: torch.device) -> str:
@@ -278,6 +294,12 @@ def _train(
     net.to(device)
     if channels_last:
         net.to(memory_format=torch.channels_last)
+    # Classifier-free-guidance context dropout is drawn here per global batch (see
+    # the training loop), not inside the network from each rank's local batch.
+    context_dropout = 0.0
+    for module in net.modules():
+        if isinstance(module, ConditionEmbedding):
+            context_dropout, module.context_dropout = module.context_dropout, 0.0
     rampup = settings["ema_rampup_ratio"]
     ema = EMA(net, decay=float(settings["ema_decay"]), rampup_ratio=None if rampup is None else float(rampup))
     optimizer = torch.optim.Adam(net.parameters(), lr=float(settings["lr"]), betas=tuple(settings["adam_betas"]))
@@ -397,21 +419,34 @@ def _train(
         validate(0)  # the untrained network: first point of the loss curves
     with signal_handlers(stop):
         while step < total_steps:
-            torch.manual_seed(_step_seed(run_seed, step, env.rank))
+            # Augmentation, sigma and noise of the whole global batch come from one
+            # stream per step, the same on every rank; each rank keeps its share.  So
+            # sample j of a step gets the same draws whatever the number of processes,
+            # and N processes train the weights of one at the same global batch.
+            torch.manual_seed(_step_seed(run_seed, step, 0))
+            share = slice(env.rank * local_batch, (env.rank + 1) * local_batch)
             idx = batch_indices(train_idx.size, step=step, global_batch=global_batch, seed=run_seed,
                                 rank=env.rank, world=env.world)
             sel = torch.from_numpy(idx).to(store)
             x = to_model_range(images[sel].to(device, non_blocking=True))
             if settings["augment"]:
-                x = augment(x)
+                x = augment(x, share=share, global_batch=global_batch)
             c = context[sel].to(device, non_blocking=True) if cond else None
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            sigma = sample_sigma(x.shape[0], p_mean=float(settings["p_mean"]), p_std=float(settings["p_std"]),
-                                 device=device)
-            noise = torch.randn_like(x)
+            sigma = sample_sigma(global_batch, p_mean=float(settings["p_mean"]), p_std=float(settings["p_std"]),
+                                 device=device)[share]
+            noise = torch.randn_like(_batch_like(x, global_batch))[share]
+            context_mask = None
+            if cond and context_dropout > 0:
+                context_mask = (torch.rand(global_batch, device=device) < context_dropout)[share]
+            if env.distributed:
+                # dropout in the network: a stream of this rank's own (rank 0 of one
+                # process continues the shared stream, as before)
+                torch.manual_seed(_step_seed(run_seed, step, env.world + env.rank))
             with _autocast(device, precision):
-                loss = denoising_loss(model, x, sigma, noise, context=c, sigma_data=_sigma_data(net)).mean()
+                loss = denoising_loss(model, x, sigma, noise, context=c, context_mask=context_mask,
+                                      sigma_data=_sigma_data(net)).mean()
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
