@@ -8,6 +8,7 @@ the test that needs it, instead of skipping about a quarter of the suite.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,26 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture
+def saved_figures(monkeypatch):
+    """The matplotlib figures the test writes, by output file name, to check what they show.
+
+    Every figure is still written for real (``Figure.savefig`` runs); the fixture keeps the
+    Figure object.  :func:`radiogen.io.save_figure` writes to ``.<name>.<random>.tmp``
+    first, so a figure is found by the name of the file it ends up in.
+    """
+    from matplotlib.figure import Figure
+
+    saved: dict[str, object] = {}
+    original = Figure.savefig
+
+    def savefig(self, fname, *args, **kwargs):
+        name = Path(str(fname)).name
+        temporary = re.fullmatch(r"\.(?P<name>.+)\.[A-Za-z0-9_]{8}(\.[^.]+)*\.tmp", name)
+        saved[temporary["name"] if temporary else name] = self
+        return original(self, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    return saved
