@@ -26,6 +26,7 @@ from radiogen.model.data import (
 from radiogen.model.checkpoints import latest_checkpoint
 from radiogen.model.train import launch, train
 from radiogen.model.train_settings import resolve_settings
+from figures import panels
 from kill_at import kill_at
 
 TINY_MODEL = {"base_channels": 8, "norm_groups": 4, "attention_head_channels": 8}
@@ -310,7 +311,7 @@ def test_augmentation_is_flips_and_right_angle_rotations():
     assert to_model_range(torch.tensor([0.0, 1.0])).tolist() == [-1.0, 1.0]
 
 
-def test_cli_train_and_plot(toy_first, tmp_path, caplog):
+def test_cli_train_and_plot(toy_first, tmp_path, caplog, saved_figures):
     out = tmp_path / "model.pt"
     args = [
         "train", "run", "--data", str(toy_first), "--out", str(out), "--settings", json.dumps(TINY_TRAIN),
@@ -322,7 +323,18 @@ def test_cli_train_and_plot(toy_first, tmp_path, caplog):
     assert out.exists()
     fig = tmp_path / "loss.png"
     assert cli_main(["train", "plot", "--model", str(out), "--out", str(fig)]) == 0
-    assert fig.stat().st_size > 10_000
+    assert fig.exists()
+    # the curves are the model file's training history
+    history = load_model(out)[1]["history"]
+    loss, per_sigma = panels(saved_figures["loss.png"])
+    train_line, raw_line, ema_line = loss.get_lines()
+    np.testing.assert_array_equal(train_line.get_xdata(), history["train_step"])
+    np.testing.assert_allclose(train_line.get_ydata(), history["train_loss"])
+    np.testing.assert_array_equal(raw_line.get_xdata(), history["val_step"])
+    np.testing.assert_allclose(raw_line.get_ydata(), [np.mean(v) for v in history["val_raw"]])
+    np.testing.assert_allclose(ema_line.get_ydata(), [np.mean(v) for v in history["val_ema"]])
+    assert len(per_sigma.get_lines()) == 2 * len(TINY_TRAIN["val_sigmas"])  # raw and EMA per sigma
+    assert history["train_step"] == [2, 4, 6] and history["val_step"] == [0, 3, 6]
     bad = _write(tmp_path / "bad.h5", images=np.zeros((4, 16, 16), np.float32))
     assert cli_main(["train", "run", "--data", str(bad), "--out", str(tmp_path / "x.pt")]) == 1
     assert "missing required dataset" in caplog.text
