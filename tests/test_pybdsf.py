@@ -24,6 +24,7 @@ from radiogen.evaluation import pybdsf as P  # noqa: E402
 from radiogen.evaluation import pybdsf_runtime as RT  # noqa: E402
 from radiogen.evaluation import pybdsf_shards as S  # noqa: E402
 from radiogen.evaluation.imagesets import open_image_set  # noqa: E402
+from figures import drawn_from, panels, shown_arrays  # noqa: E402
 from kill_at import kill_at  # noqa: E402
 
 FIRST_BEAM, FIRST_PX = 5.4, 1.8
@@ -418,7 +419,7 @@ def test_cli_shards_and_merge(first_set, tmp_path):
                      "--models", str(out / "x.h5"), "--seed", "1", "--settings", "{"]) == 1
 
 
-def test_plots_from_real_fits(lotss_table, tmp_path):
+def test_plots_from_real_fits(lotss_table, tmp_path, saved_figures):
     from radiogen.evaluation.plots_pybdsf import distribution_figure, example_figure
 
     # the brightest cutouts: after clipping negatives (as the LoTSS training set does) faint
@@ -433,8 +434,22 @@ def test_plots_from_real_fits(lotss_table, tmp_path):
     example_figure(sets, tmp_path / "ex.png", n=4)
     result = distribution_figure({k: v["table"] for k, v in sets.items()}, tmp_path / "d.png",
                                  output_json=tmp_path / "d.json")
-    assert (tmp_path / "ex.png").stat().st_size > 10_000
-    assert (tmp_path / "d.png").stat().st_size > 10_000
+    assert (tmp_path / "ex.png").exists() and (tmp_path / "d.png").exists()
+    # examples: per set a row of images above a row of their PyBDSF models with the A50% contour
+    table = pd.read_csv(tmp_path / "t.csv").set_index("index")
+    picks = [i for i in table.sort_values("a50_pixels").index if table.loc[i, "status"] == "ok"]
+    axes = np.array(panels(saved_figures["ex.png"])).reshape(4, 4)
+    with open_image_set(path) as image_set, h5py.File(tmp_path / "m.h5") as h5:
+        images = image_set.images()
+        models = dict(zip(h5["index"][()], h5["models"][()]))
+        for col in range(4):
+            image_panel, model_panel = axes[0, col], axes[1, col]
+            (shown,) = shown_arrays(image_panel)
+            index = drawn_from([shown], images)[0]
+            assert index in picks
+            np.testing.assert_allclose(shown_arrays(model_panel)[0], models[index], atol=1e-6)
+            assert model_panel.get_xlabel().startswith(f"A50={table.loc[index, 'a50_pixels']:.0f} px")
+            assert model_panel.collections  # the A50% contour
     # the paper's scaled model flux first, the Jy version beside it (LoTSS has peak fluxes)
     assert result["flux_columns"] == ["model_flux", "model_flux_jy"]
     assert set(result["histograms"]) == {"model_flux", "model_flux_jy", "a50_pixels"}
