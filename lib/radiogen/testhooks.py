@@ -11,13 +11,17 @@ checkpoint, a written batch), and with the environment variable
 
 set, the process writes ``radiogen test hook: blocked after <point> <count>``
 to stderr once it reaches that point for the ``count``-th time and then
-sleeps until it is killed.  Unset (every normal run), the hook does nothing.
-This is for tests only; the points are listed in :data:`POINTS`.
+waits for a signal: ``kill -9`` ends it there; a signal the job handles
+(SIGTERM or SIGUSR1 to a training run, as SLURM sends before its time limit)
+ends the wait, and the job goes on to handle it.  Unset (every normal run),
+the hook does nothing.  This is for tests only; the points are listed in
+:data:`POINTS`.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 
@@ -41,7 +45,7 @@ def blocked_message(point: str, count: int) -> str:
 
 
 def block_point(point: str, count: int) -> None:
-    """Sleep forever here when ``RADIOGEN_TEST_BLOCK_AFTER`` is ``point:count``.
+    """Wait here for a signal when ``RADIOGEN_TEST_BLOCK_AFTER`` is ``point:count``.
 
     Parameters
     ----------
@@ -58,5 +62,8 @@ def block_point(point: str, count: int) -> None:
         return
     sys.stderr.write(blocked_message(point, count) + "\n")
     sys.stderr.flush()
-    while True:  # until the test kills the process
+    if hasattr(signal, "pause"):
+        signal.pause()  # returns once a handled signal has run its handler
+        return
+    while True:  # no signal.pause (Windows): until the test kills the process
         time.sleep(3600)
