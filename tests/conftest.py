@@ -1,19 +1,37 @@
-"""Shared fixtures: the real data in ../shared/data, skipped with a reason when absent."""
+"""Shared fixtures: the real data in ../shared/data, skipped with a reason when absent.
+
+Where the data must be there (CI: ``.ci/run`` sets ``RADIOGEN_REQUIRE_SHARED=1``),
+a missing folder stops the session before any test runs, and a missing file fails
+the test that needs it, instead of skipping about a quarter of the suite.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("RADIOGEN_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+#: Set to 1 where the real data must be present (CI): missing data fails instead of skipping.
+REQUIRE_SHARED = os.environ.get("RADIOGEN_REQUIRE_SHARED") == "1"
+
+
+def pytest_configure(config):
+    if REQUIRE_SHARED and not SHARED_DATA.is_dir():
+        raise pytest.UsageError(
+            f"RADIOGEN_REQUIRE_SHARED=1 but the real test data folder {SHARED_DATA} is missing "
+            "(put ../shared next to the repository or set RADIOGEN_SHARED_DATA)")
 
 
 def _require(path: Path) -> Path:
     if not path.exists():
-        pytest.skip(f"real data not available: {path} is missing (set RADIOGEN_SHARED_DATA)")
+        reason = f"real data not available: {path} is missing (set RADIOGEN_SHARED_DATA)"
+        if REQUIRE_SHARED:
+            pytest.fail(f"RADIOGEN_REQUIRE_SHARED=1 but {reason}")
+        pytest.skip(reason)
     return path
 
 
@@ -55,3 +73,26 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture
+def saved_figures(monkeypatch):
+    """The matplotlib figures the test writes, by output file name, to check what they show.
+
+    Every figure is still written for real (``Figure.savefig`` runs); the fixture keeps the
+    Figure object.  :func:`radiogen.io.save_figure` writes to ``.<name>.<random>.tmp``
+    first, so a figure is found by the name of the file it ends up in.
+    """
+    from matplotlib.figure import Figure
+
+    saved: dict[str, object] = {}
+    original = Figure.savefig
+
+    def savefig(self, fname, *args, **kwargs):
+        name = Path(str(fname)).name
+        temporary = re.fullmatch(r"\.(?P<name>.+)\.[A-Za-z0-9_]{8}(\.[^.]+)*\.tmp", name)
+        saved[temporary["name"] if temporary else name] = self
+        return original(self, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    return saved

@@ -6,7 +6,6 @@ import json
 import math
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -20,6 +19,7 @@ from radiogen.classifier.network import MorphologyClassifier
 from radiogen.classifier.train import merged_settings, train_classifier
 from radiogen.errors import ConfigError, InputFileError
 from radiogen.first.dataset import CLASS_NAMES, FirstDataset, read_first_zip, write_dataset_h5
+from kill_at import kill_at
 
 
 def test_network_architecture():
@@ -172,23 +172,10 @@ def test_resume_after_kill_repeats_no_epoch(tmp_path):
     settings = {"epochs": 5, "batch_size": 8, "learning_rate": 1e-3, "bn_recalibration_images": 16}
     killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
     log = tmp_path / "first.log"
-    with open(log, "w") as handle:
-        proc = subprocess.Popen(_train_command(dataset_path, killed_dir, killed_dir / "ckpt", settings, log),
-                                stdout=handle, stderr=subprocess.STDOUT)
-        checkpoint = killed_dir / "ckpt" / "last.pt"
-        deadline = time.monotonic() + 240
-        epoch_done = 0
-        while time.monotonic() < deadline and proc.poll() is None:
-            if checkpoint.exists():
-                epoch_done = torch.load(checkpoint, weights_only=False)["epoch"]
-                if epoch_done >= 2:
-                    break
-            time.sleep(0.05)
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == -9, f"training was not interrupted (log: {log.read_text()[-2000:]})"
-    epoch_done = torch.load(checkpoint, weights_only=False)["epoch"]
-    assert 2 <= epoch_done < 5
+    # the test hook holds the run after epoch 2's checkpoint until it is killed
+    kill_at(_train_command(dataset_path, killed_dir, killed_dir / "ckpt", settings, log), "classifier.epoch", 2, log)
+    epoch_done = torch.load(killed_dir / "ckpt" / "last.pt", weights_only=False)["epoch"]
+    assert epoch_done == 2
     assert not (killed_dir / "classifier.pt").exists()
 
     resumed = subprocess.run(_train_command(dataset_path, killed_dir, killed_dir / "ckpt", settings, log),

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from figures import drawn_from, shown_arrays
 from radiogen.cli import main
 from radiogen.errors import InputFileError
 from radiogen.first import (
@@ -134,7 +135,7 @@ def test_training_set_contract(first_dataset, tmp_path):
         assert 0.0 <= h5["images"][()].min() and h5["images"][()].max() <= 1.0
 
 
-def test_cli_prepare_and_balance(first_zip, tmp_path):
+def test_cli_prepare_and_balance(first_zip, tmp_path, saved_figures):
     out = tmp_path / "first"
     settings = json.dumps({"crop_size": 80, "balance": "undersample", "examples_per_class": 4})
     assert main(["first", "prepare", "--zip", str(first_zip), "--output", str(out / "dataset.h5"),
@@ -142,9 +143,17 @@ def test_cli_prepare_and_balance(first_zip, tmp_path):
                  "--settings", settings, "--seed", "5"]) == 0
     counts = pd.read_csv(out / "class_counts.csv", index_col=0)
     assert counts.loc["FRII", "train"] == 824 and counts.loc["total", "total"] == 2158
-    assert (out / "examples.png").stat().st_size > 10_000
+    assert (out / "examples.png").exists()
     dataset = read_dataset_h5(out / "dataset.h5")
     assert dataset.images.shape == (2158, 80, 80)
+    # one panel per class of 4 of that class's images
+    labels = dataset.table["label"].to_numpy()
+    for k, panel in enumerate(saved_figures["examples.png"].subfigs):
+        assert CLASS_NAMES[k] in panel.get_suptitle()
+        shown = [a for ax in panel.axes for a in shown_arrays(ax)]
+        assert len(shown) == 4
+        of_class = dataset.images[labels == k]
+        assert len(set(drawn_from(shown, of_class))) == 4
     with h5py.File(out / "dataset.h5") as h5:
         assert set(h5) >= {"images", "label", "ra", "dec", "catalogue", "first_split", "source_name"}
         assert json.loads(h5.attrs["class_names"]) == list(CLASS_NAMES)

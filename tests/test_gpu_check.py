@@ -96,12 +96,20 @@ def test_smoke_run_on_cpu_writes_every_figure(tmp_path):
     first = results["first"]
     assert first["dataset"]["images"] == 36 and first["dataset"]["training_set"] == 36
     clf, gen, diff = first["classifier"], first["generated"], first["diffusion"]
-    assert clf["epochs"] == 1 and 0 <= clf["test_accuracy"] <= 1 and clf["n_test"] == 12
+    assert clf["epochs"] == 1 and clf["n_test"] == 12
+    # accuracies are counts of the 12 test images: the mean of the per-class recalls
     p = clf["test_accuracy"]
+    per_class = clf["test_per_class"]
+    assert sum(c["n"] for c in per_class.values()) == 12
+    assert p == pytest.approx(sum(c["n"] * c["accuracy"] for c in per_class.values()) / 12)
+    assert p * 12 == pytest.approx(round(p * 12))
     assert clf["test_accuracy_err"] == pytest.approx((p * (1 - p) / 12) ** 0.5)
     assert diff["steps"] >= 1 and (out / "first_loss.png").exists()
-    assert gen["n_images"] == 8 and 0 <= gen["accuracy"] <= 1
+    assert gen["n_images"] == 8
     assert set(gen["per_class"]) == set(CLASSES) and all(c["n"] == 2 for c in gen["per_class"].values())
+    # the generated accuracy is the count of 8 judged right, the mean of the classes' 2 each
+    assert gen["accuracy"] == pytest.approx(sum(c["accuracy"] for c in gen["per_class"].values()) / 4)
+    assert gen["accuracy"] * 8 == pytest.approx(round(gen["accuracy"] * 8))
     assert (out / "first_samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     summary = results["summary"]

@@ -48,17 +48,52 @@ def test_output_shape_for_sizes_and_channels(size, channels, context_dim):
     assert torch.isfinite(out).all()
 
 
+def _n_parameters(net) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def _emb_additions(net) -> int:
+    """What radiogen's embedding has beyond the authors' network: the learned null token and
+    the linear layer after the sinusoidal noise encoding (emb + emb^2 + emb parameters)."""
+    embed = net.unet.embed
+    return embed.null_token.numel() + sum(p.numel() for p in embed.noise.linear.parameters())
+
+
 def test_paper_configuration_parameter_count():
-    # Authors' released network: 30.85 M; ours adds the null token and the
-    # linear layer after the sinusoidal encoding (+0.26 M).
     cfg = model_config_from({}, image_channels=1, image_size=[80, 80], context_dim=1)
     assert cfg["base_channels"] == 128 and cfg["channel_mults"] == [1, 2, 2]
-    n = sum(p.numel() for p in build_network(cfg).parameters())
-    assert n == 31_113_537
-    assert abs(n - 30.85e6) / 30.85e6 < 0.01
-    # The 3x3 attention convolutions of the paper text would add 5.8 M.
+    net = build_network(cfg)
+    n = _n_parameters(net)
+    # the authors' released network has 30.85 M parameters
+    assert round((n - _emb_additions(net)) / 1e4) == 3085
+    assert _emb_additions(net) == 512 + 512 * 512 + 512
+    # The 3x3 attention convolutions of the paper text: 8 more weights per input and output
+    # channel pair of each attention block's QKV and output convolutions (+5.8 M).
     cfg3 = model_config_from({"attention_kernel_size": 3}, image_channels=1, image_size=[80, 80], context_dim=1)
-    assert sum(p.numel() for p in build_network(cfg3).parameters()) == 36_880_705
+    attention = [m for m in net.modules() if isinstance(m, EfficientAttention)]
+    extra = sum(8 * (m.qkv.weight.numel() + m.proj.weight.numel()) for m in attention)
+    assert _n_parameters(build_network(cfg3)) - n == extra
+    assert 5.7e6 < extra < 5.9e6
+
+
+def test_parameter_count_against_the_authors_network_file(shared_data):
+    """The authors' code saved a small-width network (random weights, ../shared); radiogen's
+    network at that width has exactly their parameters plus the two embedding additions."""
+    import json
+
+    folder = shared_data / "lofar_diffusion" / "tiny_LOFAR"
+    theirs = torch.load(folder / "parameters_tiny_LOFAR.pt", map_location="cpu", weights_only=False)["model"]
+    config = json.loads((folder / "config_tiny_LOFAR.json").read_text())
+    cfg = model_config_from(
+        {"base_channels": config["init_channels"], "channel_mults": config["channel_mults"],
+         "norm_groups": config["norm_groups"], "attention_levels": config["attention_levels"],
+         "attention_heads": config["attention_heads"],
+         "attention_head_channels": config["attention_head_channels"]},
+        image_channels=config["image_channels"], image_size=[config["image_size"]] * 2,
+        context_dim=config["context_dim"])
+    net = build_network(cfg)
+    n_theirs = sum(v.numel() for v in theirs.values() if v.is_floating_point())
+    assert _n_parameters(net) - _emb_additions(net) == n_theirs
 
 
 def test_architecture_layout_matches_paper():

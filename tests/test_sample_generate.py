@@ -17,6 +17,8 @@ from radiogen.sampler import conditioning as cond
 from radiogen.sampler import generate, shards
 from radiogen.sampler.fits_export import export_fits
 from radiogen.sampler.plots import plot_samples_vs_training, plot_trajectory, record_trajectory
+from figures import drawn_from, panels, shown_arrays, tiles
+from kill_at import kill_at
 from tiny_models import NORM, save_tiny_model as _save
 
 SAMPLER = {"num_steps": 4}
@@ -155,7 +157,7 @@ def test_cli_shard_errors_are_one_line(lotss_model, tmp_path, caplog):
     assert code == 1 and "missing.pt" in caplog.text
 
 
-def test_cli_end_to_end_fits_and_figures(lotss_model, tmp_path):
+def test_cli_end_to_end_fits_and_figures(lotss_model, tmp_path, saved_figures):
     settings = json.dumps({"sampler": SAMPLER, "dataset": {"n_images": 4}, "images_per_shard": 2,
                            "batch_size": 2, "device": "cpu", "precision": "auto"})
     shard_files = []
@@ -193,14 +195,27 @@ def test_cli_end_to_end_fits_and_figures(lotss_model, tmp_path):
     fig = tmp_path / "fig.png"
     assert cli_main(["sample", "figure", "--samples", str(samples), "--training", str(training),
                      "--n", "4", "--output", str(fig)]) == 0
-    assert fig.stat().st_size > 1000
+    assert fig.exists()
+    real_panel, generated_panel = panels(saved_figures["fig.png"])
+    assert real_panel.get_title() == "LOTSS: training (4)"
+    assert generated_panel.get_title() == "LOTSS: generated, guidance 0.1 (4)"
+    with h5py.File(training) as h5, h5py.File(samples) as h5_samples:
+        shown = drawn_from(tiles(shown_arrays(real_panel)[0], (16, 16)), h5["images"][:8])  # training split
+        assert len(set(shown)) == 4
+        shown = drawn_from(tiles(shown_arrays(generated_panel)[0], (16, 16)), h5_samples["images"][()])
+        assert sorted(shown) == [0, 1, 2, 3]
     traj = tmp_path / "traj.png"
     assert cli_main(["sample", "trajectory", "--model", str(lotss_model), "--seed", "5", "--guidance", "0.1",
                      "--settings", settings, "--output", str(traj)]) == 0
-    assert traj.stat().st_size > 1000
+    assert traj.exists()
+    titles = [ax.get_title() for ax in panels(saved_figures["traj.png"])]  # 2 rows
+    assert titles[len(titles) // 2 - 1] == f"x_{SAMPLER['num_steps']} (σ=0)" and titles[-1] == "output in [0, 1]"
+    with h5py.File(samples) as h5:  # the trajectory ends in image 0 of the set
+        final = shown_arrays(panels(saved_figures["traj.png"])[-1])[0]
+        np.testing.assert_allclose(final, h5["images"][0], atol=1e-6)
 
 
-def test_trajectory_matches_generated_image(first_model, tmp_path):
+def test_trajectory_matches_generated_image(first_model, tmp_path, saved_figures):
     net, meta = generate.load_sampling_model(first_model)
     steps = record_trajectory(net, meta, seed=SEED, guidance=0.75, sampler=SAMPLER,
                               settings={"n_per_class": 2}, index=5)
@@ -212,9 +227,15 @@ def test_trajectory_matches_generated_image(first_model, tmp_path):
     assert arrays["label"][0] == 2
     plot_trajectory(steps, tmp_path / "t.png", n_show=3)
     assert (tmp_path / "t.png").exists()
+    axes = panels(saved_figures["t.png"])
+    # x_i of the 3 chosen steps, the final state; then their denoiser outputs and the [0, 1] image
+    assert [ax.get_title() for ax in axes[:4]] == [
+        f"x_0, σ={steps[0].sigma:.3g}", f"x_2, σ={steps[2].sigma:.3g}", f"x_3, σ={steps[3].sigma:.3g}", "x_4 (σ=0)"]
+    np.testing.assert_allclose(shown_arrays(axes[0])[0], steps[0].x[0, 0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(shown_arrays(axes[-1])[0], arrays["images"][0], atol=1e-6)
 
 
-def test_first_figure_has_class_rows(first_model, tmp_path):
+def test_first_figure_has_class_rows(first_model, tmp_path, saved_figures):
     paths = _shards(first_model, tmp_path, per_shard=8, batch=8, settings={"n_per_class": 2})
     samples = shards.aggregate_shards(paths, tmp_path / "samples.h5")
     training = tmp_path / "training_set.h5"
@@ -223,7 +244,19 @@ def test_first_figure_has_class_rows(first_model, tmp_path):
         h5["split"] = np.zeros(12, dtype=np.uint8)
         h5["label"] = np.repeat(np.arange(4), 3)
     out = plot_samples_vs_training(samples, training, tmp_path / "f.png", n_per_panel=2)
-    assert out.stat().st_size > 1000
+    assert out.exists()
+    axes = panels(saved_figures["f.png"])
+    assert len(axes) == 8  # a row per class: training | generated
+    with h5py.File(samples) as h5, h5py.File(training) as h5_training:
+        names = json.loads(h5.attrs["class_names"])
+        for k, name in enumerate(names):
+            real_panel, generated_panel = axes[2 * k], axes[2 * k + 1]
+            assert real_panel.get_title() == f"{name}: training (2)"
+            assert generated_panel.get_title().startswith(f"{name}: generated")
+            shown = drawn_from(tiles(shown_arrays(real_panel)[0], (16, 16)), h5_training["images"][()])
+            assert (h5_training["label"][()][shown] == k).all()
+            shown = drawn_from(tiles(shown_arrays(generated_panel)[0], (16, 16)), h5["images"][()])
+            assert len(shown) == 2 and (h5["label"][()][shown] == k).all()
 
 
 def test_first_fits_has_no_flux_unit(first_model, tmp_path):
@@ -236,16 +269,14 @@ def test_first_fits_has_no_flux_unit(first_model, tmp_path):
     assert header["CDELT2"] == pytest.approx(1.8 / 3600) and header["BMAJ"] == pytest.approx(5.4 / 3600)
 
 
-def test_rerun_after_kill_9_equals_uninterrupted_shard(first_model, tmp_path):
-    """A shard job killed outright (OOM killer, node failure) leaves no output; the rerun equals a clean run."""
-    import os
-    import signal
+def test_rerun_after_kill_9_resumes_to_the_uninterrupted_shard(first_model, tmp_path):
+    """A shard job killed outright (OOM killer, node failure) after 3 of its 5 batches leaves
+    no shard file; the rerun samples only the 2 missing batches and equals a clean run bit for bit."""
     import subprocess
     import sys
-    import time
 
-    settings = json.dumps({"dataset": {"n_per_class": 40}, "sampler": {"num_steps": 6},
-                           "images_per_shard": 160, "batch_size": 8, "device": "cpu"})
+    settings = json.dumps({"dataset": {"n_per_class": 10}, "sampler": {"num_steps": 3},
+                           "images_per_shard": 40, "batch_size": 8, "device": "cpu"})
 
     def command(out):
         return [sys.executable, "-m", "radiogen.cli", "sample", "shard", "--model", str(first_model),
@@ -254,24 +285,40 @@ def test_rerun_after_kill_9_equals_uninterrupted_shard(first_model, tmp_path):
 
     killed = tmp_path / "killed" / "0.h5"
     killed.parent.mkdir()
-    log = tmp_path / "killed.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with open(log, "w") as handle:
-        proc = subprocess.Popen(command(killed), stdout=handle, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and "shard 0: images" not in log.read_text():
-            time.sleep(0.05)
-        time.sleep(2.0)  # killed once sampling is under way
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert proc.returncode == -9, log.read_text()[-2000:]
+    kill_at(command(killed), "sample.batch", 3, tmp_path / "killed.log")
     assert not killed.exists()
-    rerun = subprocess.run(command(killed), capture_output=True, text=True, timeout=300, env=env)
+    assert len(list((tmp_path / "killed" / "0.part").glob("batch-*.h5"))) == 3
+    rerun = subprocess.run(command(killed), capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "3 batch(es) already sampled" in rerun.stderr and "2 to sample" in rerun.stderr
+    assert not (tmp_path / "killed" / "0.part").exists()
     clean = tmp_path / "clean" / "0.h5"
     clean.parent.mkdir()
     assert subprocess.run(command(clean), capture_output=True, timeout=300).returncode == 0
     with h5py.File(killed) as a, h5py.File(clean) as b:
-        assert a["images"].shape == (160, 16, 16)
-        np.testing.assert_array_equal(a["images"][()], b["images"][()])
-        np.testing.assert_array_equal(a["label"][()], b["label"][()])
+        assert a["images"].shape == (40, 16, 16)
+        for name in ("images", "label", "context", "index"):
+            np.testing.assert_array_equal(a[name][()], b[name][()], err_msg=name)
+
+
+def test_shard_reuses_only_checkpoints_of_its_own_inputs(first_model, tmp_path):
+    """A batch checkpointed under this shard's key is used as it is; one written with another
+    seed (another model, guidance, setting ...) is sampled again."""
+    settings = {"n_per_class": 2}
+    kwargs = dict(shard=0, settings=settings, sampler=SAMPLER, images_per_shard=8, batch_size=4)
+    reference = shards.write_shard(first_model, tmp_path / "ref" / "0.h5", seed=SEED, guidance=0.5,
+                                   device="cpu", **kwargs)
+    net, meta = generate.load_sampling_model(first_model)
+    other_seed = generate.generate_images(net, meta, np.arange(4), seed=SEED + 1, guidance=0.5,
+                                          sampler=SAMPLER, settings=settings, batch_size=4)
+    key = {s: shards.checkpoint_key(first_model, seed=s, guidance=0.5, device="cpu", autocast_dtype=None, **kwargs)
+           for s in (SEED, SEED + 1)}
+    for seed, used in ((SEED + 1, False), (SEED, True)):
+        out = tmp_path / str(seed) / "0.h5"
+        shards._write_batch(out.parent / "0.part" / "batch-000000000.h5", other_seed, key[seed])
+        shards.write_shard(first_model, out, seed=SEED, guidance=0.5, device="cpu", **kwargs)
+        with h5py.File(out) as a, h5py.File(reference) as b:
+            np.testing.assert_array_equal(a["images"][4:], b["images"][4:])
+            assert np.array_equal(a["images"][:4], other_seed["images"]) == used
+            assert np.array_equal(a["images"][:4], b["images"][:4]) != used
+        assert not (out.parent / "0.part").exists()

@@ -20,6 +20,8 @@ import h5py
 import numpy as np
 import pytest
 
+from radiogen.testhooks import ENV as HOOK, blocked_message
+
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -147,8 +149,9 @@ def test_lotss_data_part_runs_through_sbatch(slurm_results):
     print(f"{len(jobs)} SLURM jobs ({', '.join(sorted(ran))}) in {elapsed:.0f} s")
 
 
-#: Training settings of the preemption test: a tiny network, checkpoints often,
-#: enough steps that the signal arrives mid-run.
+#: Training settings of the preemption test: a tiny network, checkpoints often.  The
+#: first attempt waits after its step-10 checkpoint (test hook, radiogen.testhooks)
+#: until the signal comes, so the signal arrives mid-run on any machine.
 PREEMPT_CONFIG = """
 model: {base_channels: 8, norm_groups: 4, attention_head_channels: 8}
 train:
@@ -157,8 +160,8 @@ train:
   val_max_images: 8
   lotss:
     batch_size: 4
-    steps: 300
-    val_every: 300
+    steps: 40
+    val_every: 40
     checkpoint_every: 10
     resources: {gpus: 0, cpus: 1, mem_mb: 3000, runtime: 30}
 """
@@ -195,16 +198,21 @@ def test_training_job_signalled_like_a_wall_time_limit_resumes_on_retry(slurm_re
         "train_lotss:mem_mb=3000", "--", str(model),
     )
     log = slurm_results / "snakemake_train.log"
+    train_log = results / "logs" / "models" / "train_lotss.log"
+    blocked = blocked_message("train.checkpoint", 10)
+    env = {**_env(), HOOK: "train.checkpoint:10"}  # sbatch passes the environment on to the job
     with open(log, "w") as handle:
-        proc = subprocess.Popen(command, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, env=_env())
+        proc = subprocess.Popen(command, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 600
         job = None
         while time.monotonic() < deadline and proc.poll() is None:
             job = job or _slurm_job_of_rule("train_lotss")
-            if job and any(checkpoints.glob("ckpt-*.pt")):
+            if job and train_log.exists() and blocked in train_log.read_text():
                 break
             time.sleep(0.2)
         assert job and proc.poll() is None, f"no running training job seen:\n{log.read_text()[-4000:]}"
+        assert blocked in train_log.read_text(), train_log.read_text()[-3000:]
+        assert checkpoints.joinpath("ckpt-000000010.pt").exists()
         signalled = subprocess.run(["scancel", "--signal=URG", job], capture_output=True, text=True,
                                    timeout=60)
         assert signalled.returncode == 0, signalled.stderr
@@ -218,9 +226,9 @@ def test_training_job_signalled_like_a_wall_time_limit_resumes_on_retry(slurm_re
     sbatch_log = next((slurm_results / "slurm_logs_train").rglob(f"{job}.log")).read_text()
     assert re.search(r"srun: error: \S+: task 0: Exited with exit code", sbatch_log), sbatch_log[-4000:]
     # ... and the retry resumed mid-run (Snakemake clears the rule log between attempts)
-    train_log = (results / "logs" / "models" / "train_lotss.log").read_text()
-    resumed = re.search(r"resumed from step (\d+) of 300", train_log)
-    assert resumed and 0 < int(resumed.group(1)) < 300, train_log[-3000:]
+    train_log = train_log.read_text()
+    # the signal ended the wait after step 10's checkpoint; the job checkpointed after step 11
+    assert "resumed from step 11 of 40" in train_log, train_log[-3000:]
 
     # the same training without interruption, in this process's environment
     import json
@@ -243,7 +251,7 @@ def test_training_job_signalled_like_a_wall_time_limit_resumes_on_retry(slurm_re
     ]) == 0
     a = torch.load(model, weights_only=False)
     b = torch.load(reference, weights_only=False)
-    assert a["step"] == b["step"] == 300
+    assert a["step"] == b["step"] == 40
     for key, value in b["state_dict"].items():
         assert torch.equal(a["state_dict"][key], value), key
 

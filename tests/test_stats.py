@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from astropy.stats import poisson_conf_interval
 
 from radiogen.errors import InputFileError
 from radiogen.evaluation import stats as S
 from radiogen.evaluation.imagesets import open_image_set
+from figures import panels
 from test_pybdsf import first_crops, write_image_set
 
 
@@ -52,7 +54,7 @@ def test_shared_bins_cover_all_sets():
     assert np.allclose(np.diff(np.log(log_edges)), np.log(20) / 4)
 
 
-def test_set_statistics_and_figure(first_fits_dir, tmp_path):
+def test_set_statistics_and_figure(first_fits_dir, tmp_path, saved_figures):
     crops, _ = first_crops(first_fits_dir, n=8)
     real = write_image_set(tmp_path / "real.h5", crops[:5], dataset="first")
     other = write_image_set(tmp_path / "gen.h5", crops[5:] ** 2, dataset="first")
@@ -73,7 +75,20 @@ def test_set_statistics_and_figure(first_fits_dir, tmp_path):
         assert pixels["counts"][0] > 0.5 * images.size
         sets[name] = (tmp_path / f"{name}.csv", tmp_path / f"{name}.json")
     result = S.image_statistics_figure(sets, tmp_path / "fig.png", bins=10, pixel_bins=20)
-    assert (tmp_path / "fig.png").stat().st_size > 10_000
+    assert (tmp_path / "fig.png").exists()
+    # the panels draw the returned histograms, one step line per set
+    for ax, quantity in zip(panels(saved_figures["fig.png"]), ("pixels", "mean", "std")):
+        for line, label in zip(ax.get_lines(), ("real", "generated"), strict=True):
+            hist = result[quantity][label]
+            assert line.get_label() == f"{label} (n={int(hist['total'])})"
+            np.testing.assert_allclose(line.get_xdata(), hist["edges"])
+            np.testing.assert_allclose(line.get_ydata()[:-1], hist["height"])
+    # and they are numpy's histograms of the per-image values
+    for quantity in ("mean", "std"):
+        for label in ("real", "generated"):
+            values = pd.read_csv(sets[label][0])[quantity]
+            edges = result[quantity][label]["edges"]
+            np.testing.assert_array_equal(result[quantity][label]["counts"], np.histogram(values, edges)[0])
     assert result["pixels"]["real"]["total"] == 5 * 80 * 80
     # mean and std histograms share their bins between sets
     np.testing.assert_array_equal(result["mean"]["real"]["edges"],

@@ -33,6 +33,7 @@ from radiogen.errors import ConfigError, InputFileError
 from radiogen.first.dataset import CLASS_NAMES, FirstDataset
 from radiogen.progress import Progress
 from radiogen.seeds import stream
+from radiogen.testhooks import block_point
 
 __all__ = [
     "DEFAULT_SETTINGS",
@@ -335,6 +336,7 @@ def train_classifier(
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         })
+        block_point("classifier.epoch", epoch)
         epochs_run += 1
         log.info("epoch %d/%d: train loss %.4f acc %.3f | valid loss %.4f acc %.3f | lr %.2e | %.1f s, %.1f img/s%s",
                  epoch, epochs, record["train_loss"], record["train_accuracy"], valid_loss, valid_accuracy,

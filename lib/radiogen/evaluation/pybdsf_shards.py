@@ -27,6 +27,7 @@ from radiogen.evaluation.imagesets import ImageSet, open_image_set
 from radiogen.evaluation.pybdsf_runtime import gc_frozen, import_bdsf
 from radiogen.io import atomic_path
 from radiogen.progress import Progress
+from radiogen.testhooks import block_point
 
 __all__ = ["shard_range", "run_shard", "check_failure_fraction", "merge_shards", "read_models",
            "model_flux_columns"]
@@ -165,6 +166,7 @@ def run_shard(
             block = 256
             t0 = time.perf_counter()
             n_done = 0
+            n_chunks = 0  # written by this run
             bar = Progress(len(todo), f"PyBDSF shard {shard} images", logger=log)
             for block_start in range(0, len(todo), block):
                 indices = todo[block_start:block_start + block]
@@ -189,6 +191,8 @@ def run_shard(
                         rows.extend(batch_rows)
                         models.update({r["index"]: m for r, m in zip(batch_rows, batch_models)})
                         batch_rows, batch_models = [], []
+                        n_chunks += 1
+                        block_point("pybdsf.chunk", n_chunks)
             bar.close()
             if batch_rows:
                 rows.extend(batch_rows)

@@ -71,6 +71,7 @@ from radiogen.model.ema import EMA
 from radiogen.model.loss import denoising_loss, sample_sigma
 from radiogen.model.train_settings import resolve_settings
 from radiogen.seeds import integer as seed_stream
+from radiogen.testhooks import block_point
 
 __all__ = ["train", "launch", "validation_loss"]
 
@@ -555,6 +556,7 @@ def _train(
             }
             path = save_checkpoint(ckpt_dir, at, payload, int(settings["keep_checkpoints"]))
             log.info("checkpoint %s", path)
+            block_point("train.checkpoint", at)
         if env.distributed:
             dist.barrier()
 

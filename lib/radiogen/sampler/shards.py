@@ -5,6 +5,14 @@ settings and the guidance (:func:`radiogen.sampler.generate.generate_images`),
 so shard ``s`` holds indices ``[s * images_per_shard, (s + 1) * images_per_shard)``
 and can be generated, or redone, alone; :func:`aggregate_shards` checks that the
 shards belong to one set and merges them in index order.
+
+A shard checkpoints: each finished batch is written atomically to
+``<output stem>.part/batch-<first index>.h5`` with a key of everything its images
+depend on (model file digest, seed, guidance, sampler and conditioning settings,
+shard, batch size, device type and precision).  A rerun of a killed shard reads
+the batches whose key matches and samples only the rest; the folder is removed
+once the shard file exists.  Each image depends only on its own seeds, so the
+resumed shard equals an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -12,12 +20,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import h5py
 import numpy as np
+import torch
 
 from radiogen.errors import ConfigError, InputFileError
 from radiogen.io import atomic_path, open_hdf5, require_datasets
@@ -35,8 +45,9 @@ from radiogen.sampler.generate import (
     resolve_device,
     sampler_settings,
 )
+from radiogen.testhooks import block_point
 
-__all__ = ["n_shards", "shard_indices", "write_shard", "aggregate_shards"]
+__all__ = ["n_shards", "shard_indices", "checkpoint_key", "write_shard", "aggregate_shards"]
 
 log = logging.getLogger("radiogen.sampler.generate")
 
@@ -109,6 +120,47 @@ def _write_arrays(h5: h5py.File, arrays: Mapping[str, np.ndarray]) -> None:
         h5.create_dataset("label", data=arrays["label"].astype(np.int64))
 
 
+def checkpoint_key(model_path: str | Path, *, seed: int, guidance: float, sampler: Mapping, settings: Mapping,
+                   shard: int, images_per_shard: int, batch_size: int, device, autocast_dtype) -> str:
+    """What a shard's images depend on, as JSON: a checkpointed batch is reused only under the same key."""
+    return json.dumps({
+        "model_id": model_id(model_path), "seed": int(seed), "guidance": float(guidance),
+        "sampler": sampler_settings(sampler), "settings": dict(settings), "shard": int(shard),
+        "images_per_shard": int(images_per_shard), "batch_size": int(batch_size),
+        "device": torch.device(device).type, "autocast": str(autocast_dtype),
+    }, sort_keys=True, default=str)
+
+
+def _write_batch(path: Path, arrays: Mapping[str, np.ndarray], key: str) -> None:
+    """One finished batch of a shard (images and conditioning), written atomically."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        h5.attrs["key"] = key
+        for name, values in arrays.items():
+            h5.create_dataset(name, data=values)
+
+
+def _read_batches(part_dir: Path, key: str) -> dict[int, dict[str, np.ndarray]]:
+    """Batches of an interrupted run of the same shard, by first image index.
+
+    Batches with another key (other model, seed, settings ...) and unreadable
+    files are left out, and their images sampled again.
+    """
+    batches = {}
+    for path in sorted(part_dir.glob("batch-*.h5")):
+        try:
+            with h5py.File(path, "r") as h5:
+                if h5.attrs.get("key") != key:
+                    log.info("%s: written for other inputs or settings, ignored", path)
+                    continue
+                arrays = {name: h5[name][()] for name in h5}
+        except (OSError, KeyError, ValueError) as err:
+            log.warning("%s: unreadable checkpoint (%s), sampling its images again", path, err)
+            continue
+        if "index" in arrays and arrays["index"].size:
+            batches[int(arrays["index"][0])] = arrays
+    return batches
+
+
 def write_shard(
     model_path: str | Path,
     output: str | Path,
@@ -149,25 +201,39 @@ def write_shard(
         batch_size, torch_device, autocast_dtype or "fp32",
     )
     t0 = time.perf_counter()
+    output = Path(output)
+    part_dir = output.with_name(output.stem + ".part")
+    key = checkpoint_key(model_path, seed=seed, guidance=guidance, sampler=sampler, settings=settings,
+                         shard=shard, images_per_shard=images_per_shard, batch_size=batch_size,
+                         device=torch_device, autocast_dtype=autocast_dtype)
+    saved = _read_batches(part_dir, key)
+    todo = sum(1 for start in range(0, indices.size, batch_size) if int(indices[start]) not in saved)
+    if saved:
+        log.info("shard %d: %d batch(es) already sampled in %s, %d to sample", shard, len(saved), part_dir, todo)
     bar = Progress(indices.size, f"{meta['dataset']} shard {shard} images", logger=log)
-
-    def progress(done: int, n: int) -> None:
-        bar.update(done - bar.done)
-
-    arrays = generate_images(
-        net, meta, indices, seed=seed, guidance=guidance, sampler=sampler, settings=settings,
-        batch_size=batch_size, device=torch_device, autocast_dtype=autocast_dtype,
-        progress=progress, source=source,
-    )
+    parts = []
+    for n_batch, start in enumerate(range(0, indices.size, batch_size), start=1):
+        batch = indices[start:start + batch_size]
+        arrays = saved.get(int(batch[0]))
+        if arrays is None or not np.array_equal(arrays["index"], batch):
+            arrays = generate_images(
+                net, meta, batch, seed=seed, guidance=guidance, sampler=sampler, settings=settings,
+                batch_size=batch_size, device=torch_device, autocast_dtype=autocast_dtype, source=source,
+            )
+            _write_batch(part_dir / f"batch-{int(batch[0]):09d}.h5", arrays, key)
+            block_point("sample.batch", n_batch)
+        parts.append(arrays)
+        bar.update(batch.size)
     bar.close()
+    arrays = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
     attrs = _attrs(meta, model_hash=model_id(model_path), seed=seed, guidance=guidance,
                    sampler=sampler, settings=settings)
     attrs.update(shard=int(shard), n_shards=n_shards(total, images_per_shard), n_images_total=total,
                  images_per_shard=int(images_per_shard))
-    output = Path(output)
     with atomic_path(output) as tmp, h5py.File(tmp, "w") as h5:
         _write_arrays(h5, arrays)
         h5.attrs.update(attrs)
+    shutil.rmtree(part_dir, ignore_errors=True)
     log.info("wrote %s (%d images, %.1f s)", output, indices.size, time.perf_counter() - t0)
     return output
 
