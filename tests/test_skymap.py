@@ -324,3 +324,18 @@ def test_size_conditioned_model_gets_each_source_size(tmp_path, caplog):
         stamps.generate_tile(model, tmp_path / "sources.csv", tmp_path / "u.h5", tile=0, seed=0, guidance=0.0,
                              settings=_settings(), sampler={"num_steps": 2}, device="cpu",
                              expect_context="peak_flux")
+
+
+@pytest.mark.parametrize("bmaj, bmin, bpa", [(6.0, 6.0, 0.0), (9.0, 6.0, 30.0)])
+def test_map_noise_is_correlated_like_the_beam(bmaj, bmin, bpa):
+    """A noise-only map: its autocorrelation FWHM is BMAJ along BPA and BMIN across it, within 5%."""
+    from radiogen.noise import autocorrelation_fwhm_px
+
+    header = _header(size=512)
+    header["BMAJ"], header["BMIN"], header["BPA"] = bmaj / 3600.0, bmin / 3600.0, bpa
+    observed = assemble.image_plane_observation(np.zeros((512, 512), np.float32), header=header,
+                                                settings=_settings(), rms_jy=80e-6,
+                                                rng=np.random.default_rng(4))
+    assert observed.std() == pytest.approx(80e-6, rel=1e-3)
+    assert autocorrelation_fwhm_px(observed, angle_deg=bpa) == pytest.approx(bmaj / 1.5, rel=0.05)
+    assert autocorrelation_fwhm_px(observed, angle_deg=bpa + 90.0) == pytest.approx(bmin / 1.5, rel=0.05)

@@ -28,14 +28,13 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 from astropy.io import fits
-from scipy.ndimage import gaussian_filter
 from scipy.spatial import ConvexHull, QhullError
 
 from radiogen.errors import InputFileError
 from radiogen.io import atomic_path, file_digest
 from radiogen.lotss.mosaic import jy_per_beam_scale
+from radiogen.noise import beam_correlated_noise
 from radiogen.seeds import stream
-from radiogen.simulate import FWHM_PER_SIGMA
 from radiogen.skymap.catalogue import read_sources
 from radiogen.skymap.geometry import beam_area_px, n_tiles, wcs_of
 from radiogen.skymap.settings import MapSettings
@@ -114,14 +113,15 @@ def image_plane_observation(sky: np.ndarray, *, header: fits.Header, settings: M
                             rms_jy: float | np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Sky model plus Gaussian noise correlated like the restoring beam.
 
-    White noise convolved with the beam (sigma_b = FWHM / 2 sqrt(2 ln 2)
-    pixels), scaled to unit rms, times ``rms_jy`` (a number or an rms map on
-    the grid, Jy/beam).
+    Unit-rms noise whose autocorrelation is the header's beam (BMAJ, BMIN,
+    BPA; :func:`radiogen.noise.beam_correlated_noise`), times ``rms_jy`` (a
+    number or an rms map on the grid, Jy/beam).
     """
-    scale_arcsec = abs(float(header["CDELT2"])) * 3600.0
-    sigma_b = float(header["BMAJ"]) * 3600.0 / FWHM_PER_SIGMA / scale_arcsec
-    noise = gaussian_filter(rng.standard_normal(sky.shape, dtype=np.float32), sigma_b, mode="wrap")
-    noise /= noise.std()
+    scale_deg = abs(float(header["CDELT2"]))
+    bmaj = float(header["BMAJ"])
+    noise = beam_correlated_noise(rng, sky.shape, bmaj_px=bmaj / scale_deg,
+                                  bmin_px=float(header.get("BMIN", bmaj)) / scale_deg,
+                                  bpa_deg=float(header.get("BPA", 0.0)))
     return (sky + noise * rms_jy).astype(np.float32)
 
 
