@@ -253,6 +253,21 @@ def test_header_template_takes_a_real_dr2_header(shared_data):
                    pixel_scale_arcsec=1.8)
 
 
+def test_header_template_with_another_beam_is_refused_naming_both(shared_data, tmp_path):
+    template = shared_data / "lotss_dr1" / "dr2_headers" / "P000+23-mosaic-blanked.hdr"
+    header = fits.Header.fromtextfile(str(template))
+    header["BMAJ"], header["BMIN"] = 9.0 / 3600.0, 7.5 / 3600.0
+    other = tmp_path / "wide_beam.hdr"
+    header.totextfile(str(other))
+    with pytest.raises(InputFileError, match=r'wide_beam.hdr: header template beam is BMAJ x BMIN = 9" x 7.5", '
+                                             r'but the model\'s images have a 6" x 6" beam'):
+        map_header(size_px=300, name="t", centre_ra_deg=0, centre_dec_deg=0, template=other)
+    # the real 6" DR2 template is refused by a model of another beam
+    with pytest.raises(InputFileError, match=r'P000\+23-mosaic-blanked.hdr: .* = 6" x 6", but the model\'s images '
+                                             r'have a 4.5" x 4.5" beam'):
+        map_header(size_px=300, name="t", centre_ra_deg=0, centre_dec_deg=0, template=template, beam_arcsec=4.5)
+
+
 def test_generate_tile_with_a_model_is_reproducible_and_refuses_a_first_model(tmp_path):
     torch.set_num_threads(1)
     lotss = save_tiny_model(tmp_path / "lotss.pt", "lotss")
