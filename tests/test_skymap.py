@@ -354,3 +354,23 @@ def test_map_noise_is_correlated_like_the_beam(bmaj, bmin, bpa):
     assert observed.std() == pytest.approx(80e-6, rel=1e-3)
     assert autocorrelation_fwhm_px(observed, angle_deg=bpa) == pytest.approx(bmaj / 1.5, rel=0.05)
     assert autocorrelation_fwhm_px(observed, angle_deg=bpa + 90.0) == pytest.approx(bmin / 1.5, rel=0.05)
+
+
+def test_counts_are_taken_after_association(tmp_path):
+    """Three PyBDSF components of one truth source count once, with their fluxes summed."""
+    header = _header()
+    truth = pd.DataFrame({"RA": [_world(header, 100, 100)[0], _world(header, 300, 300)[0]],
+                          "DEC": [_world(header, 100, 100)[1], _world(header, 300, 300)[1]],
+                          "LAS": [60.0, 10.0], "Total_flux": [30.0, 5.0], "Peak_flux": [5.0, 4.0]})
+    positions = [(95, 100, 10.0), (100, 100, 12.0), (105, 100, 7.0), (300, 300, 4.5), (200, 350, 1.5)]
+    recovered = pd.DataFrame({"RA": [_world(header, x, y)[0] for x, y, _ in positions],
+                              "DEC": [_world(header, x, y)[1] for x, y, _ in positions],
+                              "Total_flux": [s for *_, s in positions]})
+    truth, recovered = validate.match_catalogues(truth, recovered, radius_arcsec=6.0)
+    assert list(truth["n_matches"]) == [3, 1] and list(recovered["truth_row"]) == [0, 0, 0, 1, -1]
+    assert sorted(validate.associated_fluxes(truth, recovered)) == pytest.approx([1.5, 4.5, 29.0])
+    table = validate.summary_table(truth, recovered, n_input=2, rms_mjy=0.08).set_index("measure")
+    assert table.loc["recovered_sources", "value"] == 5 and table.loc["associated_sources", "value"] == 3
+    validate.plot_validation(truth, recovered, tmp_path / "v.png", rms_mjy=0.08, area_deg2=0.03, beam_arcsec=6.0,
+                             title="t")
+    assert (tmp_path / "v.png").stat().st_size > 0
