@@ -10,6 +10,7 @@ from astropy.wcs import WCS
 
 from radiogen.cli import main as cli_main
 from radiogen.errors import ConfigError
+from radiogen.noise import autocorrelation_fwhm_px
 from radiogen.simulate import (
     SurveySettings,
     mosaic_ids,
@@ -81,10 +82,16 @@ def test_noise_rms_and_beam_correlation():
     finite = image[np.isfinite(image)].astype(float)
     assert np.std(finite) * 1e6 == pytest.approx(80.0, rel=0.03)
     assert abs(np.mean(finite)) < 5e-6
-    # Convolved with the 6" beam (sigma 1.70 px): neighbours correlate by exp(-1/(4 sigma^2)) = 0.92.
+    # Autocorrelation = the 6" beam (sigma 1.70 px): neighbours correlate by exp(-1/(2 sigma^2)) = 0.84
+    # (a kernel of the beam's own sigma would give exp(-1/(4 sigma^2)) = 0.92, a sqrt(2) wider correlation).
     core = image[200:400, 200:400].astype(float)
     rho = np.corrcoef(core[:, :-1].ravel(), core[:, 1:].ravel())[0, 1]
-    assert rho == pytest.approx(0.917, abs=0.03)
+    assert rho == pytest.approx(0.841, abs=0.02)
+    # the autocorrelation FWHM of the noise-only field is BMAJ (4 px at 1.5"/px), both axes, within 5%
+    disc = image[150:450, 150:450].astype(float)
+    assert np.isfinite(disc).all()
+    for angle in (0.0, 90.0):
+        assert autocorrelation_fwhm_px(disc, angle_deg=angle) == pytest.approx(6.0 / 1.5, rel=0.05)
 
 
 def test_compact_sources_match_catalogue_in_pixels(survey):

@@ -3,7 +3,8 @@
 The survey is what radio-astronomy simulations did before generative models:
 sources are sums of elliptical Gaussian components (a core, jets, lobes and
 hotspots) laid out by hand-written rules per morphology, convolved with the
-restoring beam and added to beam-correlated Gaussian noise.  The paper
+restoring beam and added to Gaussian noise whose autocorrelation is the
+restoring beam (:func:`radiogen.noise.beam_correlated_noise`).  The paper
 (Vičánek Martínez et al. 2024, Sect. 1) argues such models miss the variety of
 real sources; radiogen keeps this survey as the classical baseline and as
 download-free demo data.
@@ -36,12 +37,12 @@ import numpy as np
 import pandas as pd
 from astropy.io import fits
 from astropy.wcs import WCS
-from scipy.ndimage import gaussian_filter
 
 from radiogen.config import section_defaults
 from radiogen.errors import ConfigError
 from radiogen.fits_header import image_header
 from radiogen.io import atomic_path
+from radiogen.noise import FWHM_PER_SIGMA, beam_correlated_noise
 from radiogen.seeds import generator
 from radiogen.surveys import LOTSS
 
@@ -57,8 +58,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: FWHM / sigma of a Gaussian, 2 sqrt(2 ln 2).
-FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 #: LoTSS-DR2 mosaic grid and beam (radiogen.surveys); RESTFRQ as DR2 mosaic headers give it.
 PIXEL_SCALE_ARCSEC = LOTSS.pixel_scale_arcsec
 BEAM_ARCSEC = LOTSS.beam_arcsec
@@ -336,9 +335,9 @@ def simulate_mosaic(settings: SurveySettings, *, index: int, seed: int, survey: 
     header = dr2_header(mosaic_id=mosaic_id, size=n, ra_deg=float(ra % 360.0), dec_deg=settings.dec_deg)
     wcs = WCS(header)
 
-    sigma_b = BEAM_ARCSEC / FWHM_PER_SIGMA / PIXEL_SCALE_ARCSEC
-    noise = gaussian_filter(rng.standard_normal((n, n)), sigma_b, mode="wrap")
-    image = noise * (settings.rms_ujy * 1e-6 / noise.std())
+    # unit-rms noise correlated like the beam (autocorrelation FWHM = BMAJ), times the rms
+    noise = beam_correlated_noise(rng, (n, n), bmaj_px=BEAM_ARCSEC / PIXEL_SCALE_ARCSEC)
+    image = noise.astype(np.float64) * (settings.rms_ujy * 1e-6 / noise.std(dtype=np.float64))
 
     names = list(settings.morphology_fractions)
     p = np.array([settings.morphology_fractions[k] for k in names], dtype=float)

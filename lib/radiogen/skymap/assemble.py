@@ -6,12 +6,17 @@ means the map is complete):
 - ``sky_model.fits``: the noise-free sky model, Jy/beam at the survey
   resolution (the generated sources are already at the survey's beam), with
   an image extension ``FOOTPRINT``: per pixel 1 + the truth-catalogue row of
-  the source that contributes most there, 0 where no source is;
+  the source that contributes most there, on each source's pixels above
+  ``island_threshold_sigma`` x the map rms, 0 elsewhere;
 - ``map.fits``: the observed map, the sky model through an observation of
   :data:`OBSERVATIONS` (``image_plane``: plus beam-correlated Gaussian noise at
   ``noise_rms_ujy`` or an rms map);
 - ``truth.csv``: one row per placed source with the LoTSS catalogue columns,
-  measured on the placed pixels.
+  measured on the placed noise-free model: ``Peak_flux``, ``Total_flux``
+  (sum / beam area in pixels) and the flux-weighted position on all of it;
+  ``LAS``, ``n_pixels`` and the footprint on the pixels above
+  ``island_threshold_sigma`` x the map rms (the brightest pixel of a fainter
+  source).
 
 Simplified against the follow-up paper (Vičánek Martínez et al. 2025): no
 visibilities, no LOSITO corruptions and no deconvolution.  A visibility
@@ -28,14 +33,13 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 from astropy.io import fits
-from scipy.ndimage import gaussian_filter
 from scipy.spatial import ConvexHull, QhullError
 
 from radiogen.errors import InputFileError
 from radiogen.io import atomic_path, file_digest
 from radiogen.lotss.mosaic import jy_per_beam_scale
+from radiogen.noise import beam_correlated_noise
 from radiogen.seeds import stream
-from radiogen.simulate import FWHM_PER_SIGMA
 from radiogen.skymap.catalogue import read_sources
 from radiogen.skymap.geometry import beam_area_px, n_tiles, wcs_of
 from radiogen.skymap.settings import MapSettings
@@ -114,14 +118,15 @@ def image_plane_observation(sky: np.ndarray, *, header: fits.Header, settings: M
                             rms_jy: float | np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Sky model plus Gaussian noise correlated like the restoring beam.
 
-    White noise convolved with the beam (sigma_b = FWHM / 2 sqrt(2 ln 2)
-    pixels), scaled to unit rms, times ``rms_jy`` (a number or an rms map on
-    the grid, Jy/beam).
+    Unit-rms noise whose autocorrelation is the header's beam (BMAJ, BMIN,
+    BPA; :func:`radiogen.noise.beam_correlated_noise`), times ``rms_jy`` (a
+    number or an rms map on the grid, Jy/beam).
     """
-    scale_arcsec = abs(float(header["CDELT2"])) * 3600.0
-    sigma_b = float(header["BMAJ"]) * 3600.0 / FWHM_PER_SIGMA / scale_arcsec
-    noise = gaussian_filter(rng.standard_normal(sky.shape, dtype=np.float32), sigma_b, mode="wrap")
-    noise /= noise.std()
+    scale_deg = abs(float(header["CDELT2"]))
+    bmaj = float(header["BMAJ"])
+    noise = beam_correlated_noise(rng, sky.shape, bmaj_px=bmaj / scale_deg,
+                                  bmin_px=float(header.get("BMIN", bmaj)) / scale_deg,
+                                  bpa_deg=float(header.get("BPA", 0.0)))
     return (sky + noise * rms_jy).astype(np.float32)
 
 
@@ -191,14 +196,25 @@ def assemble_map(
     wcs = wcs_of(header)
     # the map noise, a number or an rms map (Jy/beam): read once, for the truth errors and the observation
     rms_jy = read_rms_map(settings.rms_map, (size, size)) if settings.rms_map else settings.noise_rms_ujy * 1e-6
-    truth = []
+    truth, cut_at_border = [], 0
     footprint = np.zeros((size, size), dtype=np.int32)
     strongest = np.zeros((size, size), dtype=np.float32)
     for k, (row, (mrows, mcols, srows, scols)) in enumerate(zip(rows.itertuples(), placed)):
         part = stamps[k][srows, scols].astype(np.float64)
         if n_islands[k] == 0 or part.max() <= 0:
             continue
-        region = (part > 0) & (part > strongest[mrows, mcols])
+        local_rms = float(rms_jy[row.iy, row.ix]) if np.ndim(rms_jy) else rms_jy
+        pixel_rms = rms_jy[mrows, mcols] if np.ndim(rms_jy) else rms_jy
+        # the source's extent: the model above island_threshold_sigma x the map rms (what a source
+        # finder's island could hold), or its brightest pixel for a source fainter than that
+        extent = part >= settings.island_threshold_sigma * pixel_rms
+        if not extent.any():
+            extent = part == part.max()
+        stamp = stamps[k]
+        border = max(stamp[0].max(), stamp[-1].max(), stamp[:, 0].max(), stamp[:, -1].max())
+        if border >= local_rms:
+            cut_at_border += 1
+        region = extent & (part > strongest[mrows, mcols])
         footprint[mrows, mcols][region] = len(truth) + 1
         strongest[mrows, mcols][region] = part[region]
         py, px = np.nonzero(part > 0)
@@ -206,15 +222,14 @@ def assemble_map(
         cy = mrows.start + float((py * weight).sum() / weight.sum())
         cx = mcols.start + float((px * weight).sum() / weight.sum())
         ra, dec = wcs.pixel_to_world_values(cx, cy)
-        n_pixels = int(py.size)
-        local_rms = float(rms_jy[row.iy, row.ix]) if np.ndim(rms_jy) else rms_jy
+        n_pixels = int(extent.sum())
         truth.append({
             "Source_Name": row.Source_Name,
             "RA": float(ra) % 360.0,
             "DEC": float(dec),
             "optRA": float(row.RA),
             "optDec": float(row.DEC),
-            "LAS": largest_extent_px(part > 0) * scale_arcsec,
+            "LAS": largest_extent_px(extent) * scale_arcsec,
             "LAS_from": "model",
             "Peak_flux": float(part.max()) * 1e3,
             "Total_flux": float(part.sum()) / beam_px * 1e3,
@@ -230,6 +245,9 @@ def assemble_map(
             "y_pix": int(row.iy),
             "tile": int(row.tile),
         })
+    if cut_at_border:
+        log.warning("%d source model(s) reach the edge of their %dx%d px cutout above the map rms; the map "
+                    "has a step there", cut_at_border, *stamps.shape[1:])
     truth = pd.DataFrame(truth, columns=list(TRUTH_COLUMNS))
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), NOISE_STREAM]))
     observed = OBSERVATIONS[settings.observation](sky, header=header, settings=settings, rms_jy=rms_jy, rng=rng)

@@ -66,6 +66,24 @@ def _read_template(path: str | Path) -> fits.Header:
         raise InputFileError(f"{path}: cannot read a FITS header ({err})") from err
 
 
+def _check_template_beam(header: fits.Header, template: str | Path, beam_arcsec: float) -> None:
+    """Refuse a template whose beam differs from the model's (BMAJ/BMIN, rtol 1e-3), naming both."""
+    for key in ("BMAJ", "BMIN"):
+        if key not in header:
+            continue
+        try:
+            value = float(header[key]) * 3600.0
+        except (TypeError, ValueError) as err:
+            raise InputFileError(f"{template}: header template {key} = {header[key]!r} is not a number") from err
+        if not np.isclose(value, beam_arcsec, rtol=1e-3):
+            bmaj = float(header.get("BMAJ", np.nan)) * 3600.0
+            bmin = float(header.get("BMIN", np.nan)) * 3600.0
+            raise InputFileError(
+                f"{template}: header template beam is BMAJ x BMIN = {bmaj:.4g}\" x {bmin:.4g}\", but the "
+                f"model's images have a {beam_arcsec:g}\" x {beam_arcsec:g}\" beam; the sources would be made at "
+                "the model's beam and their total fluxes read with the template's")
+
+
 def map_header(
     *,
     size_px: int,
@@ -83,7 +101,10 @@ def map_header(
     projection, centre (CRVAL), beam and frequency are kept and only the grid
     size and reference pixel change; its pixel scale must equal
     ``pixel_scale_arcsec`` (the model's), or the generated sources would be
-    drawn at the wrong angular size.
+    drawn at the wrong angular size, and its beam (BMAJ, BMIN, where given)
+    must be the model's circular ``beam_arcsec``: the sources are made at the
+    model's beam, and a header beam of another area would turn every Jy/beam
+    into a wrong total flux.
     """
     if template is None:
         header = dr2_header(mosaic_id=name, size=size_px, ra_deg=float(centre_ra_deg) % 360.0,
@@ -103,6 +124,7 @@ def map_header(
                 raise InputFileError(
                     f"{template}: CDELT{axis} is {scale:.4f} arcsec/px, but the model's images have "
                     f"{pixel_scale_arcsec:g} arcsec/px")
+        _check_template_beam(header, template, beam_arcsec)
         header.setdefault("BMAJ", beam_arcsec / 3600.0)
         header.setdefault("BMIN", beam_arcsec / 3600.0)
         header.setdefault("BPA", 0.0)
