@@ -337,8 +337,11 @@ def summary_table(distances: pd.DataFrame, features: pd.DataFrame | None = None)
         The input columns plus ``generated_over_floor`` (real_vs_generated /
         real_vs_real_floor; NaN for unbiased metrics, whose floor is about 0),
         ``generated_floor_z`` ((real_vs_generated - real_vs_real_floor) /
-        floor_sd, floor spreads above the floor), ``classical_over_floor``
-        and ``generated_beats_classical`` (None without a classical set).
+        floor_sd, floor spreads above the floor), ``classical_over_floor``,
+        ``classical_floor_z`` (the same for the classical set; NaN without
+        one) and ``generated_beats_classical`` (None without a classical
+        set).  Every ratio is measured at ``n_reference`` real vs
+        ``n_compared`` compared items; the floor shrinks as ``1/sqrt(m)``.
     """
     table = pd.concat([t for t in (distances, features) if t is not None], ignore_index=True)
     gen, floor = table["real_vs_generated"].to_numpy(float), table["real_vs_real_floor"].to_numpy(float)
@@ -350,6 +353,7 @@ def summary_table(distances: pd.DataFrame, features: pd.DataFrame | None = None)
         table["generated_over_floor"] = np.where(positive, gen / np.where(positive, floor, 1.0), np.nan)
         table["generated_floor_z"] = np.where(np.isfinite(sd) & (sd > 0), (gen - floor) / sd, np.nan)
         table["classical_over_floor"] = np.where(positive, cla / np.where(positive, floor, 1.0), np.nan)
+        table["classical_floor_z"] = np.where(np.isfinite(sd) & (sd > 0), (cla - floor) / sd, np.nan)
     table["generated_beats_classical"] = [
         bool(g < c) if np.isfinite(g) and np.isfinite(c) else None for g, c in zip(gen, cla)
     ]
