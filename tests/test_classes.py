@@ -107,6 +107,21 @@ def test_classify_file_with_a_real_classifier_network(first_zip, tmp_path):
     assert result["accuracy"] == pytest.approx(np.mean(scores["predicted"] == scores["label"]))
     assert scores["class_names"] == list(CLASS_DIRS)
     assert scores["latents"] == LATENTS and list(scores["index"]) == list(range(12, 18))
+    assert scores["rows"] == "rows with /first_split in [2] (6 images)"
+
+    # The held-out reference of the feature distances: valid and test splits, which the judge never trained on.
+    from radiogen.cli import main
+
+    classes.classify_file(dataset, tmp_path / "classifier.pt", tmp_path / "heldout.h5", split_dataset="first_split",
+                          split_value=[1, 2], batch_size=4)
+    heldout = classes.read_scores(tmp_path / "heldout.h5")
+    assert list(heldout["index"]) == list(range(6, 18))
+    assert heldout["rows"] == "rows with /first_split in [1, 2] (12 images)"
+    assert main(["evaluate", "feature-distances", "--real", str(tmp_path / "heldout.h5"), "--generated", str(out),
+                 "--settings", '{"floor_repeats": 2}', "--output", str(tmp_path / "f.csv")]) == 0
+    features = pd.read_csv(tmp_path / "f.csv")
+    assert (features["reference"] == f"{dataset}, rows with /first_split in [1, 2] (12 images)").all()
+    assert set(features["n_reference"]) == {6} and set(features["n_compared"]) == {6}
 
     with h5py.File(tmp_path / "small.h5", "w") as h5:
         h5["images"] = np.zeros((2, 40, 40), dtype=np.float32)

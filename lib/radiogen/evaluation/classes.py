@@ -57,7 +57,7 @@ LATENT_ATTRS = ("seed", "model_id", "conditioning")
 
 
 def read_images(
-    path, *, split_dataset: str | None = None, split_value: int | None = None, max_images: int | None = None, seed: int = 0
+    path, *, split_dataset: str | None = None, split_value=None, max_images: int | None = None, seed: int = 0
 ) -> dict:
     """Read ``/images`` (and ``/label`` when present) from an image-set HDF5 file.
 
@@ -66,7 +66,8 @@ def read_images(
     path : path-like
         Training set, FIRST ``dataset.h5`` or samples file (``/images`` (N, H, W) in [0, 1]).
     split_dataset, split_value : keyword-only
-        Keep only rows where ``/<split_dataset> == split_value`` (e.g.
+        Keep only rows where ``/<split_dataset>`` equals ``split_value`` (an
+        int, or a sequence of ints: any of them) (e.g.
         ``first_split`` 2 = the FIRST test split).
     max_images : int, optional, keyword-only
         Keep a seeded random subset of at most this many rows (sorted).
@@ -86,9 +87,9 @@ def read_images(
         rows = np.arange(n)
         if split_dataset is not None:
             require_datasets(h5, [split_dataset])
-            rows = rows[h5[split_dataset][()] == split_value]
+            rows = rows[np.isin(h5[split_dataset][()], np.atleast_1d(split_value))]
             if rows.size == 0:
-                raise InputFileError(f"{path}: no rows with /{split_dataset} == {split_value}")
+                raise InputFileError(f"{path}: no rows with /{split_dataset} in {np.atleast_1d(split_value).tolist()}")
         if max_images is not None and rows.size > max_images:
             rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_images, replace=False))
         images = h5["images"][()][rows] if rows.size > n // 2 else h5["images"][np.sort(rows)]
@@ -101,6 +102,15 @@ def read_images(
     if isinstance(class_names, str):
         class_names = json.loads(class_names)
     return {"images": images, "label": label, "index": rows.astype(np.int64), "class_names": class_names, "attrs": attrs}
+
+
+def _rows_text(split_dataset, split_value, max_images, n: int) -> str:
+    """Which rows of an image set were scored, in words (kept with the scores)."""
+    text = "all rows" if split_dataset is None else \
+        f"rows with /{split_dataset} in {np.atleast_1d(split_value).tolist()}"
+    if max_images is not None and n >= max_images:
+        text += f", a seeded subset of {n}"
+    return f"{text} ({n} images)"
 
 
 def _attr(value):
@@ -119,7 +129,7 @@ def classify_file(
     output_path,
     *,
     split_dataset: str | None = None,
-    split_value: int | None = None,
+    split_value=None,
     max_images: int | None = None,
     seed: int = 0,
     batch_size: int = 256,
@@ -131,7 +141,8 @@ def classify_file(
     (n, D), ``/predicted`` int64 (n,), ``/label`` int64 (n,) (-1 where the set
     has no labels), ``/index`` int64 (n,) rows of the input file; attrs
     ``class_names`` (JSON), ``source``, ``guidance`` (guidance, NaN when absent),
-    ``accuracy`` (NaN without labels) and, where the image set has them, the
+    ``accuracy`` (NaN without labels), ``rows`` (which rows were scored, as
+    text: the split filter and subset) and, where the image set has them, the
     :data:`LATENT_ATTRS` of a generated set.
     """
     from radiogen.classifier import classify, load_classifier
@@ -162,6 +173,7 @@ def classify_file(
             out.attrs["guidance"] = float(data["attrs"].get("guidance", float("nan")))
             out.attrs["accuracy"] = acc
             out.attrs["n_images"] = len(predicted)
+            out.attrs["rows"] = _rows_text(split_dataset, split_value, max_images, len(predicted))
             for key in LATENT_ATTRS:
                 if key in data["attrs"]:
                     out.attrs[key] = data["attrs"][key]
@@ -178,6 +190,7 @@ def read_scores(path) -> dict:
         out["class_names"] = json.loads(h5.attrs.get("class_names", json.dumps(DEFAULT_CLASS_NAMES)))
         out["guidance"] = float(h5.attrs.get("guidance", float("nan")))
         out["source"] = str(h5.attrs.get("source", ""))
+        out["rows"] = str(h5.attrs.get("rows", "rows not recorded"))
     return out
 
 
