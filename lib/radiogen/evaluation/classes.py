@@ -42,6 +42,7 @@ __all__ = [
     "LATENT_ATTRS",
     "pairing_problem",
     "paired_tests",
+    "PAIRED_COLUMNS",
     "accuracy_table",
     "plot_confusions",
 ]
