@@ -5,9 +5,11 @@ Samples ``--per-class`` images per class from a model file or a training checkpo
 classifier (the judge), and compares their per-image mean and std with the real
 training split through the project's size-matched floor
 (:func:`radiogen.evaluation.distances.size_matched`).  Prints one line per w:
-accuracy with its binomial error, W1 / floor of the image mean and std, the
-confusion matrix (rows: requested class) and the sampling time.  The latents
-do not depend on w, so the rows compare the same starting noise.
+accuracy with its 1-sigma Wilson interval, W1 / floor of the image mean and std
+with their z-scores and sizes, the confusion matrix (rows: requested class) and
+the sampling time.  The latents do not depend on w, so the rows compare the
+same starting noise, and a last block compares every w with the first one image
+by image (McNemar's exact test on the images right at only one of the two).
 
     python benchmarks/bench_guidance.py results/models/first/model.pt \
         --data results/first/training_set.h5 --judge results/classifier/classifier.pt \
@@ -28,6 +30,7 @@ from radiogen.classifier import classify
 from radiogen.classifier.metrics import accuracy as judge_accuracy
 from radiogen.classifier.metrics import confusion_matrix
 from radiogen.evaluation.distances import one_d_distances, size_matched
+from radiogen.evaluation.proportions import mcnemar_test, wilson_interval
 from radiogen.evaluation.stats import per_image_statistics
 from radiogen.model.data import read_training_set
 from radiogen.sampler.solvers import solve
@@ -64,6 +67,7 @@ def main() -> None:
     noise = torch.randn((labels.size, 1, *data.images.shape[-2:]),
                         generator=torch.Generator().manual_seed(args.seed))
     print(f"{args.model}: {labels.size} images per w ({args.per_class} per class), {args.steps} steps")
+    correct = {}
     for w in args.guidance:
         start = time.perf_counter()
         with torch.no_grad():
@@ -74,15 +78,24 @@ def main() -> None:
         images = ((x.clamp(-1, 1) + 1) / 2).numpy()[:, 0]
         predicted = classify(images, model=args.judge)[0].argmax(1)
         accuracy = judge_accuracy(labels, predicted)
-        error = (accuracy * (1 - accuracy) / labels.size) ** 0.5  # binomial standard error
+        correct[w] = predicted == labels
+        low, high = wilson_interval(int(correct[w].sum()), labels.size)
         confusion = confusion_matrix(labels, predicted, num_classes=n_classes)
         matched = size_matched(_w1, real, [_image_stats(images)], repeats=7, seed=args.seed)
-        ratio = {name: float(np.median(matched["others"][0][name]) / np.median(matched["floor"][name]))
-                 for name in real}
-        print(f"w = {w:5.2f}: judge accuracy {accuracy:.3f} +- {error:.3f}; W1 / floor: image mean "
-              f"{ratio['mean']:.1f}, image std {ratio['std']:.1f}; confusion {confusion.tolist()}; "
-              f"{seconds:.0f} s", flush=True)
-
+        floor = {name: np.median(matched["floor"][name]) for name in real}
+        spread = {name: np.std(matched["floor"][name], ddof=1) for name in real}
+        generated = {name: np.median(matched["others"][0][name]) for name in real}
+        text = ", ".join(f"image {name} {generated[name] / floor[name]:.1f} "
+                         f"(z {(generated[name] - floor[name]) / spread[name]:.1f})" for name in real)
+        print(f"w = {w:5.2f}: judge accuracy {accuracy:.3f} [{float(low):.3f}, {float(high):.3f}] (1-sigma Wilson); "
+              f"W1 / floor at {matched['n_reference']} real vs {matched['n_compared']} generated: {text}; "
+              f"confusion {confusion.tolist()}; {seconds:.0f} s", flush=True)
+    first = args.guidance[0]
+    for w in args.guidance[1:]:
+        test = mcnemar_test(correct[w], correct[first])
+        print(f"w = {w:g} vs w = {first:g}, same latents: {test['first_only']} images right only at {w:g}, "
+              f"{test['second_only']} only at {first:g}; McNemar exact p = {test['p_exact']:.3g}, "
+              f"mid-p = {test['p_mid']:.3g}")
 
 if __name__ == "__main__":
     main()

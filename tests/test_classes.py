@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats
 import torch
 
 from radiogen.errors import InputFileError, RadiogenError
@@ -58,9 +59,13 @@ def test_accuracy_table_and_figure(tmp_path):
     gen = classes.class_metrics([0, 1, 2, 3, 3], [0, 1, 2, 3, 3], class_names=list(CLASS_DIRS))
     table = classes.accuracy_table([("real test split", np.nan, real), ("generated, guidance 0.75", 0.75, gen)])
     assert list(table["accuracy_percent"]) == pytest.approx([75.0, 100.0])
-    # binomial standard error sqrt(p (1 - p) / n): 3 of 4 right; 5 of 5 right has none
-    assert list(table["accuracy_se_percent"]) == pytest.approx([100 * np.sqrt(0.75 * 0.25 / 4), 0.0])
+    # 1-sigma Wilson intervals, by hand with z = 1: 3 of 4 right -> [50, 90]%; 5 of 5 -> [100 / 1.2, 100]%
+    assert list(table["accuracy_low_percent"]) == pytest.approx([50.0, 100 / 1.2])
+    assert list(table["accuracy_high_percent"]) == pytest.approx([90.0, 100.0])
     assert table.loc[1, "recall_Bent_percent"] == 100.0 and table.loc[0, "recall_Bent_percent"] == 0.0
+    # Bent: 0 of 1 (real) -> [0, 50]%; 2 of 2 (generated) -> centre 2.5 / 3, half-width 0.5 / 3
+    assert (table.loc[0, "recall_Bent_low_percent"], table.loc[0, "recall_Bent_high_percent"]) == pytest.approx((0.0, 50.0))
+    assert table.loc[1, "recall_Bent_low_percent"] == pytest.approx(100 * 2 / 3)
     path = tmp_path / "confusion.png"
     classes.plot_confusions([("real", real["confusion"]), ("generated", gen["confusion"])], list(CLASS_DIRS), path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -90,6 +95,8 @@ def test_classify_file_with_a_real_classifier_network(first_zip, tmp_path):
                     train_config={}, seed=0, best_epoch=None, metrics={})
     dataset = tmp_path / "dataset.h5"
     first_dataset(first_zip, dataset, per_split=6)
+    with h5py.File(dataset, "a") as h5:  # a generated set's latent attributes travel to its scores
+        h5.attrs.update(LATENTS)
     out = tmp_path / "scores.h5"
     result = classes.classify_file(dataset, tmp_path / "classifier.pt", out, split_dataset="first_split",
                                    split_value=2, batch_size=4)
@@ -99,6 +106,22 @@ def test_classify_file_with_a_real_classifier_network(first_zip, tmp_path):
     np.testing.assert_array_equal(scores["predicted"], scores["probabilities"].argmax(axis=1))
     assert result["accuracy"] == pytest.approx(np.mean(scores["predicted"] == scores["label"]))
     assert scores["class_names"] == list(CLASS_DIRS)
+    assert scores["latents"] == LATENTS and list(scores["index"]) == list(range(12, 18))
+    assert scores["rows"] == "rows with /first_split in [2] (6 images)"
+
+    # The held-out reference of the feature distances: valid and test splits, which the judge never trained on.
+    from radiogen.cli import main
+
+    classes.classify_file(dataset, tmp_path / "classifier.pt", tmp_path / "heldout.h5", split_dataset="first_split",
+                          split_value=[1, 2], batch_size=4)
+    heldout = classes.read_scores(tmp_path / "heldout.h5")
+    assert list(heldout["index"]) == list(range(6, 18))
+    assert heldout["rows"] == "rows with /first_split in [1, 2] (12 images)"
+    assert main(["evaluate", "feature-distances", "--real", str(tmp_path / "heldout.h5"), "--generated", str(out),
+                 "--settings", '{"floor_repeats": 2}', "--output", str(tmp_path / "f.csv")]) == 0
+    features = pd.read_csv(tmp_path / "f.csv")
+    assert (features["reference"] == f"{dataset}, rows with /first_split in [1, 2] (12 images)").all()
+    assert set(features["n_reference"]) == {6} and set(features["n_compared"]) == {6}
 
     with h5py.File(tmp_path / "small.h5", "w") as h5:
         h5["images"] = np.zeros((2, 40, 40), dtype=np.float32)
@@ -106,15 +129,21 @@ def test_classify_file_with_a_real_classifier_network(first_zip, tmp_path):
         classes.classify_file(tmp_path / "small.h5", tmp_path / "classifier.pt", tmp_path / "x.h5")
 
 
-def _scores(path, label, predicted, *, guidance=float("nan")):
+def _scores(path, label, predicted, *, guidance=float("nan"), latents=None, index=None):
     with h5py.File(path, "w") as h5:
         probabilities = np.eye(4, dtype=np.float32)[predicted]
         h5["probabilities"] = probabilities
         h5["embeddings"] = np.zeros((len(label), 512), dtype=np.float32)
         h5["predicted"] = np.asarray(predicted, dtype=np.int64)
         h5["label"] = np.asarray(label, dtype=np.int64)
+        h5["index"] = np.arange(len(label)) if index is None else np.asarray(index)
         h5.attrs["class_names"] = json.dumps(list(CLASS_DIRS))
         h5.attrs["guidance"] = guidance
+        for key, value in (latents or {}).items():
+            h5.attrs[key] = value
+
+
+LATENTS = {"seed": 7, "model_id": "abc", "conditioning": '{"balance": "uniform"}'}
 
 
 def test_class_conditioning_cli_table_and_figure(tmp_path):
@@ -131,6 +160,45 @@ def test_class_conditioning_cli_table_and_figure(tmp_path):
     table = pd.read_csv(tmp_path / "a.csv")
     assert list(table["set"]) == ["real test split", "generated, guidance 0", "generated, guidance 0.75"]
     assert list(table["accuracy_percent"]) == pytest.approx([75.0, 62.5, 87.5])
+    # Scores without the sets' latent attributes are not paired: no McNemar test, and the reason.
+    assert table["mcnemar_p_exact"].isna().all()
+    assert "missing" in table.loc[1, "paired_with_main"]
     assert "Table 7" in (tmp_path / "a.html").read_text()
     assert (tmp_path / "c.png").stat().st_size > 0
     assert main([*args, "--main-guidance", "0.5"]) == 1  # no set sampled at the main guidance
+
+
+def test_guidance_values_on_the_same_latents_get_mcnemar(tmp_path):
+    """Sets of one seed, model and conditioning are paired image by image; others are not."""
+    from radiogen.cli import main
+
+    rng = np.random.default_rng(4)
+    label = np.repeat(np.arange(4), 30)
+    right_main = rng.random(120) < 0.8
+    right_w0 = np.where(rng.random(120) < 0.7, right_main, rng.random(120) < 0.4)
+    wrong = (label + 1) % 4
+    _scores(tmp_path / "test.h5", [0, 1, 2, 3], [0, 1, 2, 0])
+    _scores(tmp_path / "w075.h5", label, np.where(right_main, label, wrong), guidance=0.75, latents=LATENTS)
+    _scores(tmp_path / "w0.h5", label, np.where(right_w0, label, wrong), guidance=0.0, latents=LATENTS)
+    _scores(tmp_path / "w3.h5", label, np.where(right_w0, label, wrong), guidance=3.0, latents={**LATENTS, "seed": 8})
+    assert main(["evaluate", "class-conditioning", "--real", str(tmp_path / "test.h5"), "--generated",
+                 *(str(tmp_path / f"{n}.h5") for n in ("w075", "w0", "w3")), "--main-guidance", "0.75",
+                 "--output-table", str(tmp_path / "a.csv"), "--output-html", str(tmp_path / "a.html"),
+                 "--output-figure", str(tmp_path / "c.png")]) == 0
+    table = pd.read_csv(tmp_path / "a.csv").set_index("guidance")
+    b, c = int(np.sum(right_w0 & ~right_main)), int(np.sum(~right_w0 & right_main))
+    row = table.loc[0.0]
+    assert row["paired_with_main"] == "yes"
+    assert (row["pairs_right_only_here"], row["pairs_right_only_at_main"]) == (b, c)
+    assert row["mcnemar_p_exact"] == pytest.approx(scipy.stats.binomtest(b, b + c, 0.5).pvalue)
+    assert "different seed" in table.loc[3.0, "paired_with_main"] and np.isnan(table.loc[3.0, "mcnemar_p_exact"])
+    assert np.isnan(table.loc[0.75, "mcnemar_p_exact"])  # the main guidance itself
+
+
+def test_pairing_needs_the_same_scored_images(tmp_path):
+    label = np.zeros(4, dtype=np.int64)
+    _scores(tmp_path / "a.h5", label, label, guidance=0.0, latents=LATENTS, index=[0, 1, 2, 3])
+    _scores(tmp_path / "b.h5", label, label, guidance=1.0, latents=LATENTS, index=[0, 1, 2, 5])
+    a, b = classes.read_scores(tmp_path / "a.h5"), classes.read_scores(tmp_path / "b.h5")
+    assert classes.pairing_problem(a, a) is None
+    assert "index" in classes.pairing_problem(a, b)

@@ -41,7 +41,12 @@ def test_overview_rows_beside_the_paper(tmp_path):
     assert list(table.columns) == ov.OVERVIEW_COLUMNS
     judge = table.iloc[0]
     assert judge["section"] == "judge" and judge["value"] == pytest.approx(81.5)
-    assert judge["uncertainty"] == pytest.approx(100 * np.sqrt(0.815 * 0.185 / 200))  # binomial standard error
+    # 1-sigma Wilson interval of 163 / 200: (p + 1/2n -+ sqrt(p (1 - p) / n + 1/4n^2)) / (1 + 1/n)
+    p, n = 0.815, 200
+    half = np.sqrt(p * (1 - p) / n + 1 / (4 * n**2)) / (1 + 1 / n)
+    centre = (p + 1 / (2 * n)) / (1 + 1 / n)
+    assert (judge["interval_low"], judge["interval_high"]) == pytest.approx((100 * (centre - half), 100 * (centre + half)))
+    assert judge["n"] == "200"
     assert judge["paper"] == "81.5"
     conditioning = table[table["section"] == "class conditioning"].set_index("paper")
     # The paper gives 83.4% at guidance 0.75 only; guidance 0 is not given.
@@ -54,7 +59,12 @@ def test_overview_rows_beside_the_paper(tmp_path):
     lotss = fidelity[fidelity["dataset"] == "lotss"]
     # Indistinguishable (first) sits near 1 / z near 0; a shifted set (lotss) is far above.
     assert first["value"].iloc[0] < 3 and lotss["value"].iloc[0] > 5
-    assert lotss["quantity"].iloc[-1].startswith("KID") and lotss["value"].iloc[-1] > 5
+    assert abs(first["z"].iloc[0]) < 3 and lotss["z"].iloc[0] > 5
+    assert lotss["quantity"].iloc[-1].startswith("KID") and lotss["z"].iloc[-1] > 5
+    # Every floor ratio comes with the sizes it was measured at: A = 600 - 300 real vs m = 300.
+    assert (fidelity["n"] == "300 real vs 300 compared, 5 partitions").all()
+    ratio = _summary(1.0).set_index(["distribution", "metric"]).loc[("image_mean", "W1")]
+    assert lotss["z"].iloc[0] == pytest.approx(ratio["generated_floor_z"])
     assert (fidelity["paper"] == ov.NOT_GIVEN).all()
     ov.write_overview_html(table, tmp_path / "o.html")
     page = (tmp_path / "o.html").read_text()
@@ -90,3 +100,19 @@ def test_overview_adds_size_conditioning_and_the_simulated_map():
     assert "real images (catalogue LAS): rho 0.80" in rows.loc["size conditioning", "reading"]
     mapped = table[table["section"] == "simulated map"].set_index("quantity")["value"]
     assert list(mapped) == pytest.approx([0.95, 0.99, 0.93])
+
+
+def test_overview_gives_mcnemar_of_paired_guidance_values():
+    true = np.repeat(np.arange(4), 25)
+    main_right = np.arange(100) % 5 != 0  # 80 right
+    other_right = np.arange(100) % 2 == 0  # 50 right
+    entries = [("real test split", np.nan, class_metrics(true, true, class_names=NAMES))]
+    for guidance, right in ((0.0, other_right), (0.75, main_right)):
+        entries.append((f"generated, guidance {guidance:g}", guidance,
+                        class_metrics(true, np.where(right, true, (true + 1) % 4), class_names=NAMES)))
+    b, c = int(np.sum(other_right & ~main_right)), int(np.sum(~other_right & main_right))
+    paired = {0.0: {"n": 100, "first_only": b, "second_only": c, "p_exact": 1e-4, "p_mid": 5e-5}}
+    table = ov.overview_table(accuracy_table(entries, paired=paired), {}, main_guidance=0.75)
+    rows = table[table["section"] == "class conditioning"].set_index("value")
+    assert f"{b} images right only here, {c} only there, McNemar exact p = 0.0001" in rows.loc[50.0, "reading"]
+    assert "McNemar" not in rows.loc[80.0, "reading"]  # the main guidance itself

@@ -207,11 +207,13 @@ def test_summary_table_compares_generated_floor_and_classical(tmp_path):
     assert row["generated_over_floor"] == pytest.approx(row["real_vs_generated"] / row["real_vs_real_floor"])
     assert row["generated_floor_z"] == pytest.approx((row["real_vs_generated"] - row["real_vs_real_floor"]) / row["floor_sd"])
     assert row["generated_over_floor"] > 3 and row["classical_over_floor"] > row["generated_over_floor"]
+    assert row["classical_floor_z"] == pytest.approx((row["real_vs_classical"] - row["real_vs_real_floor"]) / row["floor_sd"])
     kid = table.iloc[-1]
     assert np.isnan(kid["generated_over_floor"]) and kid["generated_floor_z"] > 3  # unbiased: read the z
     assert bool(kid["generated_beats_classical"])
     no_classical = sm.summary_table(sm.matched_distance_table(real, gen, repeats=3, seed=3))
     assert no_classical["real_vs_classical"].isna().all() and no_classical["generated_beats_classical"].isna().all()
+    assert no_classical["classical_floor_z"].isna().all()
     sm.write_table_html(table, tmp_path / "t.html", title="x <y>", notes=["a & b"])
     page = (tmp_path / "t.html").read_text()
     assert "<table" in page and "x &lt;y&gt;" in page and "a &amp; b" in page and "KID" in page

@@ -35,7 +35,17 @@ GENERATED_SET = {
     "first": f"first_generated_guidance{FIRST_MAIN_GUIDANCE}",
 }
 CLASSICAL_SET = {"lotss": "lotss_classical"}
-SCORED_SET_RE = r"first_test|fits_[a-z0-9_]+|(lotss|first)_[a-z]+(_guidance[0-9.]+)?"
+# Real set of the feature distances (Frechet, KID) and their floor: one the judge never
+# trained on, like the generated images. For FIRST that is the archive's valid and test
+# splits (first_heldout), not first_real: ~80% of the diffusion training set is the
+# judge's own training split, whose in-sample embeddings bias the comparison.
+FEATURE_REAL_SET = {"lotss": "lotss_real", "first": "first_heldout"}
+# Scored sets taken from the FIRST archive file, with the archive splits they keep
+# (first_split: 0 train, 1 valid, 2 test).
+FIRST_ARCHIVE_SPLITS = {"first_test": "2", "first_heldout": "1 2"}
+SCORED_SET_RE = (
+    r"first_test|first_heldout|fits_[a-z0-9_]+|(lotss|first)_[a-z]+(_guidance[0-9.]+)?"
+)
 SCORES = results("evaluation", "classes", "scores", "{name}.h5")
 PYBDSF_TABLE = results("evaluation", "pybdsf", "{name}.csv")
 DISTANCES = results("evaluation", "distances", "{dataset}.csv")
@@ -63,17 +73,20 @@ DISTANCE_INPUTS = {
     for dataset, sets in COMPARED_SETS.items()
 }
 FEATURE_INPUTS = {
-    dataset: {role: SCORES.format(name=name) for role, name in sets.items()}
+    dataset: {
+        role: SCORES.format(name=FEATURE_REAL_SET[dataset] if role == "real" else name)
+        for role, name in sets.items()
+    }
     for dataset, sets in COMPARED_SETS.items()
 }
 
 
 rule classify_set:
     input:
-        # The real FIRST test split lives in the full dataset file.
+        # The real FIRST test and held-out splits live in the full dataset file.
         images=lambda wildcards: (
             results("first", "dataset.h5")
-            if wildcards.imageset == "first_test"
+            if wildcards.imageset in FIRST_ARCHIVE_SPLITS
             else image_set_file(wildcards.imageset)
         ),
         classifier=results("classifier", "classifier.pt"),
@@ -93,8 +106,8 @@ rule classify_set:
     params:
         settings=SETTINGS_JSON["classes"],
         split=lambda wildcards: (
-            "--split-dataset first_split --split-value 2"
-            if wildcards.imageset == "first_test"
+            f"--split-dataset first_split --split-value {FIRST_ARCHIVE_SPLITS[wildcards.imageset]}"
+            if wildcards.imageset in FIRST_ARCHIVE_SPLITS
             else ""
         ),
         seed=config["seed"],

@@ -86,7 +86,8 @@ def _flux(args: argparse.Namespace) -> int:
     tables = {k: v[0] for k, v in _labelled(args.set, what="--set", parts=1).items()}
     seed = seed_stream(args.seed, "evaluation.pybdsf")
     summary = flux_conditioning(tables, reference=args.reference, output_json=args.output,
-                                seed=seed, max_points=int(settings["max_points"]))
+                                seed=seed, max_points=int(settings["max_points"]),
+                                floor_repeats=int(settings["floor_repeats"]))
     scatter_figure(tables, args.figure, summary=summary, max_points=int(settings["scatter_points"]), seed=seed)
     return 0
 

@@ -3,15 +3,17 @@
 It gathers, beside the paper's number where the paper gives one,
 
 * the judge: accuracy of the FIRST morphology classifier on the real FIRST
-  test split (paper Sect. 6.3: 81.5%), with its binomial standard error
-  ``sqrt(p (1 - p) / n)``;
+  test split (paper Sect. 6.3: 81.5%), with its 1-sigma Wilson score interval;
 * class conditioning: the same accuracy on the generated FIRST sets, one row
   per guidance (paper Sect. 6.3: 83.4% on the set generated at the best
-  guidance, 0.75; the other values of its Table 7 are not in the paper's text);
+  guidance, 0.75; the other values of its Table 7 are not in the paper's text),
+  with McNemar's test against the main guidance where the sets share latents;
 * fidelity: the size-matched ratios ``generated_over_floor`` of the image mean
-  and std distances (W1 and KS) and the KID's distance from its floor, per
-  dataset, from the summary tables of :mod:`radiogen.evaluation.summary` (the
-  paper shows these distributions only as histograms, so it gives no numbers);
+  and std distances (W1 and KS), each with its z-score and the sizes it was
+  measured at (the floor shrinks as ``1/sqrt(m)``, so a ratio means little
+  without m), and the KID with its z, per dataset, from the summary tables of
+  :mod:`radiogen.evaluation.summary` (the paper shows these distributions only
+  as histograms, so it gives no numbers);
 * beyond the paper, when the run makes them: size conditioning (Spearman rho
   of measured vs requested size, generated against real) and the simulated
   map's recovery by PyBDSF (completeness, reliability, flux ratio).
@@ -41,32 +43,51 @@ PAPER_REAL_TEST_ACCURACY = 81.5
 PAPER_GENERATED_ACCURACY = {0.75: 83.4}
 NOT_GIVEN = "not given"
 
-OVERVIEW_COLUMNS = ["section", "dataset", "quantity", "value", "uncertainty", "paper", "reading"]
+#: ``interval_low``/``interval_high``: 1-sigma Wilson interval of an accuracy; ``z``: (generated -
+#: floor) / floor spread of a distance; ``n``: the sizes a number was measured at (text).
+OVERVIEW_COLUMNS = ["section", "dataset", "quantity", "value", "uncertainty", "interval_low", "interval_high", "z", "n",
+                    "paper", "reading"]
 
 #: (distribution key, metric) of the summary rows shown, in order.
 _FIDELITY_ROWS = [("image_mean", "W1"), ("image_mean", "KS"), ("image_std", "W1"), ("image_std", "KS")]
 
 
+def _paired_reading(row, main_guidance: float) -> str:
+    """McNemar's comparison with the main guidance, as words (empty where there is none)."""
+    if "paired_with_main" not in row.index or not isinstance(row["paired_with_main"], str):
+        return ""
+    if row["paired_with_main"] != "yes":
+        return f"; not paired with guidance {main_guidance:g} ({row['paired_with_main']})"
+    return (f"; vs guidance {main_guidance:g} on the same latents: {int(row['pairs_right_only_here'])} images right "
+            f"only here, {int(row['pairs_right_only_at_main'])} only there, McNemar exact p = "
+            f"{float(row['mcnemar_p_exact']):.3g} (mid-p {float(row['mcnemar_p_mid']):.3g})")
+
+
 def _accuracy_rows(accuracy: pd.DataFrame, *, main_guidance: float) -> list[dict]:
-    needed = ["set", "guidance", "n_images", "accuracy_percent"]
+    needed = ["set", "guidance", "n_images", "accuracy_percent", "accuracy_low_percent", "accuracy_high_percent"]
     missing = [c for c in needed if c not in accuracy.columns]
     if missing:
         raise InputFileError(f"accuracy table lacks column(s) {', '.join(missing)}")
     rows = []
     for _, row in accuracy.iterrows():
-        p, n = float(row["accuracy_percent"]) / 100.0, int(row["n_images"])
-        # Binomial standard error of a proportion, sqrt(p (1 - p) / n), when the table predates the column.
-        se = float(row["accuracy_se_percent"]) if "accuracy_se_percent" in row else 100.0 * np.sqrt(p * (1 - p) / n)
+        n = int(row["n_images"])
+        common = {
+            "value": float(row["accuracy_percent"]),
+            "uncertainty": np.nan,
+            "interval_low": float(row["accuracy_low_percent"]),
+            "interval_high": float(row["accuracy_high_percent"]),
+            "z": np.nan,
+            "n": str(n),
+        }
         guidance = float(row["guidance"])
         if not np.isfinite(guidance):
             rows.append({
                 "section": "judge",
                 "dataset": "first",
                 "quantity": "classifier accuracy on the real FIRST test split (%)",
-                "value": 100.0 * p,
-                "uncertainty": se,
+                **common,
                 "paper": f"{PAPER_REAL_TEST_ACCURACY:g}",
-                "reading": f"binomial standard error; n = {n} test images",
+                "reading": f"1-sigma Wilson interval; n = {n} test images",
             })
             continue
         paper = next((v for w, v in PAPER_GENERATED_ACCURACY.items() if np.isclose(w, guidance)), None)
@@ -75,17 +96,23 @@ def _accuracy_rows(accuracy: pd.DataFrame, *, main_guidance: float) -> list[dict
             "section": "class conditioning",
             "dataset": "first",
             "quantity": f"classifier accuracy on generated FIRST images, guidance {guidance:g} (%)",
-            "value": 100.0 * p,
-            "uncertainty": se,
+            **common,
             "paper": NOT_GIVEN if paper is None else f"{paper:g}",
-            "reading": f"binomial standard error; n = {n} generated images{main}",
+            "reading": f"1-sigma Wilson interval; n = {n} generated images{main}"
+                       f"{'' if main else _paired_reading(row, main_guidance)}",
         })
     return rows
 
 
+def _sizes(r) -> str:
+    """The sizes a size-matched number was measured at, as text."""
+    return (f"{int(r['n_reference'])} real vs {int(r['n_compared'])} compared, "
+            f"{int(r['repeats'])} partitions")
+
+
 def _fidelity_rows(dataset: str, summary: pd.DataFrame) -> list[dict]:
     needed = ["distribution", "metric", "real_vs_generated", "real_vs_real_floor", "floor_sd",
-              "generated_over_floor", "generated_floor_z"]
+              "generated_over_floor", "generated_floor_z", "n_reference", "n_compared", "repeats"]
     missing = [c for c in needed if c not in summary.columns]
     if missing:
         raise InputFileError(f"summary table of {dataset} lacks column(s) {', '.join(missing)}")
@@ -104,21 +131,30 @@ def _fidelity_rows(dataset: str, summary: pd.DataFrame) -> list[dict]:
             "value": float(r["generated_over_floor"]),
             # The ratio's spread from sampling alone: the floor's relative spread.
             "uncertainty": sd / floor if floor > 0 and np.isfinite(sd) else np.nan,
+            "interval_low": np.nan,
+            "interval_high": np.nan,
+            "z": float(r["generated_floor_z"]),
+            "n": _sizes(r),
             "paper": NOT_GIVEN,
-            "reading": "about 1 (within ~2 uncertainties) = as close to the real set as real data is to itself",
+            "reading": "about 1 (|z| within ~2) = as close to the real set as real data is to itself at these sizes",
         })
     if ("embeddings", "KID") in index.index:
         r = index.loc[("embeddings", "KID")]
         rows.append({
             "section": "fidelity",
             "dataset": dataset,
-            "quantity": "KID of classifier embeddings: (generated - floor) / floor spread",
-            "value": float(r["generated_floor_z"]),
-            "uncertainty": np.nan,
+            "quantity": "KID of classifier embeddings",
+            "value": float(r["real_vs_generated"]),
+            "uncertainty": float(r["floor_sd"]),
+            "interval_low": np.nan,
+            "interval_high": np.nan,
+            "z": float(r["generated_floor_z"]),
+            "n": _sizes(r),
             "paper": NOT_GIVEN,
             "reading": (
-                f"KID {float(r['real_vs_generated']):.3g} vs floor {float(r['real_vs_real_floor']):.3g} "
-                f"+- {float(r['floor_sd']):.3g}; KID is unbiased (0 for equal distributions), within ~+-2 is noise"
+                f"floor {float(r['real_vs_real_floor']):.3g} +- {float(r['floor_sd']):.3g} (uncertainty = floor spread); "
+                f"KID is unbiased (0 for equal distributions), read z: within ~+-2 is noise"
+                + (f"; real reference: {r['reference']}" if "reference" in r and isinstance(r["reference"], str) else "")
             ),
         })
     return rows
@@ -188,9 +224,10 @@ def overview_table(accuracy: pd.DataFrame, summaries: dict[str, pd.DataFrame], *
     -------
     DataFrame
         Columns :data:`OVERVIEW_COLUMNS`; ``paper`` is text (a number or
-        ``"not given"``); ``uncertainty`` is a binomial standard error for
-        accuracies and the ratio's spread expected from sampling for floor
-        ratios (``reading`` says which).
+        ``"not given"``); accuracies carry a 1-sigma Wilson interval
+        (``interval_low``, ``interval_high``), floor ratios the spread
+        expected from sampling (``uncertainty``), their z-score and the sizes
+        they were measured at (``n``); ``reading`` says which.
     """
     rows = _accuracy_rows(accuracy, main_guidance=main_guidance)
     for dataset, summary in summaries.items():
@@ -210,11 +247,15 @@ def write_overview_html(table: pd.DataFrame, path) -> None:
         title="What this run achieved",
         notes=[
             "Judge: the FIRST morphology classifier on the real test split; its accuracy bounds what class "
-            "conditioning can be shown to achieve. Accuracy uncertainties are binomial standard errors sqrt(p (1 - p) / n).",
+            "conditioning can be shown to achieve. Accuracies carry 1-sigma (68.27%) Wilson score intervals "
+            "(interval_low .. interval_high); guidance values sampled from the same latents are compared image by "
+            "image with McNemar's exact test.",
             "Paper numbers: Vicanek Martinez et al. (2024), Sect. 6.3 (81.5% on the real test split, 83.4% on the "
             "set generated at guidance 0.75); the other rows of its Table 7 are not given in the text.",
             "Fidelity: size-matched distances real vs generated over the same distance between two parts of the "
             "real data (the noise floor), medians over seeded partitions; see the summary tables. "
-            "KID is unbiased, so it is shown as its distance from the floor in floor spreads.",
+            "uncertainty: the ratio's spread from sampling (floor spread / floor); z: (generated - floor) / floor "
+            "spread; n: the sizes it was measured at (the floor shrinks as 1/sqrt(m), so a ratio needs its m). "
+            "KID is unbiased (0 for equal distributions), so read its z.",
         ],
     )

@@ -90,6 +90,7 @@ DISTANCE_COLUMNS = [
     "n_reference",
     "n_compared",
     "repeats",
+    "reference",
 ]
 
 
@@ -220,10 +221,11 @@ def _sd(values) -> float:
     return float(np.std(values, ddof=1)) if values.size > 1 else np.nan
 
 
-def _rows(result: dict, entries, *, classical: bool) -> pd.DataFrame:
+def _rows(result: dict, entries, *, classical: bool, reference: str) -> pd.DataFrame:
     """Rows of DISTANCE_COLUMNS from a :func:`size_matched` result.
 
-    ``entries``: (result key, distribution, label, metric, unit) per row.
+    ``entries``: (result key, distribution, label, metric, unit) per row;
+    ``reference``: what the real set is, in words.
     """
     rows = []
     for name, key, label, metric, unit in entries:
@@ -241,11 +243,13 @@ def _rows(result: dict, entries, *, classical: bool) -> pd.DataFrame:
             "n_reference": result["n_reference"],
             "n_compared": result["n_compared"],
             "repeats": result["repeats"],
+            "reference": reference,
         })
     return pd.DataFrame(rows, columns=DISTANCE_COLUMNS)
 
 
-def matched_distance_table(real: dict, generated: dict, *, classical: dict | None = None, repeats: int, seed: int) -> pd.DataFrame:
+def matched_distance_table(real: dict, generated: dict, *, classical: dict | None = None, repeats: int, seed: int,
+                           reference: str = "real set") -> pd.DataFrame:
     """Size-matched W1 and KS of every distribution, real vs generated (and classical) and the floor.
 
     Parameters
@@ -257,6 +261,8 @@ def matched_distance_table(real: dict, generated: dict, *, classical: dict | Non
     repeats, seed : int, keyword-only
         Number of seeded partitions and their seed
         (:func:`radiogen.evaluation.distances.size_matched_splits`).
+    reference : str, keyword-only
+        What the real set is, in words (the ``reference`` column).
 
     Returns
     -------
@@ -275,7 +281,7 @@ def matched_distance_table(real: dict, generated: dict, *, classical: dict | Non
         for key, label, unit in DISTRIBUTIONS
         for m, metric in (("w1", "W1"), ("ks", "KS"))
     ]
-    return _rows(result, entries, classical=classical is not None)
+    return _rows(result, entries, classical=classical is not None, reference=reference)
 
 
 def feature_distance_table(
@@ -287,8 +293,16 @@ def feature_distance_table(
     seed: int,
     kid_subset_size: int = 1000,
     kid_subsets: int = 20,
+    reference: str = "real set",
 ) -> pd.DataFrame:
     """Size-matched Frechet distance and KID of classifier embeddings, with their floors.
+
+    The real embeddings must be out of the classifier's training sample, like
+    the generated ones: a network maps the images it was trained on to
+    tighter, more typical embeddings than new images, a bias the floor (both
+    parts real) would not see.  For FIRST the workflow therefore passes the
+    archive's valid and test splits, not the diffusion training set (about
+    80% of which is the classifier's training split).
 
     Parameters
     ----------
@@ -299,6 +313,8 @@ def feature_distance_table(
         subsets use ``default_rng([seed, 2**32 - 1])``.
     kid_subset_size, kid_subsets : int, keyword-only
         See :func:`radiogen.evaluation.distances.kernel_inception_distance`.
+    reference : str, keyword-only
+        What the real set is, in words (the ``reference`` column).
 
     Returns
     -------
@@ -319,7 +335,7 @@ def feature_distance_table(
         ("frechet", "embeddings", "classifier embeddings", "Frechet", "squared embedding units"),
         ("kid", "embeddings", "classifier embeddings", "KID", "squared kernel units"),
     ]
-    return _rows(result, entries, classical=classical is not None)
+    return _rows(result, entries, classical=classical is not None, reference=reference)
 
 
 def summary_table(distances: pd.DataFrame, features: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -337,8 +353,11 @@ def summary_table(distances: pd.DataFrame, features: pd.DataFrame | None = None)
         The input columns plus ``generated_over_floor`` (real_vs_generated /
         real_vs_real_floor; NaN for unbiased metrics, whose floor is about 0),
         ``generated_floor_z`` ((real_vs_generated - real_vs_real_floor) /
-        floor_sd, floor spreads above the floor), ``classical_over_floor``
-        and ``generated_beats_classical`` (None without a classical set).
+        floor_sd, floor spreads above the floor), ``classical_over_floor``,
+        ``classical_floor_z`` (the same for the classical set; NaN without
+        one) and ``generated_beats_classical`` (None without a classical
+        set).  Every ratio is measured at ``n_reference`` real vs
+        ``n_compared`` compared items; the floor shrinks as ``1/sqrt(m)``.
     """
     table = pd.concat([t for t in (distances, features) if t is not None], ignore_index=True)
     gen, floor = table["real_vs_generated"].to_numpy(float), table["real_vs_real_floor"].to_numpy(float)
@@ -350,6 +369,7 @@ def summary_table(distances: pd.DataFrame, features: pd.DataFrame | None = None)
         table["generated_over_floor"] = np.where(positive, gen / np.where(positive, floor, 1.0), np.nan)
         table["generated_floor_z"] = np.where(np.isfinite(sd) & (sd > 0), (gen - floor) / sd, np.nan)
         table["classical_over_floor"] = np.where(positive, cla / np.where(positive, floor, 1.0), np.nan)
+        table["classical_floor_z"] = np.where(np.isfinite(sd) & (sd > 0), (cla - floor) / sd, np.nan)
     table["generated_beats_classical"] = [
         bool(g < c) if np.isfinite(g) and np.isfinite(c) else None for g, c in zip(gen, cla)
     ]
