@@ -120,9 +120,10 @@ def test_size_conditioning_writes_the_agreement_of_each_set(tmp_path):
         with h5py.File(tmp_path / f"{name}.h5", "w") as h5:
             h5["images"] = _blob_images(lengths, rng=rng).astype(np.float32)
             h5["size"] = requested.astype(np.float32)
+            h5["peak_flux"] = rng.uniform(0.001, 0.1, lengths.size).astype(np.float32)
             h5.attrs["pixel_scale_arcsec"] = 1.5
     summary = size_conditioning({"real": tmp_path / "real.h5", "generated": tmp_path / "generated.h5"},
-                                tmp_path / "s.json", tmp_path / "s.png")
+                                tmp_path / "s.json", tmp_path / "s.png", seed=0)
     assert summary["real"]["spearman_rho"] > 0.95
     assert abs(summary["generated"]["spearman_rho"]) < 0.5  # sizes unrelated to the request
     assert (tmp_path / "s.png").stat().st_size > 1000
