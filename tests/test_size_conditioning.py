@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ import torch
 from scipy import stats
 
 from radiogen.errors import ConfigError, InputFileError
+from radiogen.evaluation import size
 from radiogen.evaluation.size import measured_sizes, size_agreement, size_conditioning
 from radiogen.model import load_model
 from radiogen.sampler import conditioning as cond
@@ -127,3 +130,94 @@ def test_size_conditioning_writes_the_agreement_of_each_set(tmp_path):
     assert summary["real"]["spearman_rho"] > 0.95
     assert abs(summary["generated"]["spearman_rho"]) < 0.5  # sizes unrelated to the request
     assert (tmp_path / "s.png").stat().st_size > 1000
+
+
+# --- the size response controlled for flux -------------------------------------------------------
+
+def _flux_driven_sizes(n, *, responsive, seed=0):
+    """(peak flux, requested, measured): sizes requested jointly with flux, measured from flux only
+    (a model that ignores the size request) or from the request (a model that follows it)."""
+    rng = np.random.default_rng(seed)
+    log_flux = rng.normal(-2.0, 0.6, n)  # log10 Jy/beam
+    requested = 10 ** (1.0 + 0.4 * (log_flux + 2.0) + rng.normal(0, 0.2, n))  # arcsec, bright = large
+    if responsive:
+        measured = requested * 10 ** rng.normal(0, 0.1, n)
+    else:  # the 3-sigma extent grows with S/N only
+        measured = 10 ** (0.9 + 0.3 * (log_flux + 2.0) + rng.normal(0, 0.1, n))
+    return 10**log_flux, requested, measured
+
+
+def test_partial_spearman_is_the_correlation_of_rank_residuals():
+    flux, requested, measured = _flux_driven_sizes(500, responsive=False, seed=3)
+    rho, p = size.partial_spearman(measured, requested, np.log10(flux))
+    ranks = [stats.rankdata(v) for v in (measured, requested, flux)]
+    design = np.column_stack([np.ones(500), ranks[2]])
+    residuals = [r - design @ np.linalg.lstsq(design, r, rcond=None)[0] for r in ranks[:2]]
+    assert rho == pytest.approx(np.corrcoef(*residuals)[0, 1], abs=1e-12)
+    t = rho * np.sqrt(497 / (1 - rho**2))
+    assert p == pytest.approx(2 * stats.t.sf(abs(t), 497), rel=1e-9)
+    # monotonic transforms of the control change nothing
+    assert size.partial_spearman(measured, requested, flux)[0] == pytest.approx(rho, abs=1e-12)
+
+
+def test_a_size_blind_model_has_raw_rho_from_flux_but_no_partial_rho():
+    flux, requested, measured = _flux_driven_sizes(2000, responsive=False)
+    blind = size.size_agreement(measured, requested, flux, flux_bins=10, n_shuffles=500,
+                                rng=np.random.default_rng(1))
+    assert blind["spearman_rho"] > 0.3 and blind["spearman_p"] < 1e-10  # the naive reading: "it follows"
+    assert blind["spearman_rho_requested_flux"] > 0.5 and blind["spearman_rho_measured_flux"] > 0.8
+    assert abs(blind["partial_spearman_rho"]) < 0.07  # standard error 1/sqrt(2000) = 0.022
+    assert blind["partial_spearman_p"] > 0.001
+    # the flux-bin null keeps the flux-driven correlation: its mean is near the raw rho
+    assert blind["null_rho_mean"] > 0.25 and abs(blind["null_z"]) < 3.5 and blind["null_p"] > 0.001
+    flux, requested, measured = _flux_driven_sizes(2000, responsive=True)
+    follows = size.size_agreement(measured, requested, flux, flux_bins=10, n_shuffles=500,
+                                  rng=np.random.default_rng(1))
+    assert follows["partial_spearman_rho"] > 0.8 and follows["partial_spearman_p"] < 1e-10
+    assert follows["null_z"] > 20 and follows["null_p"] == pytest.approx(1 / 501)
+
+
+def test_the_shuffle_null_is_seeded_and_permutes_within_flux_bins():
+    flux, requested, measured = _flux_driven_sizes(300, responsive=False, seed=5)
+    first = size.flux_bin_shuffle_null(measured, requested, flux, flux_bins=5, n_shuffles=200,
+                                       rng=np.random.default_rng(7))
+    again = size.flux_bin_shuffle_null(measured, requested, flux, flux_bins=5, n_shuffles=200,
+                                       rng=np.random.default_rng(7))
+    assert first == again
+    # one bin: an ordinary permutation test, whose null is centred on 0 and loses the flux correlation
+    plain = size.flux_bin_shuffle_null(measured, requested, flux, flux_bins=1, n_shuffles=400,
+                                       rng=np.random.default_rng(7))
+    assert abs(plain["null_mean"]) < 0.02 and plain["z"] > 5
+    assert first["null_mean"] > 0.2 and abs(first["z"]) < 3.5
+
+
+def test_evaluation_of_images_that_ignore_the_request_reports_partial_rho_near_zero(tmp_path):
+    """End to end on images: jets whose length follows the flux, requests drawn jointly with it."""
+    rng = np.random.default_rng(2)
+    n = 240
+    flux = 10 ** rng.uniform(-3, -1, n)
+    lengths = 4.0 + 12.0 * (np.log10(flux) + 3) + rng.normal(0, 1.0, n)  # px, longer when brighter
+    requested = 1.5 * (4.0 + 12.0 * (np.log10(flux) + 3)) * 10 ** rng.normal(0, 0.15, n)
+    for name in ("real", "generated"):
+        with h5py.File(tmp_path / f"{name}.h5", "w") as h5:
+            h5["images"] = _blob_images(lengths, rng=rng).astype(np.float32)
+            h5["size"] = requested.astype(np.float32)
+            h5["peak_flux"] = flux.astype(np.float32)
+            h5.attrs["pixel_scale_arcsec"] = 1.5
+    json_path = tmp_path / "s.json"
+    summary = size_conditioning({"real": tmp_path / "real.h5", "generated": tmp_path / "generated.h5"},
+                                json_path, tmp_path / "s.png", seed=4, settings={"n_shuffles": 300})
+    blind = summary["generated"]
+    assert blind["n"] == n and blind["spearman_rho"] > 0.7
+    # standard error of the partial rho 1/sqrt(240) = 0.065
+    assert abs(blind["partial_spearman_rho"]) < 0.25 and abs(blind["null_z"]) < 3.5
+    written = json.loads(json_path.read_text())
+    assert written["generated"]["partial_spearman_rho"] == pytest.approx(blind["partial_spearman_rho"])
+    assert written["null"] == {"flux_bins": 10, "n_shuffles": 300, "seed": 4, "stream": "evaluation.size_null"}
+    assert written["size_measure"]["size_source"] == "las" and written["size_measure"]["closing_px"] == 3
+    again = size_conditioning({"real": tmp_path / "real.h5", "generated": tmp_path / "generated.h5"},
+                              tmp_path / "t.json", tmp_path / "t.png", seed=4, settings={"n_shuffles": 300})
+    assert again == summary
+    with pytest.raises(ConfigError, match="evaluation.size: unknown key\\(s\\) bins"):
+        size_conditioning({"real": tmp_path / "real.h5"}, tmp_path / "u.json", tmp_path / "u.png", seed=0,
+                          settings={"bins": 3})
