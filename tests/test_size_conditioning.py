@@ -16,7 +16,7 @@ from radiogen.evaluation.size import measured_sizes, size_agreement, size_condit
 from radiogen.model import load_model
 from radiogen.sampler import conditioning as cond
 from radiogen.sampler import generate, shards
-from tiny_models import SIZE_NORM, save_tiny_model
+from tiny_models import NORM, SIZE_NORM, save_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -221,3 +221,63 @@ def test_evaluation_of_images_that_ignore_the_request_reports_partial_rho_near_z
     with pytest.raises(ConfigError, match="evaluation.size: unknown key\\(s\\) bins"):
         size_conditioning({"real": tmp_path / "real.h5"}, tmp_path / "u.json", tmp_path / "u.png", seed=0,
                           settings={"bins": 3})
+
+
+# --- a size-conditioned model responds to its size context ------------------------------------------
+
+def _write_toy_jets(path, *, n: int, seed: int) -> None:
+    """16 x 16 LoTSS-like training set: a horizontal jet whose length (2-12 px) is set by the size context."""
+    rng = np.random.default_rng(seed)
+    z_size, z_flux = rng.uniform(-1.5, 1.5, n), rng.normal(0.0, 1.0, n)
+    yy, xx = np.mgrid[:16, :16].astype(np.float64)
+    images = []
+    for z in z_size:
+        length = 2.0 + 10.0 * (z + 1.5) / 3.0
+        image = sum(np.exp(-((xx - 7.5 - t) ** 2 + (yy - 7.5) ** 2) / 2.0)
+                    for t in np.linspace(-length / 2, length / 2, 20))
+        image = np.clip(image + rng.normal(0, 0.02, image.shape), 0, None)
+        images.append((image - image.min()) / (image.max() - image.min()))
+    with h5py.File(path, "w") as h5:
+        h5["images"] = np.array(images, dtype=np.float32)
+        h5["split"] = (np.arange(n) % 10 == 9).astype(np.uint8)
+        h5["context"] = np.column_stack([z_flux, z_size]).astype(np.float32)
+        h5.attrs.update(dataset="lotss", context_names=json.dumps(["peak_flux", "size"]), pixel_scale_arcsec=1.5,
+                        beam_arcsec=6.0, frequency_hz=1.44e8, **NORM,
+                        **{f"size_{k}": v for k, v in SIZE_NORM.items()})
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_for_fixed_noise_a_size_conditioned_model_changes_its_output_with_the_size_context(tmp_path):
+    """Same latents and peak flux, only the size context differs: the trained model's images differ
+    (longer jets for larger sizes); the untrained network, whose residual branches start at zero and
+    so ignore every context, gives identical images, so the check can fail."""
+    from radiogen.model import build_network
+    from radiogen.model.train import train
+    from tiny_models import TINY
+
+    _write_toy_jets(tmp_path / "jets.h5", n=256, seed=0)
+    settings = {"lr": 2e-3, "ema_decay": 0.99, "ema_rampup_ratio": 0.1, "p_mean": -1.2, "p_std": 1.2,
+                "channels_last": False, "log_every": 1000, "val_sigmas": [0.1], "val_max_images": 8,
+                "lotss": {"batch_size": 16, "steps": 100, "val_every": 10_000, "checkpoint_every": 10_000}}
+    network = {k: v for k, v in TINY.items() if k not in ("image_channels", "image_size")}
+    train(data_path=tmp_path / "jets.h5", out_path=tmp_path / "model.pt", train_settings=settings,
+          model_settings={**network, "dropout": 0.0}, seed=1)
+    net, meta = load_model(tmp_path / "model.pt")
+    assert cond.context_names(meta) == ["peak_flux", "size"]
+    net.eval()
+    n = 16
+
+    def images(network, z_size):
+        context = np.column_stack([np.zeros(n), np.full(n, z_size)]).astype(np.float32)
+        return generate.generate_images(network, meta, np.arange(n), seed=3, guidance=0.0,
+                                        sampler={"num_steps": 8}, context=context)["images"]
+
+    small, large, small_again = images(net, -1.5), images(net, 1.5), images(net, -1.5)
+    np.testing.assert_array_equal(small, small_again)  # fixed noise: the same request gives the same images
+    difference = np.abs(large - small).mean()
+    print(f"mean |large - small| {difference:.4f}; bright pixels {(small > 0.5).sum((1, 2)).mean():.1f} "
+          f"vs {(large > 0.5).sum((1, 2)).mean():.1f}")
+    assert difference > 0.01  # images in [0, 1]; float round-off is ~1e-7 (measured: 0.052)
+    assert (large > 0.5).sum() > 1.3 * (small > 0.5).sum()  # measured: 26.2 vs 13.9 pixels per image
+    untrained = build_network(meta["model_config"]).eval()
+    assert np.abs(images(untrained, 1.5) - images(untrained, -1.5)).max() < 1e-6
