@@ -13,7 +13,7 @@ generated images: the size they were conditioned on):
   16-84 percentile range) of log10(measured / requested);
 - the size response controlled for flux.  Requested sizes are drawn jointly
   with the peak flux, and the measured size of even an unresolved source grows
-  with S/N (its 3-sigma contour widens: about 6.6" at 5 sigma to 19" at 1000
+  with S/N (its 3-sigma contour widens: about 7" at 5 sigma to 19" at 1000
   sigma for the 6" beam), so a model that ignores the size context still gives
   rho > 0.  Two controls: the partial Spearman rho given log peak flux
   (:func:`partial_spearman`) and a null that shuffles the requested sizes

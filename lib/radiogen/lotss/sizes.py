@@ -22,7 +22,7 @@ Steps, for one image (any units; only ratios to the noise matter):
    (:func:`radiogen.skymap.assemble.largest_extent_px`), times the pixel scale.
 
 The size of an unresolved source is not one beam: its 3-sigma contour widens
-with S/N (for a 6" beam at 1.5"/px, about 6.6" at 5 sigma to 19" at 1000
+with S/N (for a 6" beam at 1.5"/px, medians of 6.9" at 5 sigma and 18.6" at 1000
 sigma), so the measure correlates with peak flux even for point sources.
 """
 
