@@ -238,6 +238,10 @@ def test_evaluation_of_images_that_ignore_the_request_reports_partial_rho_near_z
     again = size_conditioning({"real": tmp_path / "real.h5", "generated": tmp_path / "generated.h5"},
                               tmp_path / "t.json", tmp_path / "t.png", seed=4, settings={"n_shuffles": 300})
     assert again == summary
+    with h5py.File(tmp_path / "real.h5", "a") as h5:
+        h5.attrs["size_feret_settings"] = json.dumps({"closing_px": 0})
+    with pytest.raises(InputFileError, match="real.h5: size_feret_settings: .*closing_px: must be >= 1"):
+        size_conditioning({"real": tmp_path / "real.h5"}, tmp_path / "u.json", tmp_path / "u.png", seed=0)
     with pytest.raises(ConfigError, match="evaluation.size: unknown key\\(s\\) bins"):
         size_conditioning({"real": tmp_path / "real.h5"}, tmp_path / "u.json", tmp_path / "u.png", seed=0,
                           settings={"bins": 3})

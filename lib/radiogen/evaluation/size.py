@@ -64,7 +64,8 @@ def read_feret_settings(path: str | Path) -> FeretSettings:
     try:
         return FeretSettings.from_mapping(values, source=f"{path}: size_feret_settings")
     except ConfigError as err:
-        raise InputFileError(str(err)) from None
+        message = str(err) if str(err).startswith(str(path)) else f"{path}: size_feret_settings: {err}"
+        raise InputFileError(message) from None
 
 
 def measured_sizes(images: np.ndarray, *, pixel_scale_arcsec: float, settings: FeretSettings | None = None
