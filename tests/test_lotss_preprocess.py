@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -185,8 +186,10 @@ def test_cli_preprocess(selected_file, tmp_path):
 
 def test_settings_match_schema_defaults(repo_root):
     schema = yaml.safe_load((repo_root / "workflow/schemas/lotss-preprocess.schema.yaml").read_text())
-    defaults = {k: v["default"] for k, v in schema["properties"].items()}
-    assert defaults == PreprocessSettings().__dict__
+    # a nested block (feret) defaults to {}: its own properties carry the defaults
+    defaults = {k: {kk: vv["default"] for kk, vv in v["properties"].items()} if "properties" in v else v["default"]
+                for k, v in schema["properties"].items()}
+    assert defaults == dataclasses.asdict(PreprocessSettings())
     with pytest.raises(ConfigError, match="lambda_boxcox"):
         PreprocessSettings.from_mapping({"lambda_boxcox": 1})
 
@@ -195,7 +198,7 @@ def test_size_context_is_the_standardised_boxcox_of_the_catalogue_las(selected_f
     from radiogen.model.data import read_training_set
 
     out = tmp_path / "training_set.h5"
-    settings = PreprocessSettings(context="peak_flux+size", size_floor_arcsec=2.0)
+    settings = PreprocessSettings(context="peak_flux+size", size_source="las", size_floor_arcsec=2.0)
     run_preprocess(selected_file, out, settings=settings, seed=3)
     with h5py.File(out) as h5:
         context, size = h5["context"][()], h5["size"][()]
@@ -231,6 +234,42 @@ def test_size_context_needs_a_catalogue_las(selected_file, tmp_path):
                 src.copy(name, dst)
         dst.attrs.update(dict(src.attrs))
     with pytest.raises(InputFileError, match="bare.h5: lotss.preprocess.context asks for size"):
-        run_preprocess(bare, tmp_path / "t.h5", settings=PreprocessSettings(context="peak_flux+size"), seed=0)
+        run_preprocess(bare, tmp_path / "t.h5", settings=PreprocessSettings(context="peak_flux+size",
+                                                                            size_source="las"), seed=0)
     with pytest.raises(ConfigError, match="lotss.preprocess.context"):
         PreprocessSettings(context="size")
+    with pytest.raises(ConfigError, match="lotss.preprocess.size_source"):
+        PreprocessSettings(context="peak_flux+size", size_source="DC_Maj")
+    with pytest.raises(ConfigError, match="feret: unknown key\\(s\\) threshold"):
+        PreprocessSettings.from_mapping({"feret": {"threshold": 3}})
+    with pytest.raises(ConfigError, match="feret.closing_px"):
+        PreprocessSettings.from_mapping({"feret": {"closing_px": 0}})
+
+
+def test_feret_size_context_is_what_the_evaluation_measures_on_the_stored_images(selected_file, tmp_path):
+    """The default size source: the Feret size of each scaled image, recorded with its settings."""
+    from radiogen.evaluation.size import measured_sizes, read_feret_settings
+    from radiogen.lotss.sizes import FeretSettings
+
+    out = tmp_path / "training_set.h5"
+    feret = {"island_threshold_sigma": 3.0, "peak_threshold_sigma": 5.0, "island_radius_px": 25.0,
+             "closing_px": 3, "min_island_px": 4}
+    settings = PreprocessSettings.from_mapping({"context": "peak_flux+size", "feret": feret})
+    assert settings.size_source == "feret"
+    run_preprocess(selected_file, out, settings=settings, seed=3)
+    with h5py.File(out) as h5:
+        images, size, context = h5["images"][()], h5["size"][()], h5["context"][()]
+        las = h5["las"][()]
+        attrs = dict(h5.attrs)
+        assert "Feret" in h5["size"].attrs["meaning"]
+    assert attrs["size_source"] == "feret" and json.loads(attrs["size_feret_settings"]) == feret
+    assert read_feret_settings(out) == FeretSettings(**feret)
+    # the evaluation's measure of the stored images gives back the conditioning sizes (stored as float32)
+    np.testing.assert_allclose(measured_sizes(images, pixel_scale_arcsec=attrs["pixel_scale_arcsec"],
+                                              settings=read_feret_settings(out)), size, rtol=1e-6)
+    assert np.all(size >= attrs["pixel_scale_arcsec"]) and len(size) >= 5
+    norm = {k: attrs[f"size_boxcox_{k}"] for k in ("lambda", "mean", "std")}
+    back = boxcox_inverse(context[:, 1], lam=norm["lambda"], mean=norm["mean"], std=norm["std"])
+    np.testing.assert_allclose(back, np.maximum(size, settings.size_floor_arcsec), rtol=1e-4)
+    # the image measure is not the catalogue's deconvolved LAS: it adds about a beam for a compact source
+    assert np.isfinite(las).sum() >= 5 and np.nanmedian(size - las) > 0

@@ -50,6 +50,7 @@ STREAMS: dict[str, int] = {
     "evaluation.partitions": 706,
     "evaluation.pixels": 707,
     "evaluation.feature_partitions": 708,
+    "evaluation.size_null": 720,  # within-flux-bin shuffles of requested sizes
 }
 
 

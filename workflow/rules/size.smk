@@ -1,7 +1,12 @@
 # Rules: size conditioning of the LoTSS model (beyond the paper; its follow-up, A&A
 # 700, A18, 2025).  Only when lotss.preprocess.context is peak_flux+size: the
-# largest extent measured on real and generated images against the requested size
-# (radiogen.evaluation.size; CLI radiogen evaluate size).
+# Feret size of every real and generated image (the training set's size measure)
+# against the requested size, raw and controlled for peak flux (partial Spearman
+# rho, flux-bin shuffle null) (radiogen.evaluation.size; CLI radiogen evaluate size).
+import json
+
+# evaluation.size as JSON, so that a changed setting reruns the rule.
+SIZE_SETTINGS_JSON = json.dumps(config["evaluation"]["size"], sort_keys=True)
 
 
 rule size_conditioning:
@@ -22,8 +27,12 @@ rule size_conditioning:
         results("benchmarks", "size_conditioning.tsv")
     conda:
         "../../envs/plotting.yaml"
+    params:
+        settings=SIZE_SETTINGS_JSON,
+        seed=config["seed"],
     shell:
         "radiogen evaluate size --real {input.real:q} --generated {input.generated:q}"
+        " --settings {params.settings:q} --seed {params.seed}"
         " --output-json {output.json:q} --figure {output.figure:q} > {log:q} 2>&1"
 
 

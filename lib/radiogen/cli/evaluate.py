@@ -33,6 +33,7 @@ log = logging.getLogger("radiogen.evaluate")
 #: Defaults of the evaluation sub-sections, from their schemas.
 CLASSES_DEFAULTS = section_defaults("evaluation.classes")
 SUMMARY_DEFAULTS = section_defaults("evaluation.summary")
+SIZE_DEFAULTS = section_defaults("evaluation.size")
 
 
 def _settings(text: str | None, defaults: dict, name: str) -> dict:
@@ -47,6 +48,7 @@ def cmd_size(args) -> int:
     from radiogen.evaluation.size import size_conditioning
 
     size_conditioning({"real": args.real, "generated": args.generated}, args.output_json, args.figure,
+                      seed=args.seed, settings=_settings(args.settings, SIZE_DEFAULTS, "size"),
                       max_images=args.max_images)
     return 0
 
@@ -116,9 +118,13 @@ def register(topics) -> None:
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("size", help="measured vs requested source size, real and generated")
-    p.add_argument("--real", required=True, help="training_set.h5 with /size (catalogue LAS, arcsec)")
-    p.add_argument("--generated", required=True, help="samples.h5 of a size-conditioned model (/size)")
-    p.add_argument("--max-images", type=int, default=None, help="measure at most this many per set")
+    p.add_argument("--real", required=True,
+                   help="training_set.h5 with /size (its context's size, arcsec) and the size measure's settings")
+    p.add_argument("--generated", required=True, help="samples.h5 of a size-conditioned model (/size, /peak_flux)")
+    p.add_argument("--settings", default=None, help="JSON of evaluation.size (flux_bins, n_shuffles, max_images)")
+    p.add_argument("--seed", type=int, default=0, help="global seed (stream evaluation.size_null)")
+    p.add_argument("--max-images", type=int, default=None,
+                   help="measure at most this many per set (overrides evaluation.size.max_images)")
     p.add_argument("--output-json", required=True)
     p.add_argument("--figure", required=True)
     p.set_defaults(func=cmd_size)

@@ -10,6 +10,12 @@ context c by the Box-Cox transform (paper Eq. 12) followed by standardisation::
 with lambda fitted by maximum likelihood (:func:`scipy.stats.boxcox`; the paper
 finds lambda = -0.23) or fixed in the configuration.  :func:`boxcox_inverse`
 undoes it so generated images can be given physical units.
+
+With ``context: peak_flux+size`` a second context column is the standardised
+Box-Cox transform of a size in arcsec: by default (``size_source: feret``) the
+maximum Feret diameter of each scaled training image's smoothed source mask
+(:mod:`radiogen.lotss.sizes`, the measure the size evaluation applies to
+generated images), or the catalogue LAS (``size_source: las``).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from scipy import stats
 from radiogen.config import section_defaults
 from radiogen.errors import ConfigError, InputFileError
 from radiogen.io import atomic_path, open_hdf5, read_table_hdf5, require_datasets, write_table_hdf5
+from radiogen.lotss.sizes import FeretSettings, feret_sizes
 from radiogen.seeds import stream
 from radiogen.surveys import survey_attrs
 
@@ -52,6 +59,11 @@ SPLIT_SEED_OFFSET = stream("lotss.split")
 #: ``lotss.preprocess`` defaults (the schema is their only source).
 _DEFAULTS = section_defaults("lotss.preprocess")
 CONTEXTS = {"peak_flux": ["peak_flux"], "peak_flux+size": ["peak_flux", "size"]}
+#: Size sources of a size context: config value -> meaning (the /size dataset's attribute).
+SIZE_SOURCES = {
+    "feret": "maximum Feret diameter of the smoothed source mask of the scaled image (radiogen.lotss.sizes)",
+    "las": "catalogue largest angular size (DR2 LAS, DR1 DC_Maj, simulated true LAS)",
+}
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,8 @@ class PreprocessSettings:
     chunk_size: int = _DEFAULTS["chunk_size"]
     context: str = _DEFAULTS["context"]
     size_floor_arcsec: float = _DEFAULTS["size_floor_arcsec"]
+    size_source: str = _DEFAULTS["size_source"]
+    feret: FeretSettings = dataclasses.field(default_factory=FeretSettings)
 
     @classmethod
     def from_mapping(cls, mapping: dict | None, *, source: str = "settings") -> "PreprocessSettings":
@@ -83,6 +97,10 @@ class PreprocessSettings:
                 values["context"] = str(mapping["context"])
             if "size_floor_arcsec" in mapping:
                 values["size_floor_arcsec"] = float(mapping["size_floor_arcsec"])
+            if "size_source" in mapping:
+                values["size_source"] = str(mapping["size_source"])
+            if "feret" in mapping:
+                values["feret"] = FeretSettings.from_mapping(mapping["feret"], source=f"{source}: feret")
         except (TypeError, ValueError) as err:
             raise ConfigError(f"{source}: {err}") from None
         return cls(**values)
@@ -100,6 +118,9 @@ class PreprocessSettings:
             raise ConfigError(f"lotss.preprocess.context: must be one of {sorted(CONTEXTS)}, got {self.context!r}")
         if not (np.isfinite(self.size_floor_arcsec) and self.size_floor_arcsec > 0):
             raise ConfigError(f"lotss.preprocess.size_floor_arcsec: must be > 0, got {self.size_floor_arcsec}")
+        if self.size_source not in SIZE_SOURCES:
+            raise ConfigError(f"lotss.preprocess.size_source: must be one of {sorted(SIZE_SOURCES)}, "
+                              f"got {self.size_source!r}")
 
     @property
     def context_names(self) -> list[str]:
@@ -288,7 +309,11 @@ def run_preprocess(
     shape, names, extras, catalogue, attrs = _read_selected(selected)
     n = shape[0]
     t0 = time.perf_counter()
+    with_size = "size" in settings.context_names
+    measure_feret = with_size and settings.size_source == "feret"
+    pixel_scale = float(attrs.get("pixel_scale_arcsec", survey_attrs("lotss")["pixel_scale_arcsec"]))
     peaks = np.empty(n, dtype=np.float64)
+    feret = np.full(n, np.nan)
     with h5py.File(selected, "r") as h5:
         for start in range(0, n, settings.chunk_size):
             block = h5["images"][start : start + settings.chunk_size].astype(np.float64)
@@ -299,15 +324,20 @@ def run_preprocess(
                     "the selection should have removed it"
                 )
             peaks[start : start + len(block)] = block.reshape(len(block), -1).max(axis=1)
+            if measure_feret:  # on the scaled image, as the model and the evaluation see it
+                scaled, _ = scale_images(block)
+                feret[start : start + len(block)] = feret_sizes(scaled, pixel_scale_arcsec=pixel_scale,
+                                                                settings=settings.feret)
     keep = np.nonzero(peaks > 0)[0]
     if len(keep) < n:
         log.warning("%s: %d images without positive pixels dropped", selected, n - len(keep))
-    sizes = _catalogue_sizes(catalogue, n, selected, required="size" in settings.context_names)
-    if "size" in settings.context_names:
+    las = _catalogue_sizes(catalogue, n, selected, required=with_size and settings.size_source == "las")
+    sizes = feret if measure_feret else las
+    if with_size:
         known = keep[np.isfinite(sizes[keep])]
         if len(known) < len(keep):
-            log.warning("%s: %d image(s) without a catalogue LAS dropped (size conditioning)", selected,
-                        len(keep) - len(known))
+            what = ("without a source in their Feret mask" if measure_feret else "without a catalogue LAS")
+            log.warning("%s: %d image(s) %s dropped (size conditioning)", selected, len(keep) - len(known), what)
         keep = known
     if len(keep) < 2:
         raise InputFileError(f"{selected}: {len(keep)} usable images; need at least 2 for Box-Cox")
@@ -318,14 +348,16 @@ def run_preprocess(
         lam, "fixed" if settings.boxcox_lambda is not None else "maximum likelihood", mean, std, len(keep),
     )
     size_norm = None
-    if "size" in settings.context_names:
+    if with_size:
         floored = np.maximum(sizes[keep], settings.size_floor_arcsec)
-        log.info("size context: %d of %d LAS values below the floor of %g arcsec raised to it",
-                 int((sizes[keep] < settings.size_floor_arcsec).sum()), len(keep), settings.size_floor_arcsec)
+        log.info("size context (%s): %d of %d sizes below the floor of %g arcsec raised to it; "
+                 "median %.3g arcsec, 16-84%% %.3g-%.3g", settings.size_source,
+                 int((sizes[keep] < settings.size_floor_arcsec).sum()), len(keep), settings.size_floor_arcsec,
+                 *np.percentile(floored, [50, 16, 84]))
         size_norm = fit_boxcox(floored)
         size_context = boxcox_forward(floored, lam=size_norm[0], mean=size_norm[1], std=size_norm[2])
         context = np.column_stack([context[:, 0], size_context]).astype(np.float32)
-        log.info("size Box-Cox lambda=%.4f, mean=%.6g, std=%.6g over %d LAS values", *size_norm, len(keep))
+        log.info("size Box-Cox lambda=%.4f, mean=%.6g, std=%.6g over %d sizes", *size_norm, len(keep))
     split = split_train_validation(len(keep), validation_fraction=settings.validation_fraction, seed=seed)
 
     text = h5py.string_dtype("utf-8")
@@ -351,10 +383,14 @@ def run_preprocess(
         out.create_dataset("peak_flux", data=peaks[keep].astype(np.float32))
         out["peak_flux"].attrs["units"] = "Jy/beam"
         out.create_dataset("source_name", data=names[keep], dtype=text)
-        if np.isfinite(sizes[keep]).any():
+        if with_size:  # the size the model is conditioned on (before the floor)
             out.create_dataset("size", data=sizes[keep].astype(np.float32))
             out["size"].attrs["units"] = "arcsec"
-            out["size"].attrs["meaning"] = "catalogue largest angular size (LAS; DR1 DC_Maj)"
+            out["size"].attrs["meaning"] = SIZE_SOURCES[settings.size_source]
+        if np.isfinite(las[keep]).any():
+            out.create_dataset("las", data=las[keep].astype(np.float32))
+            out["las"].attrs["units"] = "arcsec"
+            out["las"].attrs["meaning"] = SIZE_SOURCES["las"]
         for name, values in extras.items():
             if values.dtype == object:
                 out.create_dataset(name, data=values[keep], dtype=text)
@@ -377,6 +413,9 @@ def run_preprocess(
         if size_norm is not None:
             out.attrs["size_boxcox_lambda"], out.attrs["size_boxcox_mean"], out.attrs["size_boxcox_std"] = size_norm
             out.attrs["size_floor_arcsec"] = settings.size_floor_arcsec
+            out.attrs["size_source"] = settings.size_source
+        # the image size measure, which the size evaluation reads back (also for size_source las)
+        out.attrs["size_feret_settings"] = json.dumps(settings.feret.as_dict(), sort_keys=True)
         out.attrs["preprocess_settings"] = json.dumps(dataclasses.asdict(settings), sort_keys=True)
         out.attrs["source_file"] = str(selected)
     if figure_path is not None:

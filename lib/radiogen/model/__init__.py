@@ -20,7 +20,7 @@ The model file ``model.pt`` (a :func:`torch.save` dict, written by
     peak flux only);
 ``size_normalisation``
     LoTSS with size: ``{boxcox_lambda, boxcox_mean, boxcox_std}`` of the size
-    context (LAS in arcsec);
+    context (the training set's size in arcsec: Feret size or catalogue LAS);
 ``context_histogram_2d``
     LoTSS with size: ``{edges: [peak-flux edges, size edges], counts}``, the
     joint histogram of the training split's context, for joint draws;

@@ -2,9 +2,11 @@
 
 LoTSS images are conditioned on the standardised Box-Cox transform of their
 peak flux, z = (BoxCox_lambda(S_peak) - mean) / std, and, for a model trained
-with ``lotss.preprocess.context: peak_flux+size``, of their largest angular
-size (LAS, arcsec) as a second value; FIRST images on a one-hot morphology
-class.  Every draw is made per image from a generator seeded by
+with ``lotss.preprocess.context: peak_flux+size``, of their size in arcsec as
+a second value (the training set's ``size_source``: by default the maximum
+Feret diameter of the smoothed source mask, :mod:`radiogen.lotss.sizes`, the
+size that ``evaluate size`` measures on the generated images; or the catalogue
+LAS); FIRST images on a one-hot morphology class.  Every draw is made per image from a generator seeded by
 (global seed, stream, image index), so image i gets the same conditioning
 whatever shard or batch it falls into.
 """
