@@ -227,7 +227,7 @@ def resample(data: np.ndarray, factors: Sequence[float]) -> np.ndarray:
         image centre stays where it was.  Surface brightness per beam is
         intensive: values are interpolated, not summed.
     """
-    from scipy.ndimage import binary_dilation, map_coordinates
+    from scipy.ndimage import binary_dilation, distance_transform_edt, map_coordinates
 
     axes = []
     for n_in, factor in zip(data.shape, factors):
@@ -235,7 +235,14 @@ def resample(data: np.ndarray, factors: Sequence[float]) -> np.ndarray:
         axes.append((n_in - 1) / 2.0 + (np.arange(n_out) - (n_out - 1) / 2.0) * factor)
     grid = np.meshgrid(*axes, indexing="ij")
     blank = ~np.isfinite(data)
-    values = map_coordinates(np.where(blank, 0.0, data), grid, order=3, mode="nearest")
+    filled = data
+    if blank.any():
+        if blank.all():
+            return np.full(grid[0].shape, np.nan)
+        # blanks take their nearest valid value: no step for the spline's prefilter to ring on
+        nearest = distance_transform_edt(blank, return_distances=False, return_indices=True)
+        filled = data[tuple(nearest)]
+    values = map_coordinates(filled, grid, order=3, mode="nearest")
     if blank.any():
         # a cubic spline reaches two pixels: anything within them of a blank is blank
         near_blank = binary_dilation(blank, iterations=2).astype(np.float64)
