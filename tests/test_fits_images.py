@@ -469,3 +469,30 @@ def test_resampling_keeps_the_centre_and_blanks(lotss_dr1_dir):
     # (a cubic spline's prefilter is global, so it differs by a trace next to the blanks: < 2% of the rms)
     assert np.abs(fine_holed[valid] - fine[valid]).max() < 0.02 * np.std(data)
     np.testing.assert_allclose(fine_holed[100:], fine[100:], rtol=1e-9, atol=1e-12)
+
+
+def test_header_beams(lotss_dr1_dir, tmp_path):
+    from radiogen.beams import Beam
+
+    header = _lotss_header(lotss_dr1_dir)
+    data = np.ones((20, 20))
+
+    def beam_of(**cards):
+        h = header.copy()
+        for key in ("BMAJ", "BMIN", "BPA"):
+            h.remove(key)
+        h.update({k: v / 3600 if k != "BPA" else v for k, v in cards.items()})
+        fits.PrimaryHDU(data, header=h).writeto(tmp_path / "b.fits", overwrite=True)
+        return read_fits_image(tmp_path / "b.fits").beam
+
+    assert read_fits_image(lotss_dr1_dir / "P218+55_200px.fits").beam.close_to(Beam.circular(6.0), 1e-9)
+    assert beam_of() is None
+    assert beam_of(BMAJ=5.0).close_to(Beam.circular(5.0), 1e-9)  # no BMIN: circular
+    assert beam_of(BMAJ=4.0, BMIN=8.0, BPA=10.0).pa_deg == pytest.approx(100.0)  # axes swapped
+    with pytest.raises(InputFileError, match=r"b\.fits: elliptical beam \(BMAJ 8\", BMIN 4\"\) without BPA"):
+        beam_of(BMAJ=8.0, BMIN=4.0)
+    # Beam <-> covariance round trip, and the area formula pi theta_maj theta_min / (4 ln 2)
+    beam = Beam(9.0, 3.0, 120.0)
+    again = Beam.from_covariance(beam.covariance())
+    assert (again.major_arcsec, again.minor_arcsec, again.pa_deg) == pytest.approx((9.0, 3.0, 120.0))
+    assert beam.solid_angle_arcsec2() == pytest.approx(np.pi * 27.0 / (4 * np.log(2)))

@@ -140,8 +140,10 @@ def _header_beam(header, path: Path) -> Beam | None:
     pa = header.get("BPA")
     if pa is None and abs(major - minor) > _SCALE_TOLERANCE * major:
         raise InputFileError(f"{path}: elliptical beam (BMAJ {major:.4g}\", BMIN {minor:.4g}\") without BPA")
-    major, minor = max(major, minor), min(major, minor)
-    return Beam(major, minor, float(pa or 0.0))
+    pa = float(pa or 0.0)
+    if minor > major:  # axes given the wrong way round: the major axis is the other one
+        major, minor, pa = minor, major, pa + 90.0
+    return Beam(major, minor, pa % 180.0)
 
 
 def read_fits_image(path: str | os.PathLike, *, unit: str | None = None) -> FitsImage:
