@@ -354,7 +354,10 @@ def match_and_resample(image: FitsImage, *, beam_arcsec: float | None = None,
                         f"{path.name} would alias when resampled; choose a wider target beam or finer pixels"
                     )
                 kernel = kernel + (vectors * missing) @ vectors.T
-    final_beam = Beam.from_covariance(covariance + kernel) if np.any(kernel) else beam
+    if target_beam_arcsec is not None:
+        final_beam = Beam.circular(target_beam_arcsec)
+    else:
+        final_beam = Beam.from_covariance(covariance + kernel) if np.any(kernel) else beam
     data = image.data
     if np.any(kernel):
         # a unit-sum kernel keeps Jy per pixel; Jy/beam scales with the beam area
