@@ -89,6 +89,8 @@ def imageset_options(name):
     for key, option in (
         ("pixel_scale_arcsec", "--pixel-scale"),
         ("beam_arcsec", "--beam-arcsec"),
+        ("target_beam_arcsec", "--target-beam-arcsec"),
+        ("unit", "--unit"),
         ("frequency_hz", "--frequency-hz"),
         ("label_pattern", "--label-pattern"),
     ):
@@ -99,6 +101,7 @@ def imageset_options(name):
     words += ["--class-names", *spec["class_names"]]
     if spec["skip_unlabelled"]:
         words.append("--skip-unlabelled")
+    words += ["--on-blank", spec["on_blank"]]
     return " ".join(shlex.quote(w) for w in words)
 
 
