@@ -66,6 +66,12 @@ CASES = {
     "simulated morphology fractions all zero": (
         "lotss.simulate", "lotss.simulate.morphology_fractions", {"compact": 0.0, "FRI": 0.0},
         "lotss.simulate.morphology_fractions: keys must be among"),
+    "cutout as large as a simulated mosaic": (
+        "lotss.simulate", {"lotss.cutout_size": 160, "lotss.simulate.mosaic_size": 160},
+        "lotss.cutout_size (160 px) must be smaller than lotss.simulate.mosaic_size (160 px)"),
+    "no FIRST images of any class": (
+        "sample.first", "sample.first.n_per_class", [0, 0, 0, 0],
+        "sample.first.n_per_class: [0, 0, 0, 0] asks for no images at all"),
     "norm groups do not divide the channels": (
         "model", "model.norm_groups", 3, "model.norm_groups=3 does not divide the 8 channels"),
     "decoder blocks not encoder blocks + 1": (

@@ -43,7 +43,12 @@ def _lotss_simulate(config: dict) -> None:
     # Always read: the classical baseline survey is simulated whatever lotss.source is.
     from radiogen.simulate import SurveySettings
 
-    SurveySettings.from_mapping(config["lotss"]["simulate"])
+    survey = SurveySettings.from_mapping(config["lotss"]["simulate"])
+    if config["lotss"]["cutout_size"] >= survey.mosaic_size:
+        raise ConfigError(
+            f"lotss.cutout_size ({config['lotss']['cutout_size']} px) must be smaller than "
+            f"lotss.simulate.mosaic_size ({survey.mosaic_size} px): no complete cutout fits a mosaic"
+        )
 
 
 def _lotss_selection(config: dict) -> None:
@@ -161,6 +166,12 @@ def _sample_lotss(config: dict) -> None:
             raise ConfigError(f"sample.lotss.size_range must be [low, high] with low <= high, got [{low}, {high}]")
 
 
+def _sample_first(config: dict) -> None:
+    counts = config["sample"]["first"]["n_per_class"]
+    if isinstance(counts, list) and sum(counts) == 0:
+        raise ConfigError(f"sample.first.n_per_class: {counts} asks for no images at all")
+
+
 def _imagesets(config: dict) -> None:
     for name, spec in config["imagesets"].items():
         pattern = spec["label_pattern"]
@@ -200,6 +211,7 @@ SECTION_CHECKS: dict[str, Callable[[dict], None]] = {
     "sample.sampler": _sample_sampler,
     "devices": _devices,
     "sample.lotss": _sample_lotss,
+    "sample.first": _sample_first,
     "imagesets": _imagesets,
     "skymap": _skymap,
 }
