@@ -72,6 +72,9 @@ CASES = {
     "no FIRST images of any class": (
         "sample.first", "sample.first.n_per_class", [0, 0, 0, 0],
         "sample.first.n_per_class: [0, 0, 0, 0] asks for no images at all"),
+    "FIRST crop larger than the archive images": (
+        "first", {"first.crop_size": 320, "model.channel_mults": [1, 2]},
+        "first.crop_size (320 px) must be at most first.image_size (300 px"),
     "norm groups do not divide the channels": (
         "model", "model.norm_groups", 3, "model.norm_groups=3 does not divide the 8 channels"),
     "decoder blocks not encoder blocks + 1": (

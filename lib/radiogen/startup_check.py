@@ -63,6 +63,15 @@ def _lotss_preprocess(config: dict) -> None:
     PreprocessSettings.from_mapping(config["lotss"]["preprocess"], source="lotss.preprocess")
 
 
+def _first(config: dict) -> None:
+    first = config["first"]
+    if first["crop_size"] > first["image_size"]:
+        raise ConfigError(
+            f"first.crop_size ({first['crop_size']} px) must be at most first.image_size "
+            f"({first['image_size']} px, the archive images' side): it is their central crop"
+        )
+
+
 #: Image side (pixels) each diffusion model trains on and generates: the key that sets it.
 IMAGE_SIZE_KEYS = {"lotss": "lotss.cutout_size", "first": "first.crop_size"}
 
@@ -206,6 +215,7 @@ SECTION_CHECKS: dict[str, Callable[[dict], None]] = {
     "lotss.simulate": _lotss_simulate,
     "lotss.selection": _lotss_selection,
     "lotss.preprocess": _lotss_preprocess,
+    "first": _first,
     "model": _model,
     "train": _train,
     "sample.sampler": _sample_sampler,
