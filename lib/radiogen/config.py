@@ -6,7 +6,11 @@ at the top level, so every section would otherwise need its own fallbacks.
 sets every missing key to its documented default.  :func:`check_config` adds
 what JSON schema lets through (NaN passes ``minimum``), cross-key conditions
 and safe mosaic IDs; :func:`read_config_file` names file, line and column of a
-YAML syntax error.
+YAML syntax error.  :func:`check_settings` is the start-up check that the
+workflow (``workflow/rules/common.smk``) and ``radiogen config check`` run: the
+schemas, :func:`check_config` and every section's own settings checks
+(:mod:`radiogen.startup_check`), so that no setting is first found wrong by the
+job that reads it.
 
 The schemas in ``workflow/schemas`` are the only place a default is written:
 :func:`section_defaults` gives the library the defaults of one section, so
@@ -29,6 +33,8 @@ from radiogen.errors import ConfigError
 
 __all__ = [
     "check_config",
+    "check_settings",
+    "schema_problems",
     "fill_defaults",
     "load_schema",
     "read_config_file",
@@ -227,6 +233,83 @@ def check_config(config: dict) -> dict:
                     f"{key}: mosaic ID {str(mosaic)!r} may only contain letters, digits and + - . _ "
                     "(it names files and appears in shell commands)"
                 )
+    if problems:
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
+    return config
+
+
+def _dotted(path) -> str:
+    """A JSON-schema error path as a config key: ``train.lotss.batch_size``, ``x.list[1]``."""
+    key = ""
+    for part in path:
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    return key or "(top level)"
+
+
+def schema_problems(config: dict) -> list[str]:
+    """Every violation of ``config.schema.yaml`` (with its ``$ref`` files), one line each.
+
+    Each line starts with the dotted key, e.g. ``train.lotss.batch_size: 0 is less than
+    the minimum of 1``; the same rules Snakemake's ``validate`` applies.
+    """
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+
+    schema_path = (schema_dir() / "config.schema.yaml").resolve()
+
+    def retrieve(uri: str) -> Resource:
+        # Relative $ref's resolve against the referring file's file:// URI.
+        from urllib.parse import urlparse
+        from urllib.request import url2pathname
+
+        return Resource.from_contents(_schema(Path(url2pathname(urlparse(uri).path))))
+
+    root = {**_schema(schema_path), "$id": schema_path.as_uri()}
+    validator = Draft202012Validator(root, registry=Registry(retrieve=retrieve))
+    errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+    return [f"{_dotted(error.absolute_path)}: {error.message}" for error in errors]
+
+
+def check_settings(config: dict, *, sections: bool = True) -> dict:
+    """The start-up check: refuse any setting that is out of range or contradicts another.
+
+    Runs, in order, the JSON schemas (:func:`schema_problems`), fills every missing
+    key with its schema default (in place), :func:`check_config`, and each section's
+    own settings checks (:func:`radiogen.startup_check.section_problems`: the typed
+    settings objects of the jobs, the network shape against the image sizes, the
+    batch against the GPUs, the sample requests against the model's context, ...).
+    The workflow runs it before it builds the job graph (so ``snakemake -n`` refuses a
+    bad config), and ``radiogen config check`` runs it on config files.
+
+    Parameters
+    ----------
+    config : dict
+        The merged configuration (``config.yaml`` and every ``--configfile``).
+    sections : bool, keyword-only
+        Run the sections' settings checks (they import torch, ~2 s). The workflow
+        turns them off only in the Snakemake processes that run single jobs (on a
+        cluster node), whose config the main process has already checked.
+
+    Returns
+    -------
+    dict
+        ``config``, with schema defaults filled in.
+
+    Raises
+    ------
+    ConfigError
+        Naming every problem found, each with its dotted key.
+    """
+    problems = schema_problems(config)
+    if problems:
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
+    fill_defaults(config, schema_dir() / "config.schema.yaml")
+    check_config(config)
+    if not sections:
+        return config
+    from radiogen.startup_check import section_problems
+
+    problems = section_problems(config)
     if problems:
         raise ConfigError("invalid configuration: " + "; ".join(problems))
     return config

@@ -6,10 +6,11 @@ import sys
 
 from snakemake.utils import min_version, validate
 
-# The workflow reads its own library (only radiogen.config, which needs PyYAML), so
-# the Snakemake environment itself does not need radiogen installed.
+# The workflow reads its own library from the checkout (radiogen.config and the
+# settings classes its start-up check builds, which need numpy, astropy and torch:
+# Snakemake runs from the environment of scripts/setup).
 sys.path.insert(0, os.path.join(workflow.basedir, "lib"))
-from radiogen.config import check_config, fill_defaults, read_config_file
+from radiogen.config import check_settings, read_config_file
 
 min_version("9.0")
 
@@ -24,13 +25,14 @@ configfile: "config.yaml"
 
 
 validate(config, schema="../schemas/config.schema.yaml")
-# Defaults inside the $ref'd section schemas (validate sets top-level ones only).
-fill_defaults(
-    config,
-    os.path.join(workflow.current_basedir, "..", "schemas", "config.schema.yaml"),
-)
-# What the schemas cannot say: NaN, ranges the wrong way round, unsafe mosaic IDs.
-check_config(config)
+# The start-up check, before any job: fills the defaults of the $ref'd section
+# schemas (validate sets top-level ones only), then refuses NaN, ranges the wrong
+# way round, unsafe mosaic IDs and every setting that a section's own settings
+# object refuses or that contradicts another (radiogen.config.check_settings;
+# `radiogen config check` runs the same). The Snakemake processes that run one job
+# each on a cluster node skip the settings objects (torch's import): the main
+# process has checked the same config.
+check_settings(config, sections=workflow.is_main_process)
 
 RESULTS = config["results"]
 

@@ -19,12 +19,12 @@ def _merge(base: dict, update: dict) -> dict:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from radiogen.config import check_config, read_config_file
+    from radiogen.config import check_settings, read_config_file
 
     merged: dict = {}
     for path in args.files:
         _merge(merged, read_config_file(path))
-    check_config(merged)
+    check_settings(merged)
     log.info("%s: no problems found", ", ".join(args.files))
     return 0
 
@@ -32,7 +32,8 @@ def _check(args: argparse.Namespace) -> int:
 def register(topics) -> None:
     p = topics.add_parser(
         "config", "check",
-        help="check config files (YAML syntax with file and line, NaN, ranges, mosaic IDs)",
+        help=("check config files as the workflow's start-up check does: YAML syntax (file and line), "
+              "schemas, NaN, ranges and every section's settings against each other"),
     )
     p.add_argument("files", nargs="+", help="config files in the order given to Snakemake")
     p.set_defaults(func=_check)
