@@ -14,7 +14,7 @@ from PIL import Image
 
 from figures import drawn_from, shown_arrays
 from radiogen.cli import main
-from radiogen.errors import InputFileError
+from radiogen.errors import ConfigError, InputFileError
 from radiogen.first import (
     CLASS_NAMES,
     build_training_set,
@@ -104,6 +104,22 @@ def test_undersampling_is_balanced_and_seeded(first_dataset):
     np.testing.assert_array_equal(again["split"], arrays["split"])
     other = undersample(first_dataset.table["label"].to_numpy(), seed=8)
     assert set(other) != set(undersample(first_dataset.table["label"].to_numpy(), seed=7))
+
+
+def test_undersampling_cap_per_class(first_dataset):
+    """first.max_per_class (smoke runs): a seeded subset of the balanced set, every class alike."""
+    full = build_training_set(first_dataset, balance="undersample", validation_fraction=0.1, seed=7)
+    small = build_training_set(first_dataset, balance="undersample", validation_fraction=0.25, seed=7,
+                               max_per_class=8)
+    assert np.bincount(small["label"], minlength=4).tolist() == [8] * 4
+    assert np.bincount(small["label"][small["split"] == 1], minlength=4).tolist() == [2] * 4
+    assert set(small["source_name"]) < set(first_dataset.table["source_name"])
+    # a cap above the smallest class (Bent, 348) changes nothing
+    same = build_training_set(first_dataset, balance="undersample", validation_fraction=0.1, seed=7,
+                              max_per_class=10_000)
+    np.testing.assert_array_equal(same["source_name"], full["source_name"])
+    with pytest.raises(ConfigError, match="max_per_class"):
+        build_training_set(first_dataset, balance="none", validation_fraction=0.1, seed=7, max_per_class=8)
 
 
 def test_weights_mode_balances_total_weight(first_dataset):

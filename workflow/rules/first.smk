@@ -71,7 +71,12 @@ rule balance_first:
         "../../envs/data.yaml"
     params:
         settings=json.dumps(
-            {k: FIRST[k] for k in ("balance", "validation_fraction")},
+            {
+                k: FIRST[k]
+                for k in ("balance", "max_per_class", "validation_fraction")
+                # max_per_class only when set: runs without it keep their params.
+                if FIRST[k] is not None
+            },
             sort_keys=True,
         ),
         seed=config["seed"],

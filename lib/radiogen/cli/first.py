@@ -55,7 +55,7 @@ def cmd_balance(args) -> int:
     balance = settings["balance"]
     arrays = build_training_set(dataset, balance=balance,
                                 validation_fraction=float(settings["validation_fraction"]),
-                                seed=args.seed)
+                                seed=args.seed, max_per_class=settings["max_per_class"])
     write_training_set(arrays, args.output, seed=args.seed, balance=balance, source=str(args.dataset))
     return 0
 

@@ -48,7 +48,9 @@ BALANCE_SEED_OFFSET = stream("first.balance")
 SPLIT_SEED_OFFSET = stream("first.split")
 
 
-def undersample(labels: np.ndarray, *, seed: int, num_classes: int = len(CLASS_NAMES)) -> np.ndarray:
+def undersample(
+    labels: np.ndarray, *, seed: int, num_classes: int = len(CLASS_NAMES), max_per_class: int | None = None
+) -> np.ndarray:
     """Indices of a random class-balanced subset: every class cut to the smallest one.
 
     Parameters
@@ -57,18 +59,23 @@ def undersample(labels: np.ndarray, *, seed: int, num_classes: int = len(CLASS_N
         (N,) integer labels in 0..num_classes-1.
     seed : int
         Global seed; the draw uses ``SeedSequence([seed, BALANCE_SEED_OFFSET])``.
+    max_per_class : int, optional
+        Cut every class to at most this many images (smoke tests); None keeps
+        ``min_k n_k`` per class.
 
     Returns
     -------
     numpy.ndarray
-        Sorted int64 indices into ``labels``; ``num_classes * min_k n_k`` of them.
+        Sorted int64 indices into ``labels``; ``num_classes * min(min_k n_k, max_per_class)`` of them.
     """
     labels = np.asarray(labels)
     counts = np.bincount(labels, minlength=num_classes)
     if (counts == 0).any():
         empty = [CLASS_NAMES[k] if k < len(CLASS_NAMES) else str(k) for k in np.flatnonzero(counts == 0)]
         raise ConfigError(f"cannot undersample: no images of class(es) {', '.join(empty)}")
-    keep = int(counts.min())
+    keep = int(counts.min()) if max_per_class is None else min(int(counts.min()), int(max_per_class))
+    if keep < 1:
+        raise ConfigError(f"first.max_per_class must be at least 1, got {max_per_class}")
     rng = np.random.default_rng(np.random.SeedSequence([seed, BALANCE_SEED_OFFSET]))
     chosen = [rng.choice(np.flatnonzero(labels == k), size=keep, replace=False) for k in range(num_classes)]
     return np.sort(np.concatenate(chosen)).astype(np.int64)
@@ -106,17 +113,25 @@ def train_validation_split(
 
 
 def build_training_set(
-    dataset: FirstDataset, *, balance: str, validation_fraction: float, seed: int
+    dataset: FirstDataset,
+    *,
+    balance: str,
+    validation_fraction: float,
+    seed: int,
+    max_per_class: int | None = None,
 ) -> dict:
     """Arrays of the diffusion-model training set (see :func:`write_training_set`).
 
-    Uses every image of the archive (all three original splits), as the paper did.
+    Uses every image of the archive (all three original splits), as the paper did;
+    ``max_per_class`` (undersample only) cuts every class further, for smoke tests.
     """
     if balance not in BALANCE_MODES:
         raise ConfigError(f"first.balance must be one of {', '.join(BALANCE_MODES)}, got {balance!r}")
     labels = dataset.table["label"].to_numpy(np.int64)
     if balance == "undersample":
-        index = undersample(labels, seed=seed)
+        index = undersample(labels, seed=seed, max_per_class=max_per_class)
+    elif max_per_class is not None:
+        raise ConfigError(f"first.max_per_class needs first.balance undersample, not {balance!r}")
     else:
         index = np.arange(len(labels), dtype=np.int64)
     labels = labels[index]
