@@ -385,7 +385,12 @@ def test_flux_conditioning_counts_and_correlations(smoke):
             assert -1.0 <= entry["spearman_rho"] <= 1.0, name
             check_probability(entry["spearman_p"], name)
         if name != flux["reference"]:
-            assert entry["energy_distance"] >= 0 and entry["energy_distance_noise_floor"] > 0, name
+            # unbiased U-statistic of D^2 (may be < 0), its size-matched floor and the z between them
+            floor = flux["floor"]
+            assert entry["energy_distance_sq_floor"] == pytest.approx(floor["energy_distance_sq"]), name
+            assert entry["energy_distance_sq_floor_sd"] > 0, name
+            z = (entry["energy_distance_sq"] - entry["energy_distance_sq_floor"]) / entry["energy_distance_sq_floor_sd"]
+            assert entry["energy_z"] == pytest.approx(z), name
     check_figure(smoke.results / "evaluation" / "flux_conditioning.png")
 
 
@@ -438,9 +443,16 @@ def test_class_accuracy_agrees_with_the_scores_and_the_classifier(smoke):
 
 
 def test_scores_of_every_compared_set(smoke):
+    scores = smoke.results / "evaluation" / "classes" / "scores"
     for name, path in EVAL_SETS.items():
-        check_scores(smoke.results / "evaluation" / "classes" / "scores" / f"{name}.h5",
-                     n_images(smoke.results / path), name)
+        if name == "first_real":  # FIRST's feature reference is the held-out splits (below)
+            continue
+        check_scores(scores / f"{name}.h5", n_images(smoke.results / path), name)
+    # the archive's valid + test splits, which the judge never trained on
+    with h5py.File(smoke.results / "first" / "dataset.h5", "r") as h5:
+        n_heldout = int(np.isin(h5["first_split"][()], [1, 2]).sum())
+    assert n_heldout > 0
+    check_scores(scores / "first_heldout.h5", n_heldout, "first_heldout")
 
 
 def test_similarity_and_memorisation(smoke):
@@ -527,7 +539,13 @@ def test_simulated_map_truth_and_validation(smoke):
     recovered = pd.read_csv(results / "recovered.csv")
     validation = pd.read_csv(results / "validation.tsv", sep="\t", index_col="measure")["value"]
     assert int(validation["input_sources"]) == len(sources) > 0
-    assert int(validation["placed_sources"]) == len(truth) > 0, "no generated source reached the map"
+    # The smoke run's barely trained LoTSS model makes no source that its PyBDSF source model
+    # keeps (measured: 0 of 14), so the map's recovery is undefined here and checked as such;
+    # maps with placed and recovered sources are tested in tests/test_skymap.py.
+    assert int(validation["placed_sources"]) == len(truth), "truth rows != placed sources"
+    if len(truth) == 0:
+        for measure in ("completeness", "reliability"):
+            assert not np.isfinite(pd.to_numeric(validation[measure], errors="coerce")), measure
     assert int(validation["recovered_sources"]) == len(recovered)
     assert set(truth["Source_Name"]) <= set(sources["Source_Name"])
     with fits.open(results / "map.fits") as hdul:
