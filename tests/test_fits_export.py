@@ -80,17 +80,19 @@ def test_both_layouts_hold_the_same_images_and_headers(tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("bdsf") is None, reason="PyBDSF (bdsf) is not installed")
 def test_pybdsf_reads_an_exported_image(tmp_path):
     """PyBDSF takes pixel scale, beam and frequency from the header and finds the source where it is."""
-    import bdsf
+    # the library's import keeps numpy's global error state (a bare ``import bdsf`` sets
+    # divide="raise" for every later test in this worker)
+    from radiogen.evaluation.pybdsf_runtime import bdsf_errstate, import_bdsf
 
+    bdsf = import_bdsf()
     samples = tmp_path / "samples.h5"
     _lotss_samples(samples, n=1)
     (path,) = export_fits(samples, tmp_path / "fits", ra_deg=RA, dec_deg=DEC)
-    old = np.geterr()
-    try:
+    before = np.geterr()
+    with bdsf_errstate():
         img = bdsf.process_image(str(path), quiet=True, thresh="hard", thresh_isl=5.0, thresh_pix=5.0,
                                  rms_map=False, mean_map="const", outdir=str(tmp_path))
-    finally:
-        np.seterr(**old)
+    assert np.geterr() == before
     assert img.nsrc == 1
     source = img.sources[0]
     ra, dec = WCS(fits.getheader(path)).celestial.pixel_to_world_values(38, 40)
