@@ -15,6 +15,7 @@ import torch
 
 from radiogen.errors import InputFileError, RadiogenError
 from radiogen.evaluation import classes
+from figures import panels
 
 CLASS_DIRS = {"FRI": 0, "FRII": 1, "Compact": 2, "Bent": 3}
 
@@ -146,7 +147,7 @@ def _scores(path, label, predicted, *, guidance=float("nan"), latents=None, inde
 LATENTS = {"seed": 7, "model_id": "abc", "conditioning": '{"balance": "uniform"}'}
 
 
-def test_class_conditioning_cli_table_and_figure(tmp_path):
+def test_class_conditioning_cli_table_and_figure(tmp_path, saved_figures):
     from radiogen.cli import main
 
     _scores(tmp_path / "test.h5", [0, 1, 2, 3], [0, 1, 2, 0])
@@ -164,7 +165,19 @@ def test_class_conditioning_cli_table_and_figure(tmp_path):
     assert table["mcnemar_p_exact"].isna().all()
     assert "missing" in table.loc[1, "paired_with_main"]
     assert "Table 7" in (tmp_path / "a.html").read_text()
-    assert (tmp_path / "c.png").stat().st_size > 0
+    # the paper's Fig. 19: real test split beside the set at the main guidance, each panel
+    # showing its row percentages and accuracy
+    axes = panels(saved_figures["c.png"])
+    assert len(axes) == 2
+    for ax, row in zip(axes, (0, 2)):
+        name, accuracy = table.loc[row, "set"], table.loc[row, "accuracy_percent"]
+        assert ax.get_title().startswith(name) and f"accuracy {accuracy:.1f}%" in ax.get_title()
+    real_share = np.asarray(axes[0].collections[0].get_array()).reshape(4, 4)
+    expected = np.eye(4) * 100
+    expected[3] = [100, 0, 0, 0]  # the one Bent image was called FRI
+    np.testing.assert_allclose(real_share, expected)
+    main_share = np.asarray(axes[1].collections[0].get_array()).reshape(4, 4)
+    np.testing.assert_allclose(np.diag(main_share), [100, 100, 100, 50])
     assert main([*args, "--main-guidance", "0.5"]) == 1  # no set sampled at the main guidance
 
 

@@ -16,6 +16,7 @@ from radiogen.evaluation import flux as F
 from radiogen.evaluation import pybdsf as P
 from radiogen.evaluation import pybdsf_runtime as RT
 from radiogen.evaluation import pybdsf_shards as S
+from figures import panels
 from test_pybdsf import lotss_cutouts, lotss_image_set
 
 
@@ -144,16 +145,26 @@ def test_flux_conditioning_numbers(lotss_pybdsf):
     assert json.loads((tmp / "out.json").read_text())["reference"] == "real"
 
 
-def test_flux_cli_and_figure(lotss_pybdsf):
+def test_flux_cli_and_figure(lotss_pybdsf, saved_figures):
     tmp = lotss_pybdsf
     rc = cli_main(["evaluate", "flux-conditioning", "--set", f"real={tmp / 'real.csv'}",
                    "--set", f"generated={tmp / 'real.csv'}", "--reference", "real",
                    "--output", str(tmp / "fc.json"), "--figure", str(tmp / "fc.png"),
                    "--seed", "3"])
     assert rc == 0
-    assert (tmp / "fc.png").stat().st_size > 10_000
     summary = json.loads((tmp / "fc.json").read_text())
     assert set(summary["sets"]) == {"real", "generated"}
+    # one panel per set: its measured (log peak, Delta+) points and its numbers in the title
+    points = F.flux_points(pd.read_csv(tmp / "real.csv"), source="real.csv")
+    axes = panels(saved_figures["fc.png"])
+    assert len(axes) == 2 and len(points) >= 3
+    for ax, name in zip(axes, ("real", "generated")):
+        shown = ax.collections[0].get_offsets()
+        np.testing.assert_allclose(np.sort(shown[:, 0]), np.sort(points["log_peak"]))
+        np.testing.assert_allclose(np.sort(shown[:, 1]), np.sort(points["delta_plus"]))
+        assert ax.get_title().startswith(f"{name} (n={len(points)})")
+        assert f"rho={summary['sets'][name]['spearman_rho']:.3f}" in ax.get_title()
+    assert axes[0].get_yscale() == "log"
 
 
 def test_sets_without_peak_flux_are_rejected(tmp_path):

@@ -16,6 +16,7 @@ from radiogen.evaluation.size import measured_sizes, size_agreement, size_condit
 from radiogen.model import load_model
 from radiogen.sampler import conditioning as cond
 from radiogen.sampler import generate, shards
+from figures import panels
 from tiny_models import NORM, SIZE_NORM, save_tiny_model
 
 
@@ -116,7 +117,7 @@ def test_measured_size_follows_the_true_extent():
     assert agreement["spearman_rho"] == pytest.approx(1.0) and agreement["n"] == 5
 
 
-def test_size_conditioning_writes_the_agreement_of_each_set(tmp_path):
+def test_size_conditioning_writes_the_agreement_of_each_set(tmp_path, saved_figures):
     rng = np.random.default_rng(1)
     lengths = rng.uniform(5, 40, 30)
     for name, requested in (("real", lengths * 1.5), ("generated", rng.permutation(lengths) * 1.5)):
@@ -129,7 +130,18 @@ def test_size_conditioning_writes_the_agreement_of_each_set(tmp_path):
                                 tmp_path / "s.json", tmp_path / "s.png", seed=0)
     assert summary["real"]["spearman_rho"] > 0.95
     assert abs(summary["generated"]["spearman_rho"]) < 0.5  # sizes unrelated to the request
-    assert (tmp_path / "s.png").stat().st_size > 1000
+    # one requested-vs-measured panel per set (plus its colour bar), the numbers in its title
+    axes = [ax for ax in panels(saved_figures["s.png"]) if ax.get_title()]
+    assert [ax.get_title().split(":")[0] for ax in axes] == ["real", "generated"]
+    for ax, name in zip(axes, ("real", "generated")):
+        assert f"rho {summary[name]['spearman_rho']:.2f}" in ax.get_title()
+        shown = ax.collections[0].get_offsets()
+        assert len(shown) == summary[name]["n"] > 20
+        with h5py.File(tmp_path / f"{name}.h5") as h5:
+            requested = h5["size"][:]
+        assert np.isin(np.asarray(shown[:, 0], dtype=np.float32), requested).all()
+    np.testing.assert_allclose(np.sort(axes[0].collections[0].get_offsets()[:, 0]),
+                               np.sort(axes[1].collections[0].get_offsets()[:, 0]), rtol=1e-6)
 
 
 def test_the_feret_size_of_a_point_source_grows_with_its_snr():

@@ -269,9 +269,24 @@ def test_header_template_with_another_beam_is_refused_naming_both(shared_data, t
         map_header(size_px=300, name="t", centre_ra_deg=0, centre_dec_deg=0, template=template, beam_arcsec=4.5)
 
 
+def _briefly_trained_lotss_model(path):
+    """A tiny LoTSS model trained for 120 steps on Gaussian sources: unlike an untrained
+    network, it makes some sources that stand 5 sigma above their cutout's noise."""
+    from radiogen.model.data import write_synthetic_training_set
+    from radiogen.model.train import train
+
+    data = write_synthetic_training_set(path.with_suffix(".h5"), n=64, size=16, dataset="lotss", seed=3)
+    train(data_path=data, out_path=path, seed=11, device="cpu",
+          train_settings={"lr": 2e-3, "ema_decay": 0.9, "channels_last": False, "log_every": 60,
+                          "val_sigmas": [0.5], "val_max_images": 8,
+                          "lotss": {"batch_size": 8, "steps": 120, "val_every": 1000, "checkpoint_every": 1000}},
+          model_settings={"base_channels": 8, "norm_groups": 4, "attention_head_channels": 8, "dropout": 0.0})
+    return path
+
+
 def test_generate_tile_with_a_model_is_reproducible_and_refuses_a_first_model(tmp_path):
     torch.set_num_threads(1)
-    lotss = save_tiny_model(tmp_path / "lotss.pt", "lotss")
+    lotss = _briefly_trained_lotss_model(tmp_path / "lotss.pt")
     first = save_tiny_model(tmp_path / "first.pt", "first")
     settings = _settings(size_deg=0.1, tile_px=120, source_density_deg2=600.0)
     block = json.loads(settings_json(fill_defaults({"size_deg": 0.1, "tile_px": 120,
@@ -281,7 +296,7 @@ def test_generate_tile_with_a_model_is_reproducible_and_refuses_a_first_model(tm
                      "--output", str(tmp_path / "sources.csv")]) == 0
     table = catalogue.read_sources(tmp_path / "sources.csv")
     assert len(table) > 0 and set(table["tile"]) <= set(range(n_tiles(240, 120)))
-    sampler = {"num_steps": 3}
+    sampler = {"num_steps": 8}
     for name in ("a.h5", "b.h5"):
         stamps.generate_tile(lotss, tmp_path / "sources.csv", tmp_path / name, tile=0, seed=5, guidance=0.0,
                              settings=settings, sampler=sampler, device="cpu")
@@ -289,7 +304,10 @@ def test_generate_tile_with_a_model_is_reproducible_and_refuses_a_first_model(tm
     assert np.array_equal(a["stamps"], b["stamps"])
     assert list(a["index"]) == list(table.index[table["tile"] == 0])
     assert a["stamps"].shape[1:] == (16, 16) and (a["stamps"] >= 0).all()
+    # kept sources peak at their catalogue flux; the others are left off (empty stamps)
     kept = a["n_islands"] > 0
+    assert kept.any() and not kept.all()
+    assert not a["stamps"][~kept].any()
     np.testing.assert_allclose(a["stamps"][kept].max(axis=(1, 2)),
                                table.loc[table["tile"] == 0, "Peak_flux"].to_numpy()[kept] * 1e-3, rtol=1e-5)
     with pytest.raises(InputFileError, match="this is a first model, but lotss images were asked for"):

@@ -261,11 +261,16 @@ def test_evaluate_cli_chain_on_real_first_images(first_zip, tmp_path):
                  "--output-figure", str(tmp_path / "m.png"), "--output-h5", str(tmp_path / "m.h5")]) == 0
     memo = json.loads((tmp_path / "m.json").read_text())
     assert memo["n_generated"] == 10 and memo["n_training"] == 27 and memo["n_reference"] == 15
-    assert 0.0 <= memo["fraction"] <= 1.0
     with h5py.File(tmp_path / "m.h5") as h5:
         # Indices are rows of the training *file* (only /split == 0 rows are candidates).
         assert np.all(h5["nearest_index"][()] % 10 != 9)
         assert h5["nearest_ssim"].shape == (10, 5)
+        nearest = h5["nearest_ssim"][()].max(axis=1)
+    # the memorisation number is the share of generated images whose nearest training
+    # image is closer than the reference percentile, recomputed here from the stored SSIMs
+    assert -1.0 < memo["threshold_ssim"] <= 1.0
+    assert memo["fraction"] == pytest.approx(np.mean(nearest > memo["threshold_ssim"]))
+    assert memo["n_above"] == np.count_nonzero(nearest > memo["threshold_ssim"])
 
 
 def test_cli_rejects_unknown_settings(tmp_path, first_zip):
