@@ -89,15 +89,21 @@ def test_overview_cli(tmp_path):
 
 def test_overview_adds_size_conditioning_and_the_simulated_map():
     accuracy = _accuracy()
-    size = {"generated": {"spearman_rho": 0.41, "scatter_log_ratio": 0.3, "n": 50},
-            "real": {"spearman_rho": 0.8, "scatter_log_ratio": 0.2, "n": 300}}
+    size = {"generated": {"spearman_rho": 0.41, "partial_spearman_rho": 0.12, "null_rho_std": 0.05,
+                          "null_z": 2.4, "scatter_log_ratio": 0.3, "n": 50},
+            "real": {"spearman_rho": 0.8, "partial_spearman_rho": 0.6, "scatter_log_ratio": 0.2, "n": 300},
+            "size_measure": {"size_source": "feret"}}
     skymap = pd.DataFrame({"measure": ["placed_sources", "recovered_sources", "completeness", "reliability",
                                        "flux_ratio_median"], "value": [40, 90, 0.95, 0.99, 0.93],
                            "meaning": [""] * 5})
     table = ov.overview_table(accuracy, {}, main_guidance=0.75, size=size, skymap=skymap)
     rows = table.set_index("section")
-    assert rows.loc["size conditioning", "value"] == pytest.approx(0.41)
-    assert "real images (catalogue LAS): rho 0.80" in rows.loc["size conditioning", "reading"]
+    # the size control beyond flux: partial rho, with the shuffle null's spread and z
+    assert rows.loc["size conditioning", "value"] == pytest.approx(0.12)
+    assert rows.loc["size conditioning", "uncertainty"] == pytest.approx(0.05)
+    assert rows.loc["size conditioning", "z"] == pytest.approx(2.4)
+    reading = rows.loc["size conditioning", "reading"]
+    assert "max Feret" in reading and "raw rho 0.41 generated, 0.80 real (partial 0.60)" in reading
     mapped = table[table["section"] == "simulated map"].set_index("quantity")["value"]
     assert list(mapped) == pytest.approx([0.95, 0.99, 0.93])
 
