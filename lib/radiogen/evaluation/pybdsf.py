@@ -28,17 +28,14 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 
 from radiogen.config import section_defaults
-from radiogen.evaluation.pybdsf_runtime import bdsf_errstate, close_bdsf_log, import_bdsf, time_limit
+from radiogen.evaluation.pybdsf_runtime import bdsf_errstate, close_bdsf_log, fit_workdir, import_bdsf, time_limit
 from radiogen.fits_header import image_header
 
 __all__ = [
@@ -193,10 +190,8 @@ def fit_image(
     """
     bdsf = import_bdsf()
     settings = {**DEFAULT_SETTINGS, **(settings or {})}
-    own_dir = workdir is None
-    workdir = Path(tempfile.mkdtemp(prefix="radiogen-bdsf-") if own_dir else workdir)
-    fits_path = workdir / "image.fits"
-    try:
+    with fit_workdir(workdir, prefix="radiogen-bdsf-") as workdir:
+        fits_path = workdir / "image.fits"
         write_fits_image(
             fits_path,
             image,
@@ -228,13 +223,6 @@ def fit_image(
         del img
         return ModelFit(model=model, n_gaussians=n_gaussians, n_sources=n_sources,
                         model_flux=model_flux)
-    finally:
-        if own_dir:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            for leftover in workdir.iterdir():
-                if leftover.is_file():
-                    leftover.unlink(missing_ok=True)
 
 
 def a50_mask(model: np.ndarray) -> np.ndarray:

@@ -17,14 +17,19 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import os
+import shutil
 import signal
+import tempfile
 import threading
+from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from radiogen.errors import ConfigError
 
-__all__ = ["import_bdsf", "bdsf_errstate", "gc_frozen", "Timeout", "time_limit", "close_bdsf_log"]
+__all__ = ["import_bdsf", "bdsf_errstate", "gc_frozen", "Timeout", "time_limit", "close_bdsf_log", "fit_workdir"]
 
 _BDSF = None
 _BDSF_ERRSTATE: dict | None = None
@@ -133,3 +138,25 @@ def close_bdsf_log() -> None:
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()
+
+
+@contextlib.contextmanager
+def fit_workdir(workdir: str | os.PathLike | None, *, prefix: str) -> Iterator[Path]:
+    """Folder for one PyBDSF fit's FITS file and PyBDSF's own outputs, left clean on exit.
+
+    ``None`` makes a private temporary folder (removed afterwards); a given
+    folder (reused across the fits of a loop) is emptied of what the fit left.
+    """
+    own_dir = workdir is None
+    path = Path(tempfile.mkdtemp(prefix=prefix) if own_dir else workdir)
+    try:
+        yield path
+    finally:
+        if own_dir:
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            for leftover in path.iterdir():
+                if leftover.is_file():
+                    leftover.unlink(missing_ok=True)
+                else:
+                    shutil.rmtree(leftover, ignore_errors=True)

@@ -18,15 +18,20 @@ grown by one beam FWHM, are kept; neighbours in the cutout are left out.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
 from radiogen.evaluation.pybdsf import PybdsfFailure, write_fits_image
-from radiogen.evaluation.pybdsf_runtime import bdsf_errstate, close_bdsf_log, gc_frozen, import_bdsf, time_limit
+from radiogen.evaluation.pybdsf_runtime import (
+    bdsf_errstate,
+    close_bdsf_log,
+    fit_workdir,
+    gc_frozen,
+    import_bdsf,
+    time_limit,
+)
 
 __all__ = ["fit_gaussians", "gaussian_model", "grow_mask", "FIT_TIME_LIMIT_S"]
 
@@ -64,10 +69,8 @@ def fit_gaussians(image: np.ndarray, *, rms: float, keep: np.ndarray, thresh_isl
         PyBDSF raised or exceeded :data:`FIT_TIME_LIMIT_S`.
     """
     bdsf = import_bdsf()
-    own_dir = workdir is None
-    workdir = Path(tempfile.mkdtemp(prefix="radiogen-stamp-") if own_dir else workdir)
-    fits_path = workdir / "cutout.fits"
-    try:
+    with fit_workdir(workdir, prefix="radiogen-stamp-") as workdir:
+        fits_path = workdir / "cutout.fits"
         write_fits_image(fits_path, np.asarray(image, dtype=np.float32), pixel_scale_arcsec=pixel_scale_arcsec,
                          beam_arcsec=beam_arcsec, frequency_hz=frequency_hz)
         try:
@@ -92,15 +95,6 @@ def fit_gaussians(image: np.ndarray, *, rms: float, keep: np.ndarray, thresh_isl
                 kept.append([float(g.peak_flux), x, y, *(float(v) for v in g.size_pix)])
         del img
         return kept
-    finally:
-        if own_dir:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            for leftover in workdir.iterdir():
-                if leftover.is_file():
-                    leftover.unlink(missing_ok=True)
-                else:
-                    shutil.rmtree(leftover, ignore_errors=True)
 
 
 def gaussian_model(shape: tuple[int, int], gaussians: list[list[float]]) -> np.ndarray:
