@@ -25,12 +25,21 @@ NORM = {"boxcox_lambda": -0.23, "boxcox_mean": 1.7, "boxcox_std": 0.9}
 SIZE_NORM = {"boxcox_lambda": 0.0, "boxcox_mean": float(np.log(10.0)), "boxcox_std": 1.15}
 
 
-def save_tiny_model(path, dataset, *, seed=0, with_size=False, **overrides):
-    """Save an untrained tiny LoTSS (peak-flux context, optionally + size) or FIRST (4 classes) model."""
+def save_tiny_model(path, dataset, *, seed=0, with_size=False, weights_std=None, **overrides):
+    """Save an untrained tiny LoTSS (peak-flux context, optionally + size) or FIRST (4 classes) model.
+
+    ``weights_std``: draw every weight from N(0, weights_std^2) instead, so that the
+    network's output depends on its weights (an untrained EDM network's output
+    layer is zero, which makes every such network the same denoiser D = c_skip x).
+    """
     context_dim = (2 if with_size else 1) if dataset == "lotss" else 4
     config = {**TINY, "context_dim": context_dim, **overrides}
     torch.manual_seed(seed)
     net = build_network(config)
+    if weights_std is not None:
+        with torch.no_grad():
+            for param in net.parameters():
+                param.normal_(0.0, weights_std)
     extra = (
         {"normalisation": NORM,
          "context_histogram": {"edges": np.linspace(-2.5, 2.5, 101),

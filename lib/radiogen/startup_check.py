@@ -175,6 +175,14 @@ def _sample_lotss(config: dict) -> None:
             raise ConfigError(f"sample.lotss.size_range must be [low, high] with low <= high, got [{low}, {high}]")
 
 
+def _sample_guides(config: dict) -> None:
+    from radiogen.sampler.workflow import parse_guide
+
+    for dataset in ("lotss", "first"):
+        parse_guide(config["sample"][dataset]["guide"], dataset=dataset,
+                    snapshot_steps=config["train"][dataset]["snapshot_steps"])
+
+
 def _sample_first(config: dict) -> None:
     counts = config["sample"]["first"]["n_per_class"]
     if isinstance(counts, list) and sum(counts) == 0:
@@ -222,6 +230,7 @@ SECTION_CHECKS: dict[str, Callable[[dict], None]] = {
     "devices": _devices,
     "sample.lotss": _sample_lotss,
     "sample.first": _sample_first,
+    "sample.guide": _sample_guides,
     "imagesets": _imagesets,
     "skymap": _skymap,
 }

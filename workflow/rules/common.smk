@@ -134,3 +134,33 @@ def train_settings(dataset):
     shared = {k: v for k, v in section.items() if k not in TRAINING_SET}
     own = {k: v for k, v in section[dataset].items() if k != "resources"}
     return json.dumps({**shared, dataset: own}, sort_keys=True)
+
+
+def snapshot_files(dataset):
+    """The EMA snapshots a training run keeps (train.{dataset}.snapshot_steps)."""
+    from radiogen.sampler.workflow import snapshot_file
+
+    steps = config["train"][dataset].get("snapshot_steps", [])
+    return [snapshot_file(RESULTS, dataset, step) for step in steps]
+
+
+def guide_input(dataset):
+    """The guide model of sample.{dataset}.guide as a named input (none: classifier-free)."""
+    from radiogen.sampler.workflow import parse_guide, snapshot_file
+
+    kind, value = parse_guide(
+        config["sample"][dataset]["guide"],
+        dataset=dataset,
+        snapshot_steps=config["train"][dataset].get("snapshot_steps", []),
+    )
+    if kind == "checkpoint":
+        return {"guide": snapshot_file(RESULTS, dataset, value)}
+    if kind == "model":
+        return {"guide": value}
+    return {}
+
+
+def guide_option(dataset):
+    """`--guide PATH` for `radiogen sample shard`, or nothing (classifier-free guidance)."""
+    guide = guide_input(dataset).get("guide")
+    return f"--guide {shlex.quote(guide)}" if guide else ""

@@ -34,6 +34,7 @@ FIRST_MAIN_SAMPLES = results(
 
 rule sample_lotss_shard:
     input:
+        **guide_input("lotss"),
         model=results("models", "lotss", "model.pt"),
     output:
         results("samples", "lotss", "shards", "{shard}.h5"),
@@ -52,6 +53,7 @@ rule sample_lotss_shard:
         runtime=SAMPLE["runtime_min"],
     params:
         settings=shard_settings(SAMPLE, "lotss"),
+        guide=guide_option("lotss"),
         seed=config["seed"],
         guidance=SAMPLE["lotss"]["guidance"],
         size=MODEL_IMAGE_SIZE["lotss"],
@@ -59,7 +61,7 @@ rule sample_lotss_shard:
     shell:
         "radiogen sample shard --model {input.model:q} --shard {wildcards.shard}"
         " --dataset lotss --image-size {params.size} --context {params.context}"
-        " --seed {params.seed} --guidance {params.guidance} --threads {threads}"
+        " --seed {params.seed} --guidance {params.guidance} {params.guide} --threads {threads}"
         " --settings {params.settings:q} --output {output:q} > {log:q} 2>&1"
 
 
@@ -80,6 +82,7 @@ rule aggregate_samples_lotss:
 
 rule sample_first_shard:
     input:
+        **guide_input("first"),
         model=results("models", "first", "model.pt"),
     output:
         results("samples", "first", "guidance{guidance}", "shards", "{shard}.h5"),
@@ -101,12 +104,13 @@ rule sample_first_shard:
         runtime=SAMPLE["runtime_min"],
     params:
         settings=shard_settings(SAMPLE, "first"),
+        guide=guide_option("first"),
         seed=config["seed"],
         size=MODEL_IMAGE_SIZE["first"],
     shell:
         "radiogen sample shard --model {input.model:q} --shard {wildcards.shard}"
         " --dataset first --image-size {params.size}"
-        " --seed {params.seed} --guidance {wildcards.guidance} --threads {threads}"
+        " --seed {params.seed} --guidance {wildcards.guidance} {params.guide} --threads {threads}"
         " --settings {params.settings:q} --output {output:q} > {log:q} 2>&1"
 
 

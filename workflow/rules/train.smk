@@ -22,7 +22,8 @@ for _dataset, _training_set in TRAINING_SET.items():
         input:
             _training_set,
         output:
-            results("models", _dataset, "model.pt"),
+            model=results("models", _dataset, "model.pt"),
+            snapshots=snapshot_files(_dataset),
         log:
             results("logs", "models", f"train_{_dataset}.log"),
         benchmark:
@@ -49,7 +50,7 @@ for _dataset, _training_set in TRAINING_SET.items():
             checkpoints=results("models", _dataset, "checkpoints"),
             nproc=max(1, _resources["gpus"]),
         shell:
-            "radiogen train run --data {input:q} --out {output:q}"
+            "radiogen train run --data {input:q} --out {output.model:q}"
             " --settings {params.settings:q} --model-settings {params.model:q}"
             " --seed {params.seed} --checkpoint-dir {params.checkpoints:q}"
             " --nproc {params.nproc} --threads {threads} >> {log:q} 2>&1"

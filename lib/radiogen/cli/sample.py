@@ -37,6 +37,7 @@ def _shard(args: argparse.Namespace) -> int:
         expect_dataset=args.dataset,
         expect_image_size=args.image_size,
         expect_context=args.context,
+        guide_path=args.guide,
     )
     return 0
 
@@ -102,7 +103,10 @@ def register(topics) -> None:
     p.add_argument("--model", required=True, help="trained model.pt")
     p.add_argument("--shard", required=True, type=int, help="shard index (0-based)")
     p.add_argument("--seed", required=True, type=int, help="global seed (config seed)")
-    p.add_argument("--guidance", required=True, type=nonnegative_float, help="classifier-free guidance w")
+    p.add_argument("--guidance", required=True, type=nonnegative_float, help="guidance strength w")
+    p.add_argument("--guide", default=None,
+                   help="a weaker model.pt of the same kind to guide with (autoguidance; default: the "
+                        "model's own unconditional pass, classifier-free guidance)")
     p.add_argument("--settings", default="{}", help=settings_help)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--output", required=True, help="shard HDF5 to write")

@@ -73,7 +73,7 @@ from radiogen.model.train_settings import resolve_settings
 from radiogen.seeds import integer as seed_stream
 from radiogen.testhooks import block_point
 
-__all__ = ["train", "launch", "validation_loss"]
+__all__ = ["train", "launch", "validation_loss", "snapshot_path"]
 
 log = logging.getLogger("radiogen.train")
 
@@ -375,6 +375,12 @@ class _LossHealth:
 # --------------------------------------------------------------------------- training
 
 
+def snapshot_path(out_path: str | os.PathLike, step: int) -> Path:
+    """Where a run writing ``out_path`` keeps its EMA snapshot of ``step`` (``train.snapshot_steps``)."""
+    out_path = Path(out_path)
+    return out_path.parent / "snapshots" / f"{out_path.stem}-step{int(step)}.pt"
+
+
 def train(
     *,
     data_path: str | os.PathLike,
@@ -560,6 +566,44 @@ def _train(
         if env.distributed:
             dist.barrier()
 
+    def write_model(path: Path, at: int) -> None:
+        """A model file of the EMA weights now (the final model, or a snapshot)."""
+        save_model(
+            path,
+            model_config=model_config,
+            state_dict=ema.state_dict(),
+            dataset=data.dataset,
+            train_config={**settings, "seed": run_seed, "world_size": env.world, "precision_used": precision},
+            step=at,
+            normalisation=data.normalisation(),
+            class_names=data.class_names(),
+            context_histogram=data.context_histogram(int(settings["histogram_bins"])),
+            history=history,
+            context_names=data.context_names(),
+            size_normalisation=data.size_normalisation(),
+            context_histogram_2d=data.context_histogram_2d(),
+        )
+
+    snapshot_steps = {int(s) for s in settings.get("snapshot_steps", [])}
+
+    def write_snapshot(at: int) -> None:
+        """An early model of the same run, kept as a guide for autoguidance (``train.snapshot_steps``)."""
+        checkpoint(at)  # health-checked like every checkpoint; a resume at ``at`` rewrites the snapshot
+        if env.is_main:
+            write_model(snapshot_path(out_path, at), at)
+            log.info("wrote snapshot %s (EMA weights, step %d)", snapshot_path(out_path, at), at)
+        if env.distributed:
+            dist.barrier()
+
+    if step in snapshot_steps and step < total_steps and not snapshot_path(out_path, step).exists():
+        write_snapshot(step)  # killed between the snapshot's checkpoint and its model file
+    missed = sorted(s for s in snapshot_steps if s < step and not snapshot_path(out_path, s).exists())
+    if missed:
+        raise TrainingError(
+            f"{ckpt_dir}: the run resumes at step {step}, past snapshot step(s) {missed} whose model files "
+            f"({snapshot_path(out_path, missed[0])} ...) are missing; remove the checkpoints to train again "
+            "from step 0, or drop those steps from train.snapshot_steps")
+
     def validate(at: int) -> None:
         if env.is_main and val_idx.size:
             kw = dict(
@@ -644,6 +688,9 @@ def _train(
             if step % int(settings["val_every"]) == 0 and step < total_steps:
                 validate(step)
 
+            if step in snapshot_steps and step < total_steps:
+                write_snapshot(step)
+
             want_stop = stop.signum is not None or (stop_after is not None and step - start_step >= stop_after)
             if env.distributed:
                 flag = torch.tensor([1.0 if want_stop else 0.0], device=device)
@@ -653,7 +700,7 @@ def _train(
                 checkpoint(step)
                 interrupted = True
                 break
-            if step % int(settings["checkpoint_every"]) == 0 and step < total_steps:
+            if step % int(settings["checkpoint_every"]) == 0 and step < total_steps and step not in snapshot_steps:
                 checkpoint(step)
 
     if interrupted:
@@ -664,21 +711,7 @@ def _train(
     validate(step)
     checkpoint(step)
     if env.is_main:
-        save_model(
-            out_path,
-            model_config=model_config,
-            state_dict=ema.state_dict(),
-            dataset=data.dataset,
-            train_config={**settings, "seed": run_seed, "world_size": env.world, "precision_used": precision},
-            step=step,
-            normalisation=data.normalisation(),
-            class_names=data.class_names(),
-            context_histogram=data.context_histogram(int(settings["histogram_bins"])),
-            history=history,
-            context_names=data.context_names(),
-            size_normalisation=data.size_normalisation(),
-            context_histogram_2d=data.context_histogram_2d(),
-        )
+        write_model(out_path, step)
         log.info("wrote %s (EMA weights, step %d)", out_path, step)
     if env.distributed:
         dist.barrier()

@@ -53,6 +53,10 @@ def resolve_settings(section: dict | None, dataset: str) -> dict:
     for key in ("batch_size", "steps", "log_every", "val_every", "checkpoint_every", "keep_checkpoints"):
         if int(settings[key]) < 1:
             raise ConfigError(f"train.{key} must be >= 1, got {settings[key]}")
+    late = [int(s) for s in settings["snapshot_steps"] if not 1 <= int(s) < int(settings["steps"])]
+    if late:
+        raise ConfigError(f"train.{dataset}.snapshot_steps must lie in [1, steps = {settings['steps']}), "
+                          f"got {late}")
     if settings["precision"] not in PRECISIONS:
         raise ConfigError(f"train.precision must be one of {PRECISIONS}, got {settings['precision']!r}")
     if not 0.0 <= float(settings["ema_decay"]) < 1.0:

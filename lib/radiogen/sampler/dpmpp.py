@@ -41,6 +41,7 @@ def sample_dpmpp_2m(
     rho: float = 7.0,
     callback: Callable[[StepInfo], None] | None = None,
     autocast_dtype: torch.dtype | None = None,
+    guide=None,
 ) -> torch.Tensor:
     """Solve the probability-flow ODE from noise to images with DPM-Solver++(2M).
 
@@ -62,6 +63,9 @@ def sample_dpmpp_2m(
         Called with a :class:`~radiogen.sampler.heun.StepInfo` after every step.
     autocast_dtype
         Network autocast dtype, or None; the ODE state stays in float64.
+    guide
+        Guiding network for autoguidance, see
+        :func:`~radiogen.sampler.heun.guided_denoiser`.
 
     Returns
     -------
@@ -76,7 +80,7 @@ def sample_dpmpp_2m(
     for i in range(num_steps):
         sigma_cur, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = guided_denoiser(net, x, sigma_cur, context=context, guidance=guidance,
-                                   autocast_dtype=autocast_dtype)
+                                   autocast_dtype=autocast_dtype, guide=guide)
         if sigma_next == 0:
             h = math.inf  # lambda_N = +inf: the step lands on the (corrected) data prediction
         else:

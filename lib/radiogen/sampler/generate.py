@@ -257,6 +257,7 @@ def generate_images(
     progress: Callable[[int, int], None] | None = None,
     source: str = "model",
     context: np.ndarray | None = None,
+    guide=None,
 ) -> dict[str, np.ndarray]:
     """Sample the images with global ``indices``; post-processed to [0, 1].
 
@@ -264,6 +265,8 @@ def generate_images(
     [-1, 1] then mapped by (x + 1) / 2), ``index`` and the conditioning arrays
     of :func:`conditioning`.  ``context`` (n, K), when given, replaces the
     conditioning drawn from ``settings`` (simulated maps ask for given fluxes).
+    ``guide``, a network loaded like ``net``, turns the guidance into
+    autoguidance (:func:`~radiogen.sampler.heun.guided_denoiser`).
     """
     if not (math.isfinite(guidance) and guidance >= 0):
         raise ConfigError(f"guidance w must be a finite number >= 0, got {guidance!r}")
@@ -289,6 +292,7 @@ def generate_images(
                 noise.to(device),
                 context=context,
                 guidance=float(guidance),
+                guide=guide,
                 autocast_dtype=autocast_dtype,
                 generators=generators,
                 **sampler,

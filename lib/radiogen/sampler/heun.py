@@ -98,14 +98,20 @@ def guided_denoiser(
     context: torch.Tensor | None = None,
     guidance: float = 0.0,
     autocast_dtype: torch.dtype | None = None,
+    guide=None,
 ) -> torch.Tensor:
-    """Classifier-free guided denoiser D_w(x; sigma, c).
+    """Guided denoiser D_w(x; sigma, c): classifier-free guidance or autoguidance.
 
-    D_w = (1 + w) D(x; sigma, c) - w D(x; sigma, null)  (Ho & Salimans 2022, Eq. 6).
+    Classifier-free: D_w = (1 + w) D(x; sigma, c) - w D(x; sigma, null)
+    (Ho & Salimans 2022, Eq. 6).  With a ``guide`` network (autoguidance,
+    Karras et al. 2024, Eq. 1 with their w = 1 + w here):
+    D_w = (1 + w) D(x; sigma, c) - w D_guide(x; sigma, c), the guide being a
+    weaker (smaller or less trained) version of the same model, conditioned alike.
 
-    For ``guidance == 0`` (or no context) this is a single conditional (or
-    unconditional) pass.  Otherwise the conditional and unconditional halves run
-    as one forward of batch 2B with ``context_mask`` True on the second half.
+    For ``guidance == 0`` (or no context and no guide) this is a single
+    conditional (or unconditional) pass.  Classifier-free guidance runs the
+    conditional and unconditional halves as one forward of batch 2B with
+    ``context_mask`` True on the second half; autoguidance runs each network once.
 
     Parameters
     ----------
@@ -121,7 +127,14 @@ def guided_denoiser(
         Guidance strength w (0 = purely conditional).
     autocast_dtype
         If given (e.g. ``torch.bfloat16``), run the network under autocast.
+    guide
+        Guiding denoiser for autoguidance (same call signature as ``net``), or
+        None for classifier-free guidance.
     """
+    if guide is not None and guidance != 0:
+        main = guided_denoiser(net, x, sigma, context=context, autocast_dtype=autocast_dtype)
+        weak = guided_denoiser(guide, x, sigma, context=context, autocast_dtype=autocast_dtype)
+        return (1.0 + guidance) * main - guidance * weak
     batch = x.shape[0]
     net_dtype = _net_dtype(net, x.dtype)
     sigma = torch.as_tensor(sigma, dtype=net_dtype, device=x.device)
@@ -176,6 +189,7 @@ def sample(
     callback: Callable[[StepInfo], None] | None = None,
     autocast_dtype: torch.dtype | None = None,
     generators: Sequence[torch.Generator] | None = None,
+    guide=None,
 ) -> torch.Tensor:
     """Solve the probability-flow ODE from noise to images with Heun's method.
 
@@ -209,6 +223,8 @@ def sample(
         One ``torch.Generator`` per image for the churn noise, so that a
         stochastic image does not depend on its batch neighbours.  Without
         them churn noise comes from torch's global generator.
+    guide
+        Guiding network for autoguidance, see :func:`guided_denoiser`.
 
     Returns
     -------
@@ -225,7 +241,7 @@ def sample(
 
     def denoise(x, sigma):
         return guided_denoiser(
-            net, x, sigma, context=context, guidance=guidance, autocast_dtype=autocast_dtype
+            net, x, sigma, context=context, guidance=guidance, autocast_dtype=autocast_dtype, guide=guide
         )
 
     for i in range(num_steps):

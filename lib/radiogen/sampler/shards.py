@@ -47,7 +47,11 @@ from radiogen.sampler.generate import (
 )
 from radiogen.testhooks import block_point
 
-__all__ = ["n_shards", "shard_indices", "checkpoint_key", "write_shard", "aggregate_shards"]
+__all__ = ["UNCONDITIONAL", "n_shards", "shard_indices", "checkpoint_key", "load_guide", "write_shard",
+           "aggregate_shards"]
+
+#: The ``guide`` attribute of sets made with classifier-free guidance.
+UNCONDITIONAL = "unconditional"
 
 log = logging.getLogger("radiogen.sampler.generate")
 
@@ -121,10 +125,11 @@ def _write_arrays(h5: h5py.File, arrays: Mapping[str, np.ndarray]) -> None:
 
 
 def checkpoint_key(model_path: str | Path, *, seed: int, guidance: float, sampler: Mapping, settings: Mapping,
-                   shard: int, images_per_shard: int, batch_size: int, device, autocast_dtype) -> str:
+                   shard: int, images_per_shard: int, batch_size: int, device, autocast_dtype,
+                   guide: str = UNCONDITIONAL) -> str:
     """What a shard's images depend on, as JSON: a checkpointed batch is reused only under the same key."""
     return json.dumps({
-        "model_id": model_id(model_path), "seed": int(seed), "guidance": float(guidance),
+        "model_id": model_id(model_path), "seed": int(seed), "guidance": float(guidance), "guide": guide,
         "sampler": sampler_settings(sampler), "settings": dict(settings), "shard": int(shard),
         "images_per_shard": int(images_per_shard), "batch_size": int(batch_size),
         "device": torch.device(device).type, "autocast": str(autocast_dtype),
@@ -161,6 +166,25 @@ def _read_batches(part_dir: Path, key: str) -> dict[int, dict[str, np.ndarray]]:
     return batches
 
 
+def load_guide(guide_path: str | Path | None, meta: Mapping, *, source: str, device):
+    """The guiding network for autoguidance and its name (:data:`UNCONDITIONAL` without one).
+
+    The guide must make the same images from the same conditioning as the main
+    model (dataset, image shape, context); otherwise it is an
+    :class:`~radiogen.errors.InputFileError` naming both files.
+    """
+    if guide_path is None:
+        return None, UNCONDITIONAL
+    guide_net, guide_meta = load_sampling_model(guide_path, device=device)
+    mine = (meta["dataset"], image_shape(meta), int(meta["model_config"].get("context_dim", 0)))
+    theirs = (guide_meta["dataset"], image_shape(guide_meta), int(guide_meta["model_config"].get("context_dim", 0)))
+    if mine != theirs:
+        raise InputFileError(
+            f"{guide_path}: a guide must be a model of the same kind as {source} "
+            f"(dataset, image shape, context size {mine}), but it is {theirs}")
+    return guide_net, f"model {model_id(guide_path)}"
+
+
 def write_shard(
     model_path: str | Path,
     output: str | Path,
@@ -177,13 +201,17 @@ def write_shard(
     expect_dataset: str | None = None,
     expect_image_size: int | None = None,
     expect_context: str | None = None,
+    guide_path: str | Path | None = None,
 ) -> Path:
     """Generate shard ``shard`` of a sample set from ``model.pt`` into ``output`` (HDF5).
 
     ``settings`` is the dataset block of the sample config (LoTSS: n_images,
     conditioning, peak_flux, peak_flux_range, range_space; FIRST: n_per_class).
     ``expect_dataset`` / ``expect_image_size`` check the model file before any
-    work (:func:`check_model_kind`).
+    work (:func:`check_model_kind`).  ``guide_path``, a weaker model of the same
+    kind (e.g. an early snapshot of the same run), replaces the unconditional
+    pass of classifier-free guidance by that model's conditional one
+    (autoguidance); the set's ``guide`` attribute names it.
     """
     model_path = Path(model_path)
     torch_device = resolve_device(device)
@@ -192,6 +220,7 @@ def write_shard(
     source = str(model_path)
     check_model_kind(meta, source, dataset=expect_dataset, image_size=expect_image_size,
                      context=expect_context)
+    guide_net, guide = load_guide(guide_path, meta, source=source, device=torch_device)
     total = n_images(meta, settings, source=source)
     indices = shard_indices(shard, total=total, images_per_shard=images_per_shard)
     sampler = sampler_settings(sampler)
@@ -205,7 +234,7 @@ def write_shard(
     part_dir = output.with_name(output.stem + ".part")
     key = checkpoint_key(model_path, seed=seed, guidance=guidance, sampler=sampler, settings=settings,
                          shard=shard, images_per_shard=images_per_shard, batch_size=batch_size,
-                         device=torch_device, autocast_dtype=autocast_dtype)
+                         device=torch_device, autocast_dtype=autocast_dtype, guide=guide)
     saved = _read_batches(part_dir, key)
     todo = sum(1 for start in range(0, indices.size, batch_size) if int(indices[start]) not in saved)
     if saved:
@@ -219,6 +248,7 @@ def write_shard(
             arrays = generate_images(
                 net, meta, batch, seed=seed, guidance=guidance, sampler=sampler, settings=settings,
                 batch_size=batch_size, device=torch_device, autocast_dtype=autocast_dtype, source=source,
+                guide=guide_net,
             )
             _write_batch(part_dir / f"batch-{int(batch[0]):09d}.h5", arrays, key)
             block_point("sample.batch", n_batch)
@@ -229,7 +259,7 @@ def write_shard(
     attrs = _attrs(meta, model_hash=model_id(model_path), seed=seed, guidance=guidance,
                    sampler=sampler, settings=settings)
     attrs.update(shard=int(shard), n_shards=n_shards(total, images_per_shard), n_images_total=total,
-                 images_per_shard=int(images_per_shard))
+                 images_per_shard=int(images_per_shard), guide=guide)
     with atomic_path(output) as tmp, h5py.File(tmp, "w") as h5:
         _write_arrays(h5, arrays)
         h5.attrs.update(attrs)
@@ -239,7 +269,7 @@ def write_shard(
 
 
 #: Attributes that must agree between the shards of one sample set.
-_SET_ATTRS = ("dataset", "guidance", "seed", "model_id", "sampler", "conditioning", "n_shards",
+_SET_ATTRS = ("dataset", "guidance", "guide", "seed", "model_id", "sampler", "conditioning", "n_shards",
               "n_images_total", "images_per_shard")
 
 
@@ -255,6 +285,7 @@ def aggregate_shards(shard_paths: Sequence[str | Path], output: str | Path) -> P
         with open_hdf5(path) as h5:
             require_datasets(h5, ["images", "context", "index"])
             attrs = dict(h5.attrs)
+            attrs.setdefault("guide", UNCONDITIONAL)  # shards from before autoguidance
             if reference is None:
                 reference = (path, attrs)
             for key in _SET_ATTRS:

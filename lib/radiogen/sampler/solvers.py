@@ -28,8 +28,8 @@ def solve(net, noise: torch.Tensor, *, solver: str = "heun", generators=None, S_
           S_min: float = 0.0, S_max: float = float("inf"), S_noise: float = 1.0, **common) -> torch.Tensor:
     """Images from latents ``noise`` with the named solver; ``common`` as for both samplers.
 
-    ``common``: context, guidance, num_steps, sigma_min, sigma_max, rho, callback,
-    autocast_dtype.  The churn options (and ``generators`` for its noise) apply
+    ``common``: context, guidance, guide, num_steps, sigma_min, sigma_max, rho,
+    callback, autocast_dtype.  The churn options (and ``generators`` for its noise) apply
     to ``heun`` only; ``dpmpp_2m`` with ``S_churn > 0`` is a :class:`ConfigError`.
     """
     if solver == "heun":

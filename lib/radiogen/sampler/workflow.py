@@ -9,9 +9,11 @@ import json
 import math
 from typing import Mapping
 
+from radiogen.errors import ConfigError
 from radiogen.surveys import FIRST_CLASS_NAMES
 
-__all__ = ["guidance_tag", "shard_names", "first_total", "shard_settings", "sampling_settings"]
+__all__ = ["guidance_tag", "shard_names", "first_total", "shard_settings", "sampling_settings", "parse_guide",
+           "snapshot_file"]
 
 #: Keys of each dataset block that change the images (and so the shard outputs).
 CONDITIONING_KEYS = {
@@ -59,3 +61,33 @@ def sampling_settings(sample: Mapping) -> str:
     """JSON of the solver and job settings alone (``radiogen skymap tile --sampling``)."""
     return json.dumps({key: sample[key] for key in ("sampler", "batch_size", "device", "precision")},
                       sort_keys=True)
+
+
+def snapshot_file(results_dir: str, dataset: str, step: int) -> str:
+    """The training rule's EMA snapshot of ``step`` (``train.{dataset}.snapshot_steps``)."""
+    return f"{results_dir}/models/{dataset}/snapshots/model-step{int(step)}.pt"
+
+
+def parse_guide(text: str, *, dataset: str, snapshot_steps) -> tuple[str, int | str | None]:
+    """``sample.{dataset}.guide`` as (kind, value): ``("unconditional", None)``,
+    ``("checkpoint", STEP)`` or ``("model", PATH)``.
+
+    A checkpoint step must be one the training run keeps
+    (``train.{dataset}.snapshot_steps``); otherwise a :class:`ConfigError`
+    naming both keys.
+    """
+    kind, _, value = str(text).strip().partition(" ")
+    value = value.strip()
+    key = f"sample.{dataset}.guide"
+    if kind == "unconditional" and not value:
+        return kind, None
+    if kind == "model" and value:
+        return kind, value
+    if kind == "checkpoint" and value.isdigit():
+        step = int(value)
+        if step not in [int(s) for s in snapshot_steps]:
+            raise ConfigError(
+                f"{key}: 'checkpoint {step}' needs {step} in train.{dataset}.snapshot_steps "
+                f"(now {list(snapshot_steps)}), so that the training run keeps that snapshot")
+        return kind, step
+    raise ConfigError(f"{key} must be 'unconditional', 'checkpoint STEP' or 'model PATH', got {text!r}")
