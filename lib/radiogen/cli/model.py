@@ -1,4 +1,4 @@
-"""``radiogen model import``: the seed paper's published networks as radiogen model files."""
+"""``radiogen model fetch`` / ``import``: the seed paper's published networks as radiogen model files."""
 
 from __future__ import annotations
 
@@ -26,6 +26,18 @@ def register(topics) -> None:
                          help="LoTSS: the fitted Box-Cox lambda and the mean/std of the transformed maxima")
     imp.set_defaults(func=_import)
 
+    fetch = topics.add_parser(
+        "model", "fetch",
+        help="download a published model's files (share links of the authors' repository), resumable",
+    )
+    fetch.add_argument("name", choices=["lofar-diffusion-lotss", "lofar-diffusion-first"],
+                       help="which published model (lotss also fetches LOFAR_Dataset.h5 for its peak-flux transform)")
+    fetch.add_argument("--out-dir", type=Path, required=True,
+                       help="download folder; size and SHA-256 are recorded there after the first download")
+    fetch.add_argument("--local-dir", type=Path, default=None,
+                       help="folder with copies already at hand: a file found there is used instead")
+    fetch.set_defaults(func=_fetch)
+
 
 def _import(args) -> int:
     from radiogen.model.lofar_import import import_lofar_diffusion
@@ -33,4 +45,12 @@ def _import(args) -> int:
     result = import_lofar_diffusion(parameters=args.parameters, config=args.config, out=args.out,
                                     weights=args.weights, dataset=args.dataset, boxcox=args.boxcox)
     print(json.dumps(result))
+    return 0
+
+
+def _fetch(args) -> int:
+    from radiogen.model.lofar_fetch import fetch_published
+
+    files = fetch_published(args.name, args.out_dir, local_dir=args.local_dir)
+    print(json.dumps(files, indent=2))
     return 0
