@@ -66,3 +66,33 @@ def test_scaled_images_without_max_values_are_refused(tmp_path):
         with h5py.File(tmp_path / "empty.h5", "w"):
             pass
         convert_published_dataset(tmp_path / "empty.h5", tmp_path / "out.h5", seed=1)
+
+
+def _dry_run(repo_root, tmp_path, lotss_yaml):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    extra = tmp_path / "published.yaml"
+    extra.write_text(lotss_yaml)
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run(
+        [str(bin_dir / "snakemake"), "-n", "--configfile", "config.yaml", str(extra),
+         "--config", f"results={tmp_path / 'results'}"],
+        cwd=repo_root, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_workflow_takes_the_published_training_set(repo_root, tmp_path):
+    """lotss.source: published: one published_lotss job makes the main training set, no main cutouts."""
+    dataset = tmp_path / "LOFAR_Dataset.h5"
+    _published(dataset)
+    result = _dry_run(repo_root, tmp_path, f"lotss:\n  source: published\n  published_dataset: {dataset}\n")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "published_lotss" in result.stdout
+    assert "lotss/main/cutouts" not in result.stdout and "lotss/main/selection" not in result.stdout
+    assert "lotss/classical/training_set.h5" in result.stdout  # the classical survey still runs
+    missing = _dry_run(repo_root, tmp_path, "lotss:\n  source: published\n")
+    assert missing.returncode != 0
+    assert "lotss.published_dataset is not set" in missing.stdout + missing.stderr
