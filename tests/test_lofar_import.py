@@ -133,7 +133,7 @@ def test_lotss_transform_is_fitted_on_the_dataset_maxima(lofar_diffusion_dir, tm
     assert meta["context_names"] == ["peak_flux"]
 
 
-def test_full_width_random_model_imports(lofar_diffusion_dir, tmp_path):
+def test_full_width_random_model_imports(lofar_diffusion_dir, tmp_path, one_torch_thread):
     """The published width (128 / 32 / 32) with random weights in the authors' layout imports and runs.
 
     The parameter count of the rebuilt network equals the authors' stated
@@ -186,3 +186,29 @@ def test_imported_models_go_through_radiogen_sampling(lofar_diffusion_dir, tmp_p
         assert result["images"].shape == (2, 80, 80)
         assert np.isfinite(result["images"]).all()
         assert result["images"].min() >= 0 and result["images"].max() <= 1
+
+
+@pytest.mark.parametrize("dataset", ["first", "lotss"])
+def test_lofar_diffusion_architecture_trains_from_scratch(tmp_path, dataset, one_torch_thread):
+    """model.architecture: lofar-diffusion is a training choice too; the trainer draws its context drops."""
+    from radiogen.model.data import write_synthetic_training_set
+    from radiogen.model.train import _take_over_context_dropout, train
+
+    data = write_synthetic_training_set(tmp_path / f"{dataset}.h5", n=24, size=16, dataset=dataset)
+    model = {"architecture": "lofar-diffusion", "base_channels": 32, "channel_mults": [1, 1],
+             "attention_levels": 1, "norm_groups": 8, "attention_head_channels": 8, "enc_blocks": 1,
+             "dec_blocks": 2}
+    settings = {"lr": 1e-3, "ema_decay": 0.9, "channels_last": False, "log_every": 2, "val_sigmas": [0.5],
+                "val_max_images": 4, dataset: {"batch_size": 4, "steps": 3, "val_every": 3,
+                                               "checkpoint_every": 100}}
+    out = tmp_path / "model.pt"
+    train(data_path=data, out_path=out, seed=2, device="cpu", train_settings=settings, model_settings=model)
+    net, meta = load_model(out)
+    assert meta["model_config"]["architecture"] == "lofar-diffusion"
+    assert meta["model_config"]["context_kind"] == ("labels" if dataset == "first" else "values")
+    assert _take_over_context_dropout(build_network(meta["model_config"])) == pytest.approx(0.1)
+    assert meta["history"]["val_step"] == [0, 3] and np.isfinite(meta["history"]["val_ema"]).all()
+    x = torch.randn(2, 1, 16, 16)
+    context = torch.eye(4)[:2] if dataset == "first" else torch.zeros(2, 1)
+    with torch.no_grad():
+        assert net(x, 1.0, context).shape == x.shape
