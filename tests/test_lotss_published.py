@@ -95,4 +95,12 @@ def test_workflow_takes_the_published_training_set(repo_root, tmp_path):
     assert "lotss/classical/training_set.h5" in result.stdout  # the classical survey still runs
     missing = _dry_run(repo_root, tmp_path, "lotss:\n  source: published\n")
     assert missing.returncode != 0
-    assert "lotss.published_dataset is not set" in missing.stdout + missing.stderr
+    assert "lotss.published_dataset" in missing.stdout + missing.stderr
+
+
+def test_config_check_wants_the_published_dataset(repo_root, tmp_path):
+    config = tmp_path / "published.yaml"
+    config.write_text("lotss:\n  source: published\n")
+    assert main(["config", "check", str(repo_root / "config.yaml"), str(config)]) == 1
+    config.write_text(f"lotss:\n  source: published\n  published_dataset: {tmp_path / 'LOFAR_Dataset.h5'}\n")
+    assert main(["config", "check", str(repo_root / "config.yaml"), str(config)]) == 0
