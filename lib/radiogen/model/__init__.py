@@ -4,8 +4,9 @@ The model file ``model.pt`` (a :func:`torch.save` dict, written by
 :func:`save_model`) carries everything sampling needs:
 
 ``model_config``
-    keyword arguments of :func:`build_network` (network shape, image size,
-    channels, context length, sigma_data);
+    keyword arguments of :func:`build_network` (``architecture``, network
+    shape, image size, channels, context length, sigma_data; for the
+    ``lofar-diffusion`` architecture also ``context_kind``);
 ``state_dict``
     the EMA weights of the preconditioned denoiser;
 ``normalisation``
