@@ -64,6 +64,12 @@ def lotss_dr1_dir() -> Path:
     return _require(SHARED_DATA / "lotss_dr1")
 
 
+@pytest.fixture(scope="session")
+def lofar_diffusion_dir() -> Path:
+    """The authors' model-file formats at small width with their reference outputs (README there)."""
+    return _require(SHARED_DATA / "lofar_diffusion" / "reference_tiny.npz").parent
+
+
 @pytest.fixture
 def one_torch_thread():
     """torch on one thread for the test (the suite runs 2 workers on 2 cores)."""

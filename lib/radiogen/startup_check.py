@@ -35,6 +35,8 @@ def _lotss_source(config: dict) -> None:
             missing.append("lotss.files.catalogue: lotss.source is 'files' but no catalogue is set")
     if lotss["source"] == "download" and not lotss["download"]["mosaics"]:
         missing.append("lotss.download.mosaics: lotss.source is 'download' but no mosaics are listed")
+    if lotss["source"] == "published" and not lotss["published_dataset"]:
+        missing.append("lotss.published_dataset: lotss.source is 'published' but no LOFAR_Dataset.h5 is set")
     if missing:
         raise ConfigError("; ".join(missing))
 

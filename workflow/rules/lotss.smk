@@ -204,9 +204,10 @@ rule plot_cutouts:
         " --seed {params.seed} > {log:q} 2>&1"
 
 
-ALL_TARGETS.extend(
-    [
-        results("lotss", "main", "cutouts.h5"),
-        results("lotss", "main", "cutout_examples.png"),
-    ]
-)
+if LOTSS["source"] != "published":
+    ALL_TARGETS.extend(
+        [
+            results("lotss", "main", "cutouts.h5"),
+            results("lotss", "main", "cutout_examples.png"),
+        ]
+    )

@@ -60,6 +60,39 @@ rule select_lotss:
         " > {log:q} 2>&1"
 
 
+if LOTSS["source"] == "published" and not LOTSS["published_dataset"]:
+    raise WorkflowError(
+        "lotss.source is 'published' but lotss.published_dataset is not set "
+        "(the path of LOFAR_Dataset.h5; radiogen model fetch lofar-diffusion-lotss)"
+    )
+
+
+# lotss.source: published -- the authors' training set replaces cutouts, selection
+# and preprocessing of the main survey.
+if LOTSS["source"] == "published":
+
+    rule published_lotss:
+        input:
+            LOTSS["published_dataset"],
+        output:
+            results("lotss", "main", "training_set.h5"),
+        log:
+            results("logs", "lotss", "main", "published.log"),
+        benchmark:
+            results("benchmarks", "lotss", "main", "published.tsv")
+        conda:
+            "../../envs/data.yaml"
+        resources:
+            mem_mb=2000,
+            runtime=60,
+        params:
+            seed=config["seed"],
+            validation=config["lotss"]["preprocess"]["validation_fraction"],
+        shell:
+            "radiogen lotss published --dataset {input:q} --output {output:q}"
+            " --seed {params.seed} --validation-fraction {params.validation} > {log:q} 2>&1"
+
+
 rule preprocess_lotss:
     input:
         results("lotss", "{survey}", "selection", "selected.h5"),
@@ -77,7 +110,7 @@ rule preprocess_lotss:
     benchmark:
         results("benchmarks", "lotss", "{survey}", "preprocess.tsv")
     wildcard_constraints:
-        survey="main|classical",
+        survey="classical" if LOTSS["source"] == "published" else "main|classical",
     conda:
         "../../envs/data.yaml"
     resources:
@@ -92,12 +125,13 @@ rule preprocess_lotss:
         " > {log:q} 2>&1"
 
 
-ALL_TARGETS.extend(
-    [
-        results("lotss", "main", "training_set.h5"),
-        results("lotss", "main", "selection", "selection_table.csv"),
-        results("lotss", "main", "selection", "snr_sigma.png"),
-        results("lotss", "main", "selection", "removed_examples.png"),
-        results("lotss", "main", "selection", "peak_flux_boxcox.png"),
-    ]
-)
+ALL_TARGETS.append(results("lotss", "main", "training_set.h5"))
+if LOTSS["source"] != "published":
+    ALL_TARGETS.extend(
+        [
+            results("lotss", "main", "selection", "selection_table.csv"),
+            results("lotss", "main", "selection", "snr_sigma.png"),
+            results("lotss", "main", "selection", "removed_examples.png"),
+            results("lotss", "main", "selection", "peak_flux_boxcox.png"),
+        ]
+    )

@@ -7,6 +7,7 @@ from radiogen.cli.options import config_default, positive_float
 
 
 def register(topics) -> None:
+    _register_published(topics)
     p = topics.add_parser(
         "lotss", "assign",
         help="check a catalogue and assign its sources to mosaics by WCS footprint",
@@ -100,4 +101,28 @@ def _download(args):
 
     download_file(args.url, args.out, size=args.size, sha256=args.sha256, md5=args.md5,
                   timeout_s=args.timeout_s, retries=args.retries, hint=args.hint)
+    return 0
+
+
+def _register_published(topics) -> None:
+    p = topics.add_parser(
+        "lotss", "published",
+        help="the authors' published LOFAR_Dataset.h5 as a radiogen training set (lotss.source: published)",
+    )
+    p.add_argument("--dataset", required=True, help="LOFAR_Dataset.h5 (radiogen model fetch lofar-diffusion-lotss)")
+    p.add_argument("--output", required=True, help="training-set HDF5 to write")
+    p.add_argument("--seed", type=int, required=True, help="global seed (train/validation split)")
+    p.add_argument("--validation-fraction", type=float,
+                   default=config_default("lotss.preprocess.validation_fraction"),
+                   help="share of validation images (default: lotss.preprocess.validation_fraction)")
+    p.set_defaults(func=_published)
+
+
+def _published(args) -> int:
+    import json
+
+    from radiogen.lotss.published import convert_published_dataset
+
+    print(json.dumps(convert_published_dataset(args.dataset, args.output, seed=args.seed,
+                                               validation_fraction=args.validation_fraction)))
     return 0

@@ -4,8 +4,9 @@ The model file ``model.pt`` (a :func:`torch.save` dict, written by
 :func:`save_model`) carries everything sampling needs:
 
 ``model_config``
-    keyword arguments of :func:`build_network` (network shape, image size,
-    channels, context length, sigma_data);
+    keyword arguments of :func:`build_network` (``architecture``, network
+    shape, image size, channels, context length, sigma_data; for the
+    ``lofar-diffusion`` architecture also ``context_kind``);
 ``state_dict``
     the EMA weights of the preconditioned denoiser;
 ``normalisation``
@@ -40,6 +41,7 @@ import torch
 from radiogen.config import section_defaults
 from radiogen.errors import ConfigError, InputFileError
 from radiogen.io import atomic_path
+from radiogen.model.lofar_diffusion import LofarDiffusionUNet
 from radiogen.model.networks import UNet
 from radiogen.model.precond import EDMPrecond
 
@@ -51,13 +53,21 @@ __all__ = ["build_network", "EDMPrecond", "UNet", "load_model", "save_model", "M
 MODEL_DEFAULTS: dict[str, Any] = section_defaults("model")
 
 #: Keys that describe the data rather than the network; taken from the training set.
-DATA_KEYS = ("image_channels", "image_size", "context_dim")
+DATA_KEYS = ("image_channels", "image_size", "context_dim", "context_kind")
+
+#: ``model.architecture`` values and what builds them.
+ARCHITECTURES = ("radiogen", "lofar-diffusion")
 
 _FILE_KEYS = ("model_config", "state_dict", "dataset", "image_size", "channels", "step")
 
 
-def model_config_from(settings: dict | None, *, image_channels: int, image_size, context_dim: int) -> dict:
-    """Complete a ``model`` config section with defaults and the data's shape."""
+def model_config_from(settings: dict | None, *, image_channels: int, image_size, context_dim: int,
+                      dataset: str | None = None) -> dict:
+    """Complete a ``model`` config section with defaults and the data's shape.
+
+    For ``architecture: lofar-diffusion`` the dataset decides how the context
+    enters (``context_kind``: FIRST one-hot ``labels``, LoTSS ``values``).
+    """
     settings = dict(settings or {})
     unknown = sorted(set(settings) - set(MODEL_DEFAULTS) - set(DATA_KEYS))
     if unknown:
@@ -69,6 +79,8 @@ def model_config_from(settings: dict | None, *, image_channels: int, image_size,
         image_size=[int(s) for s in image_size],
         context_dim=int(context_dim),
     )
+    if config.get("architecture") == "lofar-diffusion":
+        config["context_kind"] = "labels" if dataset == "first" else "values"
     return config
 
 
@@ -79,7 +91,8 @@ def build_network(model_config: dict) -> EDMPrecond:
     ----------
     model_config : dict
         Keys of :data:`MODEL_DEFAULTS` (missing ones take the default) plus
-        ``image_channels``, ``image_size`` ([H, W] pixels) and ``context_dim``.
+        ``image_channels``, ``image_size`` ([H, W] pixels), ``context_dim`` and,
+        for ``architecture: lofar-diffusion``, ``context_kind``.
 
     Raises
     ------
@@ -92,6 +105,12 @@ def build_network(model_config: dict) -> EDMPrecond:
         raise ConfigError(f"model config: unknown key(s) {', '.join(unknown)}")
     if int(config.get("image_channels", 1)) < 1:
         raise ConfigError("model config: image_channels must be >= 1")
+    architecture = config["architecture"]
+    if architecture not in ARCHITECTURES:
+        raise ConfigError(f"model.architecture must be one of {', '.join(ARCHITECTURES)}, not {architecture!r}")
+    if architecture == "lofar-diffusion":
+        return EDMPrecond(_lofar_diffusion_unet(config), sigma_data=float(config["sigma_data"]),
+                          image_size=config.get("image_size"))
     unet = UNet(
         image_channels=int(config.get("image_channels", 1)),
         base_channels=int(config["base_channels"]),
@@ -110,6 +129,28 @@ def build_network(model_config: dict) -> EDMPrecond:
     )
     image_size = config.get("image_size")
     return EDMPrecond(unet, sigma_data=float(config["sigma_data"]), image_size=image_size)
+
+
+def _lofar_diffusion_unet(config: dict) -> LofarDiffusionUNet:
+    if int(config["dec_blocks"]) != int(config["enc_blocks"]) + 1:
+        raise ConfigError(
+            f"model.dec_blocks must equal enc_blocks + 1 (got enc_blocks={config['enc_blocks']}, "
+            f"dec_blocks={config['dec_blocks']})")
+    return LofarDiffusionUNet(
+        image_channels=int(config.get("image_channels", 1)),
+        base_channels=int(config["base_channels"]),
+        channel_mults=[int(m) for m in config["channel_mults"]],
+        enc_blocks=int(config["enc_blocks"]),
+        attention_levels=int(config["attention_levels"]),
+        attention_heads=int(config["attention_heads"]),
+        attention_head_channels=int(config["attention_head_channels"]),
+        norm_groups=int(config["norm_groups"]),
+        dropout=float(config["dropout"]),
+        context_dim=int(config.get("context_dim", 0)),
+        context_kind=str(config.get("context_kind", "values")),
+        context_dropout=float(config["context_dropout"]),
+        emb_mult=int(config["emb_mult"]),
+    )
 
 
 def save_model(

@@ -357,6 +357,11 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
+    @property
+    def context_dim(self) -> int:
+        """Length K of the context vector (0: unconditional)."""
+        return self.embed.context_dim
+
     @staticmethod
     def _stage(block: Block, ch: int, attention: bool, attn: dict) -> nn.ModuleList:
         stage = nn.ModuleList([block])

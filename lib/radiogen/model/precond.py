@@ -50,7 +50,7 @@ class EDMPrecond(nn.Module):
 
     Parameters
     ----------
-    unet : UNet
+    unet : UNet or LofarDiffusionUNet
         The raw network F.
     sigma_data : float
         Data standard deviation (paper: 0.5).
@@ -59,7 +59,7 @@ class EDMPrecond(nn.Module):
     """
 
     def __init__(
-        self, unet: UNet, *, sigma_data: float = SIGMA_DATA, image_size: tuple[int, int] | None = None
+        self, unet: nn.Module, *, sigma_data: float = SIGMA_DATA, image_size: tuple[int, int] | None = None
     ) -> None:
         super().__init__()
         self.unet = unet
@@ -69,7 +69,7 @@ class EDMPrecond(nn.Module):
 
     @property
     def context_dim(self) -> int:
-        return self.unet.embed.context_dim
+        return int(self.unet.context_dim)
 
     def forward(
         self,

@@ -177,7 +177,8 @@ def _take_over_context_dropout(net) -> float:
     """
     probability = 0.0
     for module in net.modules():
-        if hasattr(module, "context_dropout") and hasattr(module, "null_token"):
+        # radiogen's embedding (null token) or the lofar-diffusion network (context left out)
+        if hasattr(module, "context_dropout") and (hasattr(module, "null_token") or hasattr(module, "context_kind")):
             probability = float(module.context_dropout)
             module.context_dropout = 0.0
     return probability
@@ -438,7 +439,8 @@ def train(
     data = read_training_set(data_path)
     settings = resolve_settings(train_settings, data.dataset)
     model_config = model_config_from(
-        model_settings, image_channels=data.channels, image_size=data.image_size, context_dim=data.context_dim
+        model_settings, image_channels=data.channels, image_size=data.image_size, context_dim=data.context_dim,
+        dataset=data.dataset,
     )
     build_network(model_config)  # raises ConfigError for shapes the U-Net cannot take
     run_seed = seed_stream(seed, f"train.{data.dataset}")
