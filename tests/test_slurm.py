@@ -407,3 +407,43 @@ def test_generate_reports_a_failed_slurm_task_with_its_log(tmp_path):
     assert re.search(r"shard 0 \(job \d+(_0)?, FAILED\)", run.stderr), run.stderr[-3000:]
     assert "no GPU is visible" in run.stderr
     assert not out.exists() and (tmp_path / "set.fits.shards" / "jobs.json").exists()
+
+
+def test_generate_rerun_waits_for_the_live_tasks_of_a_killed_submission(tmp_path):
+    """Ctrl-C (here kill -9) after the submission leaves the array queued in SLURM; the rerun
+    submits nothing and waits for those tasks, then gathers their shards."""
+    _slurm_node_cpus()
+    sys.path.insert(0, str(REPO / "tests"))
+    from tiny_models import save_tiny_model
+
+    import radiogen
+
+    model = save_tiny_model(tmp_path / "lotss.pt", "lotss")
+    out = tmp_path / "set.fits"
+    # begin=now+20: the tasks are surely still pending when the first command is killed
+    command = [str(BIN / "radiogen"), "generate", "--model", str(model), "-n", "4", "--images-per-shard", "2",
+               "--out", str(out), "--steps", "1", "--device", "cpu", "--seed", "8", "--executor", "slurm",
+               "--slurm-cpus", "1", "--slurm-mem-mb", "1000", "--slurm-time-min", "10",
+               "--slurm-option", "begin=now+20"]
+    log = tmp_path / "first.log"
+    with open(log, "w") as handle:
+        first = subprocess.Popen(command, cwd=tmp_path, stdout=handle, stderr=subprocess.STDOUT, env=_env())
+        deadline = time.monotonic() + 120
+        while "submitted 2 shard(s)" not in log.read_text() and time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.2)
+        first.kill()
+        first.wait()
+    array = re.search(r"submitted 2 shard\(s\) as SLURM job array (\d+)", log.read_text())
+    assert array, log.read_text()[-3000:]
+    rerun = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=_env(), timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    assert f"2 shard(s) still queued or running from an earlier submission ({array.group(1)})" in rerun.stderr
+    assert "submitted" not in rerun.stderr
+    whole = radiogen.generate(model, n=4, steps=1, device="cpu", seed=8)
+    from astropy.io import fits
+
+    with fits.open(out) as hdul:
+        assert len(hdul) == 5
+        for k in range(4):
+            np.testing.assert_allclose(np.squeeze(hdul[k + 1].data),
+                                       whole.images[k] * whole.conditions["peak_flux"][k], rtol=1e-5, atol=1e-7)
