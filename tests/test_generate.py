@@ -152,7 +152,8 @@ def _flux_range(model):
 
 
 @pytest.mark.parametrize("model, request_, error, message", [
-    ("first", {"classes": ["FRIII"]}, ConfigError, "class 'FRIII' unknown to .*first.pt: it knows FRI, FRII, Compact, Bent"),
+    ("first", {"classes": ["FRIII"]}, ConfigError,
+     "class 'FRIII' unknown to .*first.pt: it knows FRI, FRII, Compact, Bent"),
     ("lotss", {"classes": ["FRII"]}, ConfigError, "--class: .* is a LoTSS model"),
     ("first", {"peak_flux": [2.0]}, ConfigError, "--peak-flux: .* is a FIRST model"),
     ("lotss", {"peak_flux": ["above"]}, ConfigError, "outside the range .* was trained on"),

@@ -300,7 +300,8 @@ def _prepare_work(work: Path, key: dict) -> None:
                               "remove the folder or choose another --out")
         return
     if work.exists() and any(work.iterdir()):
-        raise ConfigError(f"{work}: exists and is not a radiogen generate work folder; remove it or choose another --out")
+        raise ConfigError(f"{work}: exists and is not a radiogen generate work folder; "
+                          "remove it or choose another --out")
     work.mkdir(parents=True, exist_ok=True)
     request_file.write_text(text)
 

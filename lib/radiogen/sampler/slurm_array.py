@@ -77,8 +77,8 @@ def squeue_states(job_ids) -> dict[str, str]:
     base = sorted({str(j).split("_")[0] for j in job_ids})
     if not base:
         return {}
-    result = subprocess.run(["squeue", "-h", "-r", "--states=all", "-j", ",".join(base), "-o", "%i %T"], capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(["squeue", "-h", "-r", "--states=all", "-j", ",".join(base), "-o", "%i %T"],
+                            capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
         # squeue refuses ids that have left the queue entirely: ask one by one
         if len(base) > 1:
