@@ -49,6 +49,7 @@ MODULE_PACKAGES = {
     "skimage": {"scikit-image"},
     "jsonschema": {"jsonschema"},
     "requests": {"requests"},
+    "submitit": {"submitit"},
 }
 
 #: Distribution names (pyproject dependencies) -> conda package names.

@@ -109,6 +109,17 @@ def _subparser(parser: argparse.ArgumentParser, *words: str) -> argparse.Argumen
     ("sample export-fits", "dec", "sample.fits.dec_deg"),
     ("sample export-fits", "layout", "sample.fits.layout"),
     ("sample export-fits", "freq_stokes_axes", "sample.fits.freq_stokes_axes"),
+    ("generate", "ra", "sample.fits.ra_deg"),
+    ("generate", "dec", "sample.fits.dec_deg"),
+    ("generate", "freq_stokes_axes", "sample.fits.freq_stokes_axes"),
+    ("generate", "range_space", "sample.lotss.range_space"),
+    ("generate", "seed", "seed"),
+    ("generate", "device", "sample.device"),
+    ("generate", "precision", "sample.precision"),
+    ("generate", "batch_size", "sample.batch_size"),
+    ("generate", "slurm_cpus", "sample.threads"),
+    ("generate", "slurm_mem_mb", "sample.mem_mb"),
+    ("generate", "slurm_time_min", "sample.runtime_min"),
 ])
 def test_cli_options_that_stand_for_a_config_key_default_to_it(command, option, key):
     from radiogen.cli import build_parser
@@ -119,12 +130,16 @@ def test_cli_options_that_stand_for_a_config_key_default_to_it(command, option, 
 
 
 def test_every_command_is_topic_then_verb():
-    """`radiogen <topic> <verb>` throughout: no flat commands beside the topics."""
-    from radiogen.cli import TOPICS, build_parser
+    """`radiogen <topic> <verb>` throughout: no flat commands beside the topics, except the
+    stand-alone user commands listed in radiogen.cli.COMMANDS (`radiogen generate`, issue 24)."""
+    from radiogen.cli import COMMANDS, TOPICS, build_parser
 
     parser = build_parser()
     top = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert list(top.choices) == list(TOPICS)
+    assert list(top.choices) == list(TOPICS) + list(COMMANDS)
+    assert list(COMMANDS) == ["generate"]
     for topic in TOPICS:
         verbs = _subparser(parser, topic)
         assert any(isinstance(a, argparse._SubParsersAction) for a in verbs._actions), topic
+    for command in COMMANDS:
+        assert not any(isinstance(a, argparse._SubParsersAction) for a in _subparser(parser, command)._actions)

@@ -348,3 +348,102 @@ def test_two_srun_tasks_train_like_one_process_and_resume_after_the_early_signal
     for key, value in one.state_dict().items():
         # equal up to the float round-off of averaging gradients over two processes
         torch.testing.assert_close(two.state_dict()[key], value, atol=1e-4, rtol=1e-4, msg=key)
+
+
+def test_generate_runs_missing_shards_as_one_slurm_job_array_and_gathers_them(tmp_path):
+    """`radiogen generate --executor slurm`: a killed local run leaves shard 0; the rerun on SLURM
+    submits shards 1 and 2 only, as one job array through submitit, and gathers all three."""
+    _slurm_node_cpus()
+    sys.path.insert(0, str(REPO / "tests"))
+    from kill_at import kill_at
+    from tiny_models import save_tiny_model
+
+    import radiogen
+
+    model = save_tiny_model(tmp_path / "first.pt", "first", seed=1)
+    out = tmp_path / "set.h5"
+    base = [str(BIN / "radiogen"), "generate", "--model", str(model), "-n", "5", "--images-per-shard", "2",
+            "--out", str(out), "--steps", "1", "--device", "cpu", "--seed", "3", "--class", "FRII", "Bent"]
+    kill_at(base, "generate.shard", 1, tmp_path / "killed.log")
+    assert (tmp_path / "set.h5.shards" / "shard-000000.h5").exists() and not out.exists()
+
+    command = base + ["--executor", "slurm", "--slurm-cpus", "1", "--slurm-mem-mb", "1000",
+                      "--slurm-time-min", "10"]
+    run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=_env(), timeout=900)
+    assert run.returncode == 0, run.stderr[-6000:]
+    assert "3 shard(s), 2 to generate (slurm)" in run.stderr, run.stderr[-3000:]
+    array = re.search(r"submitted 2 shard\(s\) as SLURM job array (\d+)", run.stderr)
+    assert array, run.stderr[-3000:]
+    query = subprocess.run(["squeue", "--states=all", "--noheader", "-r", "--format=%i|%T", "--jobs",
+                            array.group(1)], capture_output=True, text=True, timeout=60)
+    states = dict(line.split("|") for line in query.stdout.split())
+    assert states == {f"{array.group(1)}_0": "COMPLETED", f"{array.group(1)}_1": "COMPLETED"}, query.stdout
+
+    whole = radiogen.generate(model, n=5, steps=1, device="cpu", seed=3, classes=["FRII", "Bent"])
+    with h5py.File(out, "r") as f:
+        np.testing.assert_allclose(f["images"][()], whole.images, atol=1e-6)
+        np.testing.assert_array_equal(f["index"][()], np.arange(5))
+        np.testing.assert_array_equal(f["label"][()], [1, 3, 1, 3, 1])
+        assert f.attrs["n_shards"] == 3 and f.attrs["seed"] == 3
+    assert not (tmp_path / "set.h5.shards").exists()
+
+
+def test_generate_reports_a_failed_slurm_task_with_its_log(tmp_path):
+    """A task that fails on the node (a GPU asked for, none given) is an error naming the shard,
+    the SLURM state and the task's own error message; no output is written."""
+    _slurm_node_cpus()
+    sys.path.insert(0, str(REPO / "tests"))
+    from tiny_models import save_tiny_model
+
+    model = save_tiny_model(tmp_path / "first.pt", "first", seed=1)
+    out = tmp_path / "set.fits"
+    command = [str(BIN / "radiogen"), "generate", "--model", str(model), "-n", "2", "--out", str(out),
+               "--steps", "1", "--device", "cuda", "--executor", "slurm", "--slurm-cpus", "1",
+               "--slurm-mem-mb", "1000", "--slurm-time-min", "10"]
+    env = {**_env(), "CUDA_VISIBLE_DEVICES": ""}
+    run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 1, run.stderr[-3000:]
+    assert "1 of 1 SLURM shard task(s) failed" in run.stderr, run.stderr[-3000:]
+    assert re.search(r"shard 0 \(job \d+(_0)?, FAILED\)", run.stderr), run.stderr[-3000:]
+    assert "no GPU is visible" in run.stderr
+    assert not out.exists() and (tmp_path / "set.fits.shards" / "jobs.json").exists()
+
+
+def test_generate_rerun_waits_for_the_live_tasks_of_a_killed_submission(tmp_path):
+    """Ctrl-C (here kill -9) after the submission leaves the array queued in SLURM; the rerun
+    submits nothing and waits for those tasks, then gathers their shards."""
+    _slurm_node_cpus()
+    sys.path.insert(0, str(REPO / "tests"))
+    from tiny_models import save_tiny_model
+
+    import radiogen
+
+    model = save_tiny_model(tmp_path / "lotss.pt", "lotss")
+    out = tmp_path / "set.fits"
+    # begin=now+20: the tasks are surely still pending when the first command is killed
+    command = [str(BIN / "radiogen"), "generate", "--model", str(model), "-n", "4", "--images-per-shard", "2",
+               "--out", str(out), "--steps", "1", "--device", "cpu", "--seed", "8", "--executor", "slurm",
+               "--slurm-cpus", "1", "--slurm-mem-mb", "1000", "--slurm-time-min", "10",
+               "--slurm-option", "begin=now+20"]
+    log = tmp_path / "first.log"
+    with open(log, "w") as handle:
+        first = subprocess.Popen(command, cwd=tmp_path, stdout=handle, stderr=subprocess.STDOUT, env=_env())
+        deadline = time.monotonic() + 120
+        while "submitted 2 shard(s)" not in log.read_text() and time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.2)
+        first.kill()
+        first.wait()
+    array = re.search(r"submitted 2 shard\(s\) as SLURM job array (\d+)", log.read_text())
+    assert array, log.read_text()[-3000:]
+    rerun = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=_env(), timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    assert f"2 shard(s) still queued or running from an earlier submission ({array.group(1)})" in rerun.stderr
+    assert "submitted" not in rerun.stderr
+    whole = radiogen.generate(model, n=4, steps=1, device="cpu", seed=8)
+    from astropy.io import fits
+
+    with fits.open(out) as hdul:
+        assert len(hdul) == 5
+        for k in range(4):
+            np.testing.assert_allclose(np.squeeze(hdul[k + 1].data),
+                                       whole.images[k] * whole.conditions["peak_flux"][k], rtol=1e-5, atol=1e-7)

@@ -9,6 +9,10 @@ Subpackages by topic:
 - :mod:`radiogen.model` -- EDM U-Net, preconditioning, loss, training
 - :mod:`radiogen.sampler` -- Heun sampler with classifier-free guidance
 - :mod:`radiogen.evaluation` -- PyBDSF, image statistics and the paper's metrics
+
+``radiogen.generate(model, n=...)`` returns images of a trained model and their
+conditions (:func:`radiogen.sampler.request.generate`; ``radiogen generate`` on
+the command line).
 """
 
 __version__ = "0.1.0"
@@ -22,3 +26,12 @@ import os as _os
 # reads the variable once, when h5py is first imported: hence here, before any
 # radiogen module imports h5py.  Export HDF5_USE_FILE_LOCKING=TRUE to keep locking.
 _os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
+
+
+def __getattr__(name):
+    # Lazy, so that ``import radiogen`` stays free of torch.
+    if name == "generate":
+        from radiogen.sampler.request import generate
+
+        return generate
+    raise AttributeError(f"module 'radiogen' has no attribute {name!r}")

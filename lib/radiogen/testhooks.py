@@ -33,6 +33,7 @@ ENV = "RADIOGEN_TEST_BLOCK_AFTER"
 #: Points where long jobs call :func:`block_point`, and what ``count`` counts there.
 POINTS = {
     "sample.batch": "batches of a sampling shard written to its checkpoint folder",
+    "generate.shard": "shard files of a local `radiogen generate` run written to <out>.shards",
     "train.checkpoint": "diffusion training step of a checkpoint just written",
     "classifier.epoch": "classifier epochs finished and checkpointed",
     "pybdsf.chunk": "PyBDSF shard checkpoint chunks written",

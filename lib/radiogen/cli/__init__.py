@@ -1,5 +1,8 @@
 """The ``radiogen`` command line: ``radiogen <topic> <verb>``, one verb per workflow step.
 
+Commands for people rather than rules stand alone (:data:`COMMANDS`):
+``radiogen generate`` turns a model file into images.
+
 Each module in this package defines ``register(topics)``, which adds its verbs
 to one or more topics (:class:`Topics`); every verb sets ``func`` to a callable
 taking the parsed arguments.  Rules in ``workflow/rules`` call these commands
@@ -32,6 +35,7 @@ COMMAND_MODULES = (
     "evaluate",
     "skymap",
     "profile",
+    "generate",
 )
 
 
@@ -52,6 +56,11 @@ TOPICS = {
     "profile": "install a Snakemake profile (e.g. for SLURM) as a named user profile",
 }
 
+#: Stand-alone commands (no verb), after the topics in help, with their help lines.
+COMMANDS = {
+    "generate": "images from a trained model: FITS, HDF5 or a folder of FITS files",
+}
+
 
 class Topics:
     """The two-level command tree: :meth:`topic` makes a topic's verb parsers on first use."""
@@ -70,6 +79,10 @@ class Topics:
     def add_parser(self, topic: str, verb: str, **kwargs) -> argparse.ArgumentParser:
         """The parser of ``radiogen <topic> <verb>``."""
         return self.topic(topic).add_parser(verb, **kwargs)
+
+    def command(self, name: str, **kwargs) -> argparse.ArgumentParser:
+        """The parser of the stand-alone command ``radiogen <name>`` (one of :data:`COMMANDS`)."""
+        return self._subparsers.add_parser(name, help=COMMANDS[name], description=COMMANDS[name], **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:

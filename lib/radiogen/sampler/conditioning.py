@@ -36,6 +36,10 @@ __all__ = [
     "joint_histogram_draws",
     "joint_histogram",
     "conditional_size_draws",
+    "conditional_draws",
+    "training_peak_flux_range",
+    "training_size_range",
+    "class_indices",
     "first_labels",
     "one_hot",
 ]
@@ -160,14 +164,58 @@ def conditional_size_draws(meta: Mapping, z_flux, rngs: Sequence[np.random.Gener
     For fluxes that do not come from the histogram (a power law); a flux bin
     without training images falls back to the marginal size distribution.
     """
-    (edges_flux, edges_size), counts = joint_histogram(meta, source=source)
-    rows = np.clip(np.searchsorted(edges_flux, np.asarray(z_flux, float), side="right") - 1, 0, counts.shape[0] - 1)
+    return conditional_draws(meta, z_flux, rngs, given="peak_flux", source=source)
+
+
+def conditional_draws(meta: Mapping, z_given, rngs: Sequence[np.random.Generator], *, given: str,
+                      source: str = "model") -> np.ndarray:
+    """The other context value of a size-conditioned model, drawn from the joint training histogram.
+
+    ``given`` names the known variable (``"peak_flux"`` or ``"size"``), ``z_given``
+    its context values; each draw picks a bin of the other variable with
+    probability proportional to the training count in the given value's row
+    (column), then a value uniform in that bin.  A row without training images
+    falls back to the marginal distribution.
+    """
+    if given not in ("peak_flux", "size"):
+        raise ValueError(f"given must be 'peak_flux' or 'size', not {given!r}")
+    edges, counts = joint_histogram(meta, source=source)
+    axis = 0 if given == "peak_flux" else 1
+    counts = counts if axis == 0 else counts.T
+    edges_given, edges_other = edges[axis], edges[1 - axis]
+    rows = np.clip(np.searchsorted(edges_given, np.asarray(z_given, float), side="right") - 1, 0,
+                   counts.shape[0] - 1)
     out = np.empty(len(rows))
     for k, (row, rng) in enumerate(zip(rows, rngs)):
         weights = counts[row] if counts[row].sum() > 0 else counts.sum(axis=0)
         j = rng.choice(weights.size, p=weights / weights.sum())
-        out[k] = rng.uniform(edges_size[j], edges_size[j + 1])
+        out[k] = rng.uniform(edges_other[j], edges_other[j + 1])
     return out
+
+
+def training_peak_flux_range(meta: Mapping, *, source: str = "model") -> tuple[float, float]:
+    """Lowest and highest peak flux of the model's training split, Jy/beam.
+
+    The outer edges of the context histogram that training stores in the model
+    file (``numpy.histogram`` spans the minimum to the maximum of the training
+    context), mapped back through the inverse Box-Cox transform.
+    """
+    hist = meta.get("context_histogram") or {}
+    if hist.get("edges") is None:
+        raise InputFileError(
+            f"{source}: the model file stores no training range of its peak-flux context (no "
+            "context_histogram; radiogen training writes one into every LoTSS model), so requested "
+            "fluxes cannot be checked against what the model has seen")
+    edges = np.asarray(hist["edges"], dtype=np.float64)
+    low, high = context_to_peak_flux(edges[[0, -1]], meta, source=source)
+    return float(low), float(high)
+
+
+def training_size_range(meta: Mapping, *, source: str = "model") -> tuple[float, float]:
+    """Smallest and largest size of a size-conditioned model's training split, arcsec (2-D histogram edges)."""
+    (_edges_flux, edges_size), _counts = joint_histogram(meta, source=source)
+    low, high = context_to_size(edges_size[[0, -1]], meta, source=source)
+    return float(low), float(high)
 
 
 def histogram_draws(edges, counts, rngs: Sequence[np.random.Generator]) -> np.ndarray:
@@ -198,6 +246,7 @@ def lotss_context(
     range_space: str = "boxcox",
     size: Sequence[float] | None = None,
     size_range: Sequence[float] | None = None,
+    size_mode: str | None = None,
     source: str = "model",
 ) -> np.ndarray:
     """Standardised Box-Cox conditioning z for the given global image indices.
@@ -223,6 +272,13 @@ def lotss_context(
         ``"range"``: flat between ``peak_flux_range`` = [low, high] Jy/beam,
         flat in ``range_space`` (``"boxcox"`` = the model's variable z,
         ``"log"`` = log S, ``"linear"`` = S).
+    size_mode
+        Size-conditioned models only: how sizes are drawn when it differs from
+        ``mode`` (None: as ``mode``).  ``"list"`` / ``"range"`` as for the flux;
+        ``"histogram"`` with a flux ``mode`` of ``list`` or ``range``: each
+        size from the joint training histogram at the image's flux; a size
+        ``list`` / ``range`` with flux ``mode`` ``histogram``: each flux from the
+        joint training histogram at the image's size.
 
     Returns
     -------
@@ -237,7 +293,9 @@ def lotss_context(
     if with_size:
         return _lotss_context_with_size(meta, indices, seed=seed, mode=mode, peak_flux=peak_flux,
                                         peak_flux_range=peak_flux_range, range_space=range_space, size=size,
-                                        size_range=size_range, source=source)
+                                        size_range=size_range, size_mode=size_mode, source=source)
+    if size_mode is not None:
+        raise ConfigError(f"sample: size_mode {size_mode!r} given, but {source} is conditioned on peak flux only")
     return _peak_flux_context(meta, indices, seed=seed, mode=mode, peak_flux=peak_flux,
                               peak_flux_range=peak_flux_range, range_space=range_space,
                               source=source).astype(np.float32).reshape(-1, 1)
@@ -281,28 +339,46 @@ def _peak_flux_context(meta, indices, *, seed, mode, peak_flux, peak_flux_range,
 
 
 def _lotss_context_with_size(meta, indices, *, seed, mode, peak_flux, peak_flux_range, range_space, size,
-                             size_range, source) -> np.ndarray:
-    if mode == "histogram":
+                             size_range, size_mode, source) -> np.ndarray:
+    size_mode = mode if size_mode is None else size_mode
+    if size_mode not in ("histogram", "list", "range"):
+        raise ConfigError(f"sample: unknown size_mode {size_mode!r} (histogram, list, range)")
+    if mode == "histogram" and size_mode == "histogram":
         edges, counts = joint_histogram(meta, source=source)
         rngs = [image_rng(seed, CONTEXT_STREAM, i) for i in indices]
         return joint_histogram_draws(edges, counts, rngs).astype(np.float32)
+    if mode == "histogram":
+        z_size = _size_context(meta, indices, seed=seed, mode=size_mode, size=size, size_range=size_range,
+                               source=source)
+        rngs = [image_rng(seed, CONTEXT_STREAM, i) for i in indices]
+        z_flux = conditional_draws(meta, z_size, rngs, given="size", source=source)
+        return np.column_stack([z_flux, z_size]).astype(np.float32)
     z_flux = _peak_flux_context(meta, indices, seed=seed, mode=mode, peak_flux=peak_flux,
                                 peak_flux_range=peak_flux_range, range_space=range_space, source=source)
+    if size_mode == "histogram":
+        rngs = [image_rng(seed, SIZE_STREAM, i) for i in indices]
+        z_size = conditional_draws(meta, z_flux, rngs, given="peak_flux", source=source)
+    else:
+        z_size = _size_context(meta, indices, seed=seed, mode=size_mode, size=size, size_range=size_range,
+                               source=source)
+    return np.column_stack([z_flux, z_size]).astype(np.float32)
+
+
+def _size_context(meta, indices, *, seed, mode, size, size_range, source) -> np.ndarray:
+    """(n,) size conditioning z from a ``list`` of sizes or flat in log size on a ``range`` (arcsec)."""
     if mode == "list":
         if not size:
             raise ConfigError("sample.lotss.size: a size-conditioned model in mode 'list' needs a list (arcsec)")
         values = np.asarray(size, dtype=np.float64)
-        z_size = size_to_context(values, meta, source=source)[indices % values.size]
-    else:
-        if size_range is None or len(size_range) != 2:
-            raise ConfigError("sample.lotss.size_range: a size-conditioned model in mode 'range' needs "
-                              "[low, high] arcsec")
-        low, high = (float(v) for v in size_range)
-        if not 0 < low <= high:
-            raise ConfigError(f"sample.lotss.size_range: need 0 < low <= high arcsec, got [{low}, {high}]")
-        u = np.array([image_rng(seed, SIZE_STREAM, i).uniform() for i in indices])
-        z_size = size_to_context(np.exp(np.log(low) + u * np.log(high / low)), meta, source=source)
-    return np.column_stack([z_flux, z_size]).astype(np.float32)
+        return size_to_context(values, meta, source=source)[indices % values.size]
+    if size_range is None or len(size_range) != 2:
+        raise ConfigError("sample.lotss.size_range: a size-conditioned model in mode 'range' needs "
+                          "[low, high] arcsec")
+    low, high = (float(v) for v in size_range)
+    if not 0 < low <= high:
+        raise ConfigError(f"sample.lotss.size_range: need 0 < low <= high arcsec, got [{low}, {high}]")
+    u = np.array([image_rng(seed, SIZE_STREAM, i).uniform() for i in indices])
+    return size_to_context(np.exp(np.log(low) + u * np.log(high / low)), meta, source=source)
 
 
 def first_labels(n_per_class: int | Sequence[int], n_classes: int) -> np.ndarray:
@@ -313,6 +389,19 @@ def first_labels(n_per_class: int | Sequence[int], n_classes: int) -> np.ndarray
             f"sample.first.n_per_class: need one non-negative count per class ({n_classes}), got {counts}"
         )
     return np.repeat(np.arange(n_classes, dtype=np.int64), counts)
+
+
+def class_indices(requested: Sequence[str], class_names: Sequence[str], *, source: str = "model") -> np.ndarray:
+    """Indices of the ``requested`` class names in the model's ``class_names`` (case-insensitive).
+
+    An unknown name is a ConfigError that lists the classes the model knows.
+    """
+    lookup = {str(name).lower(): k for k, name in enumerate(class_names)}
+    unknown = [name for name in requested if str(name).lower() not in lookup]
+    if unknown:
+        raise ConfigError(f"class {', '.join(map(repr, unknown))} unknown to {source}: it knows "
+                          f"{', '.join(class_names)}")
+    return np.array([lookup[str(name).lower()] for name in requested], dtype=np.int64)
 
 
 def one_hot(labels, n_classes: int) -> np.ndarray:

@@ -81,8 +81,8 @@ def export_fits(
     -------
     list of Path
         The files written.  Each image header records the model id, guidance,
-        seed, the image index and (LoTSS) the conditioning peak flux or (FIRST)
-        the class.
+        seed, the image index and (LoTSS) the conditioning peak flux (and size,
+        ``SRCSIZE``, for a size-conditioned model) or (FIRST) the class.
     """
     if layout not in LAYOUTS:
         raise ConfigError(f"sample.fits.layout must be one of {LAYOUTS}, got {layout!r}")
@@ -119,6 +119,8 @@ def export_fits(
                 peak = float(h5["peak_flux"][k])
                 image = image * peak
                 header["PEAKFLUX"] = (peak, "[Jy/beam] conditioning peak flux")
+                if "size" in h5:
+                    header["SRCSIZE"] = (float(h5["size"][k]), "[arcsec] conditioning source size")
             else:
                 label = int(h5["label"][k])
                 header["CLASS"] = (class_names[label] if class_names else str(label), "conditioning class")

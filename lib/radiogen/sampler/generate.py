@@ -127,14 +127,19 @@ def _dataset(meta: Mapping, source: str) -> str:
 
 
 def _labels(meta: Mapping, settings: Mapping, source: str) -> np.ndarray:
+    """Global label array: by ``n_per_class`` (class-ordered), or ``classes`` taken in turn
+    (image i gets ``classes[i mod len]``, ``n_images`` in all; ``radiogen generate``)."""
     names = meta.get("class_names")
     if not names:
         raise InputFileError(f"{source}: FIRST model has no class_names")
+    if settings.get("classes"):
+        wanted = cond.class_indices(settings["classes"], names, source=source)
+        return wanted[np.arange(int(settings["n_images"])) % wanted.size]
     return cond.first_labels(settings.get("n_per_class", 2000), len(names))
 
 
 def n_images(meta: Mapping, settings: Mapping, *, source: str = "model") -> int:
-    """Size of the whole sample set for a dataset block of the config."""
+    """Size of the whole sample set for a dataset block of the config (or a ``radiogen generate`` request)."""
     if _dataset(meta, source) == "first":
         return int(_labels(meta, settings, source).size)
     return int(settings.get("n_images", 50000))
@@ -190,6 +195,7 @@ def conditioning(
             range_space=settings.get("range_space", "boxcox"),
             size=settings.get("size"),
             size_range=settings.get("size_range"),
+            size_mode=settings.get("size_mode"),
             source=source,
         )
         peak = cond.context_to_peak_flux(context[:, 0], meta, source=source)

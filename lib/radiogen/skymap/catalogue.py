@@ -42,12 +42,8 @@ REQUIRED_COLUMNS = ("RA", "DEC", "Peak_flux")
 
 def training_peak_range_mjy(meta: Mapping, *, source: str = "model") -> tuple[float, float]:
     """Peak-flux range of the model's training set, mJy/beam (edges of its context histogram)."""
-    hist = meta.get("context_histogram") or {}
-    if hist.get("edges") is None:
-        raise InputFileError(f"{source}: model has no context_histogram, so no training flux range")
-    edges = np.asarray(hist["edges"], dtype=np.float64)
-    low, high = cond.context_to_peak_flux(edges[[0, -1]], meta, source=source) * 1e3
-    return float(low), float(high)
+    low, high = cond.training_peak_flux_range(meta, source=source)
+    return low * 1e3, high * 1e3
 
 
 def read_user_catalogue(path: str | Path) -> pd.DataFrame:
@@ -117,9 +113,7 @@ def _drawn(settings: MapSettings, meta: Mapping, *, size_px: int, scale_arcsec: 
 
 def training_size_range_arcsec(meta: Mapping, *, source: str = "model") -> tuple[float, float]:
     """Size range of a size-conditioned model's training set, arcsec (its 2-D histogram's edges)."""
-    (_edges_flux, edges_size), _counts = cond.joint_histogram(meta, source=source)
-    low, high = cond.context_to_size(edges_size[[0, -1]], meta, source=source)
-    return float(low), float(high)
+    return cond.training_size_range(meta, source=source)
 
 
 def input_catalogue(settings: MapSettings, meta: Mapping, header, *, seed: int,
