@@ -106,9 +106,15 @@ class _OpDtypes(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def test_bf16_autocast_keeps_the_stream_in_bf16_and_norms_and_attention_in_fp32():
-    net = _net().eval()
-    x, sigma, context = _inputs()
+@pytest.mark.parametrize("device", [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU visible")),
+])
+def test_bf16_autocast_keeps_the_stream_in_bf16_and_norms_and_attention_in_fp32(device):
+    """On CUDA autocast runs group_norm in float32 and returns float32; on the CPU it keeps bf16:
+    the layers give the same dtypes on both."""
+    net = _net().eval().to(device)
+    x, sigma, context = (t.to(device) for t in _inputs())
     seen: dict[str, list] = {"norm": [], "block": [], "attention": []}
     recorder = _OpDtypes()
 
@@ -128,7 +134,7 @@ def test_bf16_autocast_keeps_the_stream_in_bf16_and_norms_and_attention_in_fp32(
             hooks.append(module.register_forward_hook(lambda m, args, out: seen["block"].append(out.dtype)))
         elif isinstance(module, EfficientAttention):
             hooks += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), recorder:
+    with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16), recorder:
         out = net(x, sigma, context)
     for hook in hooks:
         hook.remove()

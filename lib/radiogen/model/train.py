@@ -589,6 +589,7 @@ def _train(
                 "train_config": settings,
                 "seed": run_seed,
                 "identity": identity,
+                "precision_used": precision,  # what "auto" resolved to (read back by benchmarks/gpu_check)
             }
             path = save_checkpoint(ckpt_dir, at, payload, int(settings["keep_checkpoints"]))
             log.info("checkpoint %s", path)
