@@ -1,8 +1,9 @@
 """One time-boxed command that measures what a first GPU run should tell us.
 
 Run through the wrapper ``benchmarks/gpu_check OUT_DIR [--budget-s 480]``.  The
-global budget is split over four parts, each in its own process so that a crash,
-a hang or a CUDA out-of-memory error of one part costs only that part:
+global budget is split over four parts (:data:`PART_BUDGET_S`), each in its own
+process so that a crash, a hang or a CUDA out-of-memory error of one part costs
+only that part:
 
 ``ceilings``
     bf16 matrix-product rate (TFLOP/s, large square products) and device copy
@@ -11,12 +12,15 @@ a hang or a CUDA out-of-memory error of one part costs only that part:
 ``train``
     images/s and peak memory of the paper network (31 M parameters, batch 256,
     bf16 autocast) through :func:`radiogen.model.train.launch` on a synthetic
-    training set in the shared layout: channels_last on/off, torch.compile
-    on/off, cudnn.benchmark; one process per GPU (NCCL) when there are several.
+    training set in the shared layout, in the fixed slots of
+    :data:`TRAIN_SLOTS`: NHWC + torch.compile first (its compile time recorded
+    apart from its steady-state rate), then NHWC and NCHW eager, which decide
+    ``train.channels_last``; one process per GPU (NCCL) when there are several.
 ``sample``
     images/s of the paper network through the project's sampler
     (:func:`radiogen.sampler.generate.generate_images`: 25 Heun steps, batched
-    classifier-free guidance w = 0.75, bf16), batch 64 to 1024 or until OOM.
+    classifier-free guidance w = 0.75, bf16), batch 64 to 1024 or until OOM;
+    the fastest batch is the value for ``sample.cuda_batch_size``.
 ``first``
     the real FIRST archive -> training set (the ``radiogen first`` functions),
     the ResNet-18 classifier for a few epochs, a small diffusion model (base 64
@@ -26,7 +30,10 @@ a hang or a CUDA out-of-memory error of one part costs only that part:
 
 Every part stops itself at its deadline (training runs are stopped through
 train()'s own SIGUSR1 checkpoint-and-stop mechanism) and is killed 30 s after
-it; the whole command ends within about budget + 40 s.  Figures go to
+it; the whole command ends within budget + :data:`OVERRUN_S` (9 minutes at the
+default budget).  A variant or part that fails is recorded as a row with its
+error and the others still run; every file and the table are written before the
+exit status (1) says that something failed.  Figures go to
 ``OUT_DIR/results.json`` (rewritten after every part), the log to
 ``OUT_DIR/gpu_check.log``, the FIRST sample grid and loss curves to PNGs; large
 work files (training sets, checkpoints) to ``--work-dir`` so that OUT_DIR
@@ -53,21 +60,29 @@ import tempfile
 import threading
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_FIRST_ZIP = REPO.parent / "shared" / "data" / "first" / "galaxy_data.zip"
 PARTS = ("ceilings", "train", "sample", "first")
-#: Share of the remaining budget each part gets when it starts; time a part
-#: leaves unused passes on to the later ones.
-SHARES = {"ceilings": 0.05, "train": 0.36, "sample": 0.14, "first": 0.45}
+#: Seconds of each part at the default --budget-s (their sum).  With another budget
+#: a part gets the same share of the time left when it starts: time a part leaves
+#: unused passes on to the later ones.
+PART_BUDGET_S = {"ceilings": 20.0, "train": 210.0, "sample": 70.0, "first": 180.0}
+DEFAULT_BUDGET_S = sum(PART_BUDGET_S.values())
+#: The hard limit of the whole command (a device run has 10 minutes per command).
+COMMAND_LIMIT_S = 540.0
 #: A training variant is sent SIGTERM this long after its deadline, SIGKILL 10 s
 #: later; a part GRACE_S + 15 s after its deadline, so that the part's own clean-up
 #: of a variant comes first.  The command ends within ~budget + 40 s.
 GRACE_S = 15.0
 PART_GRACE_S = GRACE_S + 15.0
+#: How long after the budget the command can end at worst: the last part killed
+#: PART_GRACE_S after it, 10 s from SIGTERM to SIGKILL, 5 s for its output, 5 s for
+#: start-up and the table.
+OVERRUN_S = PART_GRACE_S + 10.0 + 5.0 + 5.0
 #: Targets on one H100-class GPU and the paper's figures on an A100.
 TARGETS = {"train_images_per_s": 1500.0, "sample_images_per_s": 40.0}
 PAPER_A100 = {"train_images_per_s": 375.0, "sample_images_per_s": 5.1}
@@ -253,20 +268,15 @@ class StepProbe:
         Folder of the per-rank probe files.
     every : int
         Steps between probe files.
-    cudnn_benchmark : bool
-        Turn ``torch.backends.cudnn.benchmark`` on after the first step.  Set
-        here because processes that launch() spawns do not inherit it; the
-        first log interval, which is not counted, absorbs the change.
     """
 
-    def __init__(self, *, deadline: float, report_dir: str, every: int, cudnn_benchmark: bool = False,
+    def __init__(self, *, deadline: float, report_dir: str, every: int,
                  min_steps: int = 0, overtime_s: float = 0.0) -> None:
         self.deadline = float(deadline)
         self.min_steps = int(min_steps)
         self.overtime_s = float(overtime_s)
         self.report_dir = str(report_dir)
         self.every = max(1, int(every))
-        self.cudnn_benchmark = bool(cudnn_benchmark)
         self.first_step_at: float | None = None
         self.fired = False
 
@@ -274,10 +284,6 @@ class StepProbe:
         now = time.time()
         if self.first_step_at is None:
             self.first_step_at = now
-            if self.cudnn_benchmark:
-                import torch
-
-                torch.backends.cudnn.benchmark = True
         due = now >= self.deadline and (step >= self.min_steps or now >= self.deadline + self.overtime_s)
         stop = due and not self.fired
         if step == 1 or step % self.every == 0 or stop:
@@ -330,6 +336,21 @@ def run_history(out_path: Path, checkpoint_dir: Path) -> tuple[dict, int, str]:
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
         return dict(state.get("history") or {}), int(state["step"]), "interrupted"
     return {}, 0, "none"
+
+
+def precision_used(out_path: Path, checkpoint_dir: Path) -> str | None:
+    """The precision a training run used, from its model file or newest checkpoint (None: neither says)."""
+    import torch
+
+    from radiogen.model.checkpoints import latest_checkpoint
+
+    if out_path.exists():
+        payload = torch.load(out_path, map_location="cpu", weights_only=True)
+        return (payload.get("train_config") or {}).get("precision_used")
+    ckpt = latest_checkpoint(checkpoint_dir)
+    if ckpt is not None:
+        return torch.load(ckpt, map_location="cpu", weights_only=False).get("precision_used")
+    return None
 
 
 def steady_rate(rates: list[float]) -> float | None:
@@ -485,35 +506,44 @@ def part_ceilings(ctx: dict, rec: Record) -> None:
 # --------------------------------------------------------------------------- part: train
 
 
-@dataclass
+@dataclass(frozen=True)
 class Variant:
-    """One training-throughput case."""
+    """One training-throughput case and its time slot."""
 
     name: str
     channels_last: bool
     compile: bool
-    cudnn_benchmark: bool = False
-    min_s: float = 15.0  # not started with less time left
+    #: Seconds at the default budget (scaled with the train part's budget).
+    slot_s: float
+    #: Not started with less time left.
+    min_s: float = 15.0
+
+
+#: Training cases in the order they run.  NHWC + torch.compile, the most
+#: informative and the slowest to start (a cold Inductor compile of forward and
+#: backward takes 1-2 minutes), comes first with the largest fixed slot, so it
+#: is never squeezed out by the others; its time to the first step is recorded
+#: apart from its steady-state rate.  NHWC and NCHW eager decide
+#: train.channels_last.  (NCHW + compile is left out: the time is better spent.)
+TRAIN_SLOTS = (
+    Variant("NHWC compile", channels_last=True, compile=True, slot_s=140.0, min_s=60.0),
+    Variant("NHWC eager", channels_last=True, compile=False, slot_s=35.0),
+    Variant("NCHW eager", channels_last=False, compile=False, slot_s=35.0),
+)
+#: Test hook: a training variant of this name kills its own process at the start,
+#: as a CUDA crash or the kernel's out-of-memory killer would.
+FAIL_VARIANT_ENV = "GPU_CHECK_FAIL_VARIANT"
 
 
 def train_variants(*, cuda: bool, skip_compile: bool) -> list[tuple[Variant, str | None]]:
-    """Cases in priority order, each with the reason it is skipped (None: run it)."""
-    cases = [
-        Variant("NHWC eager", channels_last=True, compile=False),
-        Variant("NCHW eager", channels_last=False, compile=False),
-        Variant("NHWC compile", channels_last=True, compile=True, min_s=45.0),
-        Variant("NHWC eager cudnn.benchmark", channels_last=True, compile=False, cudnn_benchmark=True),
-        Variant("NCHW compile", channels_last=False, compile=True, min_s=45.0),
-    ]
+    """:data:`TRAIN_SLOTS`, each with the reason it is skipped (None: run it)."""
     out = []
-    for case in cases:
+    for case in TRAIN_SLOTS:
         reason = None
         if case.compile and skip_compile:
             reason = "--skip-compile"
         elif case.compile and not cuda:
             reason = "torch.compile on CPU takes minutes (not part of the smoke run)"
-        elif case.cudnn_benchmark and not cuda:
-            reason = "cudnn.benchmark is CUDA only"
         out.append((case, reason))
     return out
 
@@ -567,32 +597,49 @@ def part_train(ctx: dict, rec: Record) -> None:
     rec.save()
     plan = train_variants(cuda=cuda, skip_compile=ctx["skip_compile"])
     for i, (case, reason) in enumerate(plan):
-        entry = {"name": case.name, **asdict(case)}
-        entry.pop("min_s")
+        entry = {"name": case.name, "channels_last": case.channels_last, "compile": case.compile}
         rec.data["variants"].append(entry)
         if reason:
             entry.update(status="skipped", reason=reason)
             rec.save()
             continue
-        # Split what is left over the cases still to run; compiled cases get the larger share.
+        # Each case's slot, scaled to the time left over the slots of the cases still to run.
         todo = [c for c, r in plan[i:] if r is None]
-        weights = [2.5 if c.compile else 1.0 for c in todo]
-        budget = _left(deadline) * weights[0] / sum(weights)
+        budget = _left(deadline) * case.slot_s / sum(c.slot_s for c in todo)
         if _left(deadline) < case.min_s:
             entry.update(status="skipped", reason=f"out of time ({_left(deadline):.0f} s left)")
             rec.save()
             continue
         budget = max(budget, case.min_s)
+        entry["budget_s"] = budget
         with guarded(entry, f"training variant {case.name}"):
             entry.update(_run_variant(ctx, case, data=data, work=work / f"v{i}", budget=budget,
                                       settings=_train_settings(sizes, precision=precision, variant=case),
                                       model_settings=settings))
         rec.save()
+    _compile_time(rec.data["variants"])
     done = [v for v in rec.data["variants"] if v.get("images_per_s")]
     if done:
         best = max(done, key=lambda v: v["images_per_s"])
         rec.data["best"] = {"name": best["name"], "images_per_s": best["images_per_s"]}
     rec.save()
+
+
+def _compile_time(variants: list[dict]) -> None:
+    """The compile variant's compile time: its time to the first step less the eager NHWC one's.
+
+    Both include the same process start, data loading and CUDA set-up; the
+    difference is the Inductor compile of forward and backward (and the first
+    step's extra cost).  Its ``images_per_s`` counts only log intervals after
+    the first, so it is the steady-state rate without the compile.
+    """
+    by_name = {v["name"]: v for v in variants}
+    compiled, eager = by_name.get("NHWC compile", {}), by_name.get("NHWC eager", {})
+    if compiled.get("time_to_first_step_s") is None:
+        return
+    compiled["compile_s"] = compiled["time_to_first_step_s"] - (eager.get("time_to_first_step_s") or 0.0)
+    compiled["compile_s_source"] = ("time to first step less the NHWC eager one's" if eager.get(
+        "time_to_first_step_s") is not None else "time to first step (no eager run to subtract)")
 
 
 def _run_variant(ctx: dict, case: Variant, *, data: Path, work: Path, budget: float, settings: dict,
@@ -603,7 +650,7 @@ def _run_variant(ctx: dict, case: Variant, *, data: Path, work: Path, budget: fl
         "data": str(data), "out": str(work / "model.pt"), "checkpoints": str(work / "checkpoints"),
         "probe_dir": str(work), "result": str(work / "result.json"), "device": ctx["device"],
         "nproc": ctx["nproc"], "seed": int(ctx["seed"]), "settings": settings,
-        "model_settings": model_settings, "cudnn_benchmark": case.cudnn_benchmark,
+        "model_settings": model_settings, "name": case.name,
         "deadline": time.time() + budget, "log_every": settings["log_every"], "threads": ctx.get("threads"),
     }
     write_json(spec, work / "spec.json")
@@ -639,13 +686,14 @@ def variant_main(spec_path: str) -> int:
 
         if spec.get("threads"):
             torch.set_num_threads(int(spec["threads"]))
-        if spec["cudnn_benchmark"]:
-            torch.backends.cudnn.benchmark = True
+        if os.environ.get(FAIL_VARIANT_ENV) == spec["name"]:
+            log.warning("%s=%s: this variant's process kills itself", FAIL_VARIANT_ENV, spec["name"])
+            os.kill(os.getpid(), signal.SIGKILL)
         from radiogen.model.train import launch
 
         # Two log intervals: the first (warm-up, compile) and one timed.
         probe = StepProbe(deadline=spec["deadline"], report_dir=spec["probe_dir"], every=spec["log_every"],
-                          cudnn_benchmark=spec["cudnn_benchmark"], min_steps=2 * spec["log_every"],
+                          min_steps=2 * spec["log_every"],
                           overtime_s=GRACE_S / 2)
         result["launched_at"] = time.time()
         status = launch(
@@ -655,13 +703,8 @@ def variant_main(spec_path: str) -> int:
         )
         result["finished_at"] = time.time()
         history, step, state = run_history(Path(spec["out"]), Path(spec["checkpoints"]))
-        asked = spec["settings"]["precision"]
-        if asked != "auto":
-            result["precision_used"] = asked
-        elif spec["device"].startswith("cuda"):  # what train() resolves "auto" to
-            result["precision_used"] = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            result["precision_used"] = "fp32"
+        # What train() resolved "auto" to, as it wrote it into the model file or checkpoint.
+        result["precision_used"] = precision_used(Path(spec["out"]), Path(spec["checkpoints"]))
         rates = [float(r) for r in history.get("train_images_per_s", [])]
         batch = int(spec["settings"]["lotss"]["batch_size"])
         rate = steady_rate(rates)
@@ -771,8 +814,9 @@ def part_sample(ctx: dict, rec: Record) -> None:
 
     if device.type != "cuda":
         return
-    # Where time is left, at the best batch: fp32 (no autocast) and bf16 with cudnn.benchmark.
-    for name, dtype, bench in (("fp32", None, False), ("bf16 cudnn.benchmark", amp, True)):
+    # Where time is left, at the best batch: fp32 (no autocast).  cudnn.benchmark is
+    # on throughout (load_sampling_model switches it on for CUDA, as sampling jobs do).
+    for name, dtype in (("fp32", None),):
         entry = {"name": name, "batch": best["batch"]}
         rec.data["extras"].append(entry)
         predicted = best["seconds"] * (3.0 if dtype is None else 1.2)
@@ -781,12 +825,8 @@ def part_sample(ctx: dict, rec: Record) -> None:
             rec.save()
             continue
         with guarded(entry, f"sampling extra {name}"):
-            torch.backends.cudnn.benchmark = bench
-            try:
-                run(best["batch"], num_steps=1, autocast_dtype=dtype)
-                seconds, peak = run(best["batch"], num_steps=steps, autocast_dtype=dtype)
-            finally:
-                torch.backends.cudnn.benchmark = False
+            run(best["batch"], num_steps=1, autocast_dtype=dtype)
+            seconds, peak = run(best["batch"], num_steps=steps, autocast_dtype=dtype)
             entry.update(seconds=seconds, images_per_s=best["batch"] / seconds, peak_memory_gib=peak)
         rec.save()
 
@@ -1125,8 +1165,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog="Targets on one H100-class GPU: training >= 1,500 images/s, sampling >= 40 images/s "
                "(paper, A100: ~375 and 5.1).")
     p.add_argument("out_dir", nargs="?", help="folder for results.json, the log and the figures")
-    p.add_argument("--budget-s", type=float, default=480.0,
-                   help="total seconds for all parts (default 480; the command ends within ~budget + 40 s)")
+    p.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S,
+                   help=f"total seconds for all parts (default {DEFAULT_BUDGET_S:.0f}; the command ends within "
+                        f"budget + {OVERRUN_S:.0f} s)")
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu (with --smoke)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, seconds per part (CPU tests)")
     p.add_argument("--first-zip", default=str(DEFAULT_FIRST_ZIP),
@@ -1198,8 +1239,8 @@ def main(argv: list[str] | None = None) -> int:
     end = start + args.budget_s
     for i, name in enumerate(parts):
         now = time.time()
-        shares = [SHARES[p] for p in parts[i:]]
-        budget = max(0.0, (end - now) * SHARES[name] / sum(shares))
+        shares = [PART_BUDGET_S[p] for p in parts[i:]]
+        budget = max(0.0, (end - now) * PART_BUDGET_S[name] / sum(shares))
         if budget < 3.0:
             results[name] = {"status": "skipped", "reason": f"out of budget ({end - now:.0f} s left)"}
             console.line(f"part {name}: skipped, out of budget")
@@ -1300,6 +1341,31 @@ def summarise(results: dict) -> dict:
         "diffusion_steps": (first.get("diffusion") or {}).get("steps"),
     }
     out["parts"] = {p: results.get(p, {}).get("status") for p in PARTS if p in results}
+    out["settings_to_record"] = recommended_settings(results)
+    return out
+
+
+def recommended_settings(results: dict) -> dict:
+    """Config values the measurements choose (only on a GPU, only from successful rows).
+
+    ``train.channels_last``: NHWC or NCHW, whichever eager variant trained
+    faster; ``train.compile``: whether the compiled variant's steady-state rate
+    beat the best eager one; ``sample.cuda_batch_size``: the fastest batch of
+    the sampling sweep.
+    """
+    if not str((results.get("meta") or {}).get("device", "")).startswith("cuda"):
+        return {}
+    out: dict[str, Any] = {}
+    rate = {v["name"]: v.get("images_per_s") for v in (results.get("train") or {}).get("variants", [])
+            if v.get("status") == "ok" and v.get("images_per_s")}
+    if "NHWC eager" in rate and "NCHW eager" in rate:
+        out["train.channels_last"] = rate["NHWC eager"] >= rate["NCHW eager"]
+    eager = max((r for n, r in rate.items() if "eager" in n), default=None)
+    if "NHWC compile" in rate and eager:
+        out["train.compile"] = rate["NHWC compile"] > eager
+    best = (results.get("sample") or {}).get("best") or {}
+    if best.get("batch"):
+        out["sample.cuda_batch_size"] = int(best["batch"])
     return out
 
 
@@ -1339,11 +1405,12 @@ def format_table(results: dict) -> str:
                     f"{train.get('world_size')} process(es) [{train.get('backend')}]  "
                     f"(compute limit {_f(s.get('train_compute_limit_images_per_s'), '.0f')} images/s)")
         rows.append(f"  {'variant':28} {'status':8} {'images/s':>9} {'s/step':>7} {'peak GiB':>8} "
-                    f"{'1st step s':>10} {'util':>5}")
+                    f"{'1st step s':>10} {'compile s':>9} {'util':>5}")
         for v in train.get("variants", []):
             rows.append(f"  {v.get('name', '?'):28} {v.get('status', '?'):8} {_f(v.get('images_per_s')):>9} "
                         f"{_f(v.get('s_per_step'), '.3f'):>7} {_f(v.get('peak_memory_gib'), '.2f'):>8} "
-                        f"{_f(v.get('time_to_first_step_s')):>10} {_pct(v.get('utilisation')):>5}"
+                        f"{_f(v.get('time_to_first_step_s')):>10} {_f(v.get('compile_s')):>9} "
+                        f"{_pct(v.get('utilisation')):>5}"
                         + (f"  {v.get('reason') or v.get('error') or ''}"[:90] if v.get("status") != "ok" else ""))
     sample = results.get("sample", {})
     if sample:
@@ -1374,6 +1441,10 @@ def format_table(results: dict) -> str:
                     f"{_f(g.get('images_per_s'), '.1f')} images/s sampling")
         if first.get("error"):
             rows.append(f"  error: {first['error']}"[:160])
+    chosen = s.get("settings_to_record") or {}
+    if chosen:
+        rows.append("settings the measurements choose: "
+                    + ", ".join(f"{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in chosen.items()))
     t = s.get("targets") or {}
     if t:
         tr, sa = t.get("train_images_per_s_per_gpu", {}), t.get("sample_images_per_s", {})

@@ -59,8 +59,8 @@ def _first_zip(path: Path, per_folder: int = 3) -> Path:
     return path
 
 
-def _run(out: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+def _run(out: Path, *args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([str(SCRIPT), str(out), *args], env=env, capture_output=True, text=True,
                           timeout=timeout, cwd=REPO)
 
@@ -153,12 +153,16 @@ def test_step_probe_stops_train_at_its_deadline_and_the_run_finishes(tmp_path):
         assert report["step"] == 1 and report["stopped_by_deadline"] and report["rank"] == 0
         history, step, state = gc.run_history(tmp_path / "model.pt", tmp_path / "checkpoints")
         assert (step, state, history["train_step"]) == (1, "interrupted", [1])
+        # what train() resolved "auto" to, from the checkpoint: not a guess from the device
+        assert gc.precision_used(tmp_path / "model.pt", tmp_path / "checkpoints") == "fp32"
         final = {**settings, "first": {**settings["first"], "steps": 1}}
         assert train(train_settings=final, **kw) == {"status": "done", "step": 1}
     finally:
         torch.set_num_threads(threads)
     history, step, state = gc.run_history(tmp_path / "model.pt", tmp_path / "checkpoints")
     assert (step, state) == (1, "done") and history["val_step"] == [0, 1]
+    assert gc.precision_used(tmp_path / "model.pt", tmp_path / "checkpoints") == "fp32"  # from the model file
+    assert gc.precision_used(tmp_path / "none.pt", tmp_path / "no-checkpoints") is None
 
 
 def test_step_probe_without_a_handler_does_not_kill_the_process(tmp_path):
@@ -224,3 +228,72 @@ def test_run_child_kills_a_hung_process_at_its_deadline():
         name="hang", hard_deadline=time.time() + 3.0)
     assert timed_out and rc != 0
     assert time.time() - t0 < 30 and tail == ["started"]
+
+
+def test_budgets_fit_nine_minutes_with_the_compile_slot_first():
+    gc = _module()
+    assert gc.parse_args(["out"]).budget_s == gc.DEFAULT_BUDGET_S == sum(gc.PART_BUDGET_S.values())
+    assert set(gc.PART_BUDGET_S) == set(gc.PARTS)
+    # the whole command, with the last part killed at its hard limit, ends within 9 minutes
+    assert gc.DEFAULT_BUDGET_S + gc.OVERRUN_S <= gc.COMMAND_LIMIT_S == 9 * 60
+    assert gc.OVERRUN_S >= gc.PART_GRACE_S + 10.0  # run_child: SIGTERM, 10 s, SIGKILL
+    slots = gc.TRAIN_SLOTS
+    assert sum(v.slot_s for v in slots) <= gc.PART_BUDGET_S["train"]
+    assert all(v.min_s <= v.slot_s for v in slots)
+    # NHWC + compile first, with the largest slot and room for a 2-minute compile; no NCHW compile
+    assert slots[0].compile and slots[0].channels_last and slots[0].slot_s >= 120.0
+    assert slots[0].slot_s == max(v.slot_s for v in slots)
+    assert [v.name for v in slots if v.compile] == ["NHWC compile"]
+    assert {(v.channels_last, v.compile) for v in slots[1:]} == {(True, False), (False, False)}
+    plan = gc.train_variants(cuda=True, skip_compile=False)
+    assert [c.name for c, _ in plan] == [v.name for v in slots] and all(r is None for _, r in plan)
+    assert gc.train_variants(cuda=False, skip_compile=False)[0][1] is not None  # skipped on CPU, with a reason
+
+
+def test_compile_time_apart_from_steady_rate_and_the_settings_chosen():
+    gc = _module()
+    variants = [
+        {"name": "NHWC compile", "status": "ok", "images_per_s": 2100.0, "time_to_first_step_s": 97.0},
+        {"name": "NHWC eager", "status": "ok", "images_per_s": 1700.0, "time_to_first_step_s": 12.0},
+        {"name": "NCHW eager", "status": "error", "error": "variant process exited with status -9"},
+    ]
+    gc._compile_time(variants)
+    assert variants[0]["compile_s"] == pytest.approx(85.0) and variants[0]["images_per_s"] == 2100.0
+    results = {"meta": {"device": "cuda"}, "train": {"variants": variants},
+               "sample": {"best": {"batch": 512, "images_per_s": 50.0}}}
+    # a failed row chooses nothing: channels_last needs both eager rates
+    assert gc.recommended_settings(results) == {"train.compile": True, "sample.cuda_batch_size": 512}
+    variants[2].update(status="ok", images_per_s=1800.0)
+    del variants[2]["error"]
+    assert gc.recommended_settings(results)["train.channels_last"] is False
+    assert gc.recommended_settings({**results, "meta": {"device": "cpu"}}) == {}
+    results["summary"] = gc.summarise(results)
+    table = gc.format_table(results)
+    assert "train.channels_last: false" in table and "sample.cuda_batch_size: 512" in table
+    assert "85.0" in table  # the compile column
+
+
+@pytest.mark.slow
+def test_a_failing_variant_is_a_row_with_its_error_and_every_figure_is_written(tmp_path):
+    """A training variant whose process dies (as on a CUDA crash): its row carries the error, the
+    other variants and parts still run, every file and the table are written, and only then
+    does the exit status say that something failed."""
+    gc = _module()
+    zip_path = _first_zip(tmp_path / "galaxy_data.zip")
+    out = tmp_path / "out"
+    env = {gc.FAIL_VARIANT_ENV: "NHWC eager"}
+    proc = _run(out, "--device", "cpu", "--smoke", "--first-zip", str(zip_path), "--budget-s", "300",
+                "--threads", "1", "--parts", "train,first", "--work-dir", str(tmp_path / "work"), env=env)
+    assert proc.returncode == 1, proc.stdout[-6000:] + proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    variants = {v["name"]: v for v in results["train"]["variants"]}
+    failed = variants["NHWC eager"]
+    assert failed["status"] == "error" and "exited with status" in failed["error"], failed
+    assert variants["NCHW eager"]["status"] == "ok" and variants["NCHW eager"]["images_per_s"] > 0
+    assert results["train"]["status"] == "partial" and results["first"]["status"] == "ok"
+    assert results["summary"]["parts"] == {"train": "partial", "first": "ok"}
+    for name in ("first_samples.png", "first_loss.png", "gpu_check.log", "results.json"):
+        assert (out / name).stat().st_size > 0, name
+    table = proc.stdout[proc.stdout.index("gpu_check summary"):]
+    row = next(line for line in table.splitlines() if line.strip().startswith("NHWC eager"))
+    assert "error" in row and "exited with status" in row

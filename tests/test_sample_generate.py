@@ -322,3 +322,19 @@ def test_shard_reuses_only_checkpoints_of_its_own_inputs(first_model, tmp_path):
             assert np.array_equal(a["images"][:4], other_seed["images"]) == used
             assert np.array_equal(a["images"][:4], b["images"][:4]) != used
         assert not (out.parent / "0.part").exists()
+
+
+def test_gpu_batch_size_is_its_own_setting():
+    """sample.cuda_batch_size (schema) replaces sample.batch_size on a GPU only, and reaches the shard jobs."""
+    from radiogen.config import section_defaults
+    from radiogen.sampler.workflow import sampling_settings, shard_settings
+
+    defaults = section_defaults("sample")
+    assert defaults["cuda_batch_size"] is not None
+    for device, expected in (("cpu", 25), ("cuda", 300), ("cuda:1", 300)):
+        assert generate.batch_size_on(torch.device(device), batch_size=25, cuda_batch_size=300) == expected
+    assert generate.batch_size_on(torch.device("cuda"), batch_size=25, cuda_batch_size=None) == 25
+    sample = {**defaults, "batch_size": 25, "cuda_batch_size": 300}
+    assert json.loads(shard_settings(sample, "first"))["cuda_batch_size"] == 300
+    assert json.loads(sampling_settings(sample))["cuda_batch_size"] == 300
+

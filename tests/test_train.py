@@ -455,3 +455,41 @@ def test_rerun_after_kill_9_equals_uninterrupted_run(toy_first, tmp_path):
     assert subprocess.run(command(clean), capture_output=True, timeout=300).returncode == 0
     for key, value in load_model(clean)[0].state_dict().items():
         assert torch.equal(value, load_model(killed)[0].state_dict()[key]), key
+
+
+def test_no_host_synchronisation_or_rank_meeting_between_log_points(toy_lotss, tmp_path):
+    """Between log points a step neither reads a tensor back to the host (``.item()``) nor meets
+    the other ranks except in DistributedDataParallel's gradient all-reduce: the stop request is
+    agreed at log points (and checkpoints, every STOP_CHECK_EVERY steps) only, the constant
+    buffers are not broadcast every forward.  Counted by a dispatch mode in each gloo worker
+    (tests/host_syncs.py); step 1 is left out (DDP rebuilds its buckets after it)."""
+    from host_syncs import HostSyncCounter, read_counts
+
+    from radiogen.model.train import STOP_CHECK_EVERY
+
+    settings = {**TINY_TRAIN, "log_every": 4, "val_sigmas": [0.5], "val_max_images": 4,
+                "lotss": {"batch_size": 4, "steps": 8, "val_every": 100, "checkpoint_every": 100}}
+    assert STOP_CHECK_EVERY > 8
+    parameters = sum(p.numel() for p in build_network(
+        {**TINY_MODEL, "image_channels": 1, "image_size": [16, 16], "context_dim": 1}).parameters())
+    for nproc in (2, 1):
+        folder = tmp_path / f"n{nproc}"
+        folder.mkdir()
+        assert launch(nproc=nproc, data_path=str(toy_lotss), out_path=str(folder / "model.pt"),
+                      train_settings=settings, model_settings=TINY_MODEL, seed=3, device="cpu",
+                      on_step=HostSyncCounter(str(folder))) == {"status": "done", "step": 8}
+        counts = read_counts(folder)
+        assert sorted(counts) == list(range(nproc))
+        for rank, per_step in counts.items():
+            assert sorted(per_step) == list(range(1, 8)), (nproc, rank)
+            for step in (2, 3, 5, 6, 7):
+                ops = per_step[step]
+                assert "_local_scalar_dense" not in ops, (nproc, rank, step, ops)
+                meetings = {k: v for k, v in ops.items() if k.startswith(("allreduce_", "broadcast_", "allgather_",
+                                                                           "barrier", "reduce_"))}
+                expected = {"allreduce_": 1, f"allreduce_:{parameters}": 1} if nproc > 1 else {}
+                assert meetings == expected, (nproc, rank, step, ops)
+            # the log point after step 4 does read and (with two ranks) agree: the counter sees them
+            assert per_step[4].get("_local_scalar_dense", 0) > 0
+            if nproc > 1:
+                assert per_step[4].get("allreduce_:1", 0) >= 1  # the stop flag

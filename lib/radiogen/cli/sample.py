@@ -32,6 +32,7 @@ def _shard(args: argparse.Namespace) -> int:
         sampler=settings.get("sampler"),
         images_per_shard=settings.get("images_per_shard"),
         batch_size=int(settings.get("batch_size", config_default("sample.batch_size"))),
+        cuda_batch_size=settings.get("cuda_batch_size", config_default("sample.cuda_batch_size")),
         device=settings.get("device", config_default("sample.device")),
         precision=settings.get("precision", config_default("sample.precision")),
         expect_dataset=args.dataset,
@@ -96,7 +97,7 @@ def _model_checks(p: argparse.ArgumentParser) -> None:
 def register(topics) -> None:
     settings_help = (
         'JSON: {"sampler": {num_steps, sigma_min, sigma_max, rho, S_churn, S_min, S_max, S_noise}, '
-        '"dataset": <sample.lotss or sample.first block>, "images_per_shard", "batch_size", '
+        '"dataset": <sample.lotss or sample.first block>, "images_per_shard", "batch_size", "cuda_batch_size", '
         '"device", "precision"}'
     )
     p = topics.add_parser("sample", "shard", help="generate one shard of a sample set (HDF5)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from radiogen.cli.options import json_object, nonnegative_float
+from radiogen.cli.options import config_default, json_object, nonnegative_float
 
 
 def _settings(args: argparse.Namespace):
@@ -38,7 +38,9 @@ def cmd_tile(args: argparse.Namespace) -> int:
     sampling = json_object(args.sampling, option="--sampling")
     generate_tile(args.model, args.sources, args.output, tile=args.tile, seed=args.seed,
                   guidance=args.guidance, settings=_settings(args), sampler=sampling.get("sampler"),
-                  batch_size=int(sampling.get("batch_size", 32)), device=sampling.get("device", "auto"),
+                  batch_size=int(sampling.get("batch_size", 32)),
+                  cuda_batch_size=sampling.get("cuda_batch_size", config_default("sample.cuda_batch_size")),
+                  device=sampling.get("device", "auto"),
                   precision=sampling.get("precision", "auto"), expect_context=args.context)
     return 0
 
@@ -88,7 +90,8 @@ def register(topics) -> None:
     p.add_argument("--tile", required=True, type=int, help="tile number (0-based, row-major)")
     p.add_argument("--settings", required=True, help=settings_help)
     p.add_argument("--sampling", default="{}",
-                   help='JSON: {"sampler": {...}, "batch_size", "device", "precision"} (config sample)')
+                   help='JSON: {"sampler": {...}, "batch_size", "cuda_batch_size", "device", "precision"} '
+                        '(config sample)')
     p.add_argument("--seed", required=True, type=int)
     p.add_argument("--guidance", required=True, type=nonnegative_float, help="classifier-free guidance w")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")

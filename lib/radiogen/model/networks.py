@@ -28,6 +28,7 @@ from radiogen.errors import ConfigError
 
 __all__ = [
     "UNet",
+    "GroupNorm",
     "Block",
     "EfficientAttention",
     "NoiseEmbedding",
@@ -53,6 +54,27 @@ def check_image_size(height: int, width: int, n_levels: int) -> None:
             f"image size {height}x{width} cannot pass a U-Net with {n_levels} resolution "
             f"levels: height and width must be positive multiples of {factor}"
         )
+
+
+class GroupNorm(nn.GroupNorm):
+    """GroupNorm whose statistics are taken in float32 and whose output keeps the input's dtype.
+
+    Under CUDA autocast ``group_norm`` returns float32, which would promote the
+    residual stream (and every SiLU, FiLM and dropout after it) to float32 and
+    make each following convolution cast back.  Here the normalisation itself
+    runs in float32 with autocast off (mean and variance of bf16 activations
+    lose too much otherwise) and the result is cast back to the activation
+    dtype, as Karras et al. (2022, ``torch_utils``/``networks.py``) keep
+    GroupNorm in the activation dtype.  For float32 inputs outside autocast
+    this is exactly :class:`torch.nn.GroupNorm` (bit for bit).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = None if self.weight is None else self.weight.float()
+        bias = None if self.bias is None else self.bias.float()
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            out = F.group_norm(x.float(), self.num_groups, weight, bias, self.eps)
+        return out.to(x.dtype)
 
 
 class Downsample(nn.Module):
@@ -93,7 +115,7 @@ class Block(nn.Module):
         super().__init__()
         _check_groups(in_channels, norm_groups, "a block input")
         _check_groups(out_channels, norm_groups, "a block output")
-        self.norm1 = nn.GroupNorm(norm_groups, in_channels)
+        self.norm1 = GroupNorm(norm_groups, in_channels)
         if resample == "down":
             self.resample_h: nn.Module = Downsample(in_channels)
             self.resample_x: nn.Module = Downsample(in_channels)
@@ -106,7 +128,7 @@ class Block(nn.Module):
         else:
             raise ValueError(f"resample must be 'down', 'up' or None, not {resample!r}")
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.norm2 = nn.GroupNorm(norm_groups, out_channels)
+        self.norm2 = GroupNorm(norm_groups, out_channels)
         self.film = nn.Linear(emb_dim, 2 * out_channels)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
@@ -155,20 +177,23 @@ class EfficientAttention(nn.Module):
         self.heads = heads
         self.head_channels = head_channels
         inner = heads * head_channels
-        self.norm = nn.GroupNorm(norm_groups, channels)
+        self.norm = GroupNorm(norm_groups, channels)
         pad = kernel_size // 2
         self.qkv = nn.Conv2d(channels, 3 * inner, kernel_size, padding=pad)
         self.proj = nn.Conv2d(inner, channels, kernel_size, padding=pad)
-        self.out_norm = nn.GroupNorm(1, channels)
+        self.out_norm = GroupNorm(1, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, height, width = x.shape
         q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, self.head_channels, -1).unbind(1)
-        # Softmax in fp32: under bf16/fp16 autocast the exponentials lose too much.
-        q = q.float().softmax(dim=-2)
-        k = k.float().softmax(dim=-1)
-        context = torch.einsum("bhdn,bhen->bhde", k, v.float())  # (c_k x c_v) per head
-        out = torch.einsum("bhde,bhdn->bhen", context, q)
+        # Softmaxes and both products in float32 with autocast off (autocast
+        # would run einsum's batched products in bf16): sums over n = H W
+        # positions lose too much in bf16.  The result returns to x's dtype.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            q = q.float().softmax(dim=-2)
+            k = k.float().softmax(dim=-1)
+            context = torch.einsum("bhdn,bhen->bhde", k, v.float())  # (c_k x c_v) per head
+            out = torch.einsum("bhde,bhdn->bhen", context, q)
         out = out.reshape(b, self.heads * self.head_channels, height, width).to(x.dtype)
         return x + self.out_norm(self.proj(out))
 
@@ -352,7 +377,7 @@ class UNet(nn.Module):
                 up.is_upsample = True
                 self.decoder.append(up)
         _check_groups(ch, norm_groups, "the output layer")
-        self.norm_out = nn.GroupNorm(norm_groups, ch)
+        self.norm_out = GroupNorm(norm_groups, ch)
         self.conv_out = nn.Conv2d(ch, image_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)

@@ -32,6 +32,7 @@ The parts of a run live beside this module: its settings
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import shutil
@@ -182,6 +183,30 @@ def _take_over_context_dropout(net) -> float:
             probability = float(module.context_dropout)
             module.context_dropout = 0.0
     return probability
+
+
+#: Steps between the agreements on a stop request in multi-process runs (besides log
+#: points and checkpoints).  At the paper's ~0.7 s per step on an A100 a signal is
+#: answered within ~25 s, well inside SLURM's early-signal margin.
+STOP_CHECK_EVERY = 32
+
+
+def _agree_on_stop_at(step: int, settings: dict, total_steps: int) -> bool:
+    """Whether the ranks combine their stop requests after ``step`` (the same answer on every rank)."""
+    return (step % int(settings["log_every"]) == 0 or step % int(settings["checkpoint_every"]) == 0
+            or step % STOP_CHECK_EVERY == 0 or step == total_steps)
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy a CPU tensor to ``device`` without blocking the host.
+
+    On CUDA the tensor goes through pinned memory (torch's caching host
+    allocator keeps the block until the copy has run), so the copy is
+    asynchronous; a copy from pageable memory would wait.
+    """
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def _sanitise_gradients(net) -> None:
@@ -418,7 +443,10 @@ def train(
         ``cpu``, ``cuda`` or None/``auto`` (this rank's GPU when there is one).
     stop_after : int, optional
         Stop (with a checkpoint) after this many steps of this run, as if the
-        job had been sent SIGTERM; for walltime-limited jobs and tests.
+        job had been sent SIGTERM; for walltime-limited jobs and tests.  A
+        signal is answered after the current step in one process, and at the
+        next step where the processes agree (log point, checkpoint or every
+        ``STOP_CHECK_EVERY`` steps) in several.
     on_step : callable, optional
         Called with the step count after every step (tests, progress hooks).
     compile_cache_dir : path, optional
@@ -479,6 +507,9 @@ def _train(
     precision = _resolve_precision(settings["precision"], device)
     channels_last = bool(settings["channels_last"])
 
+    if device.type == "cuda":
+        # Fixed shapes: let cuDNN time its convolution algorithms once and keep the fastest.
+        torch.backends.cudnn.benchmark = True
     torch.manual_seed(run_seed)  # identical initial weights on every rank
     net = build_network(model_config)
     net.to(device)
@@ -519,9 +550,14 @@ def _train(
 
     model = net
     if env.distributed:
-        model = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None
-        )
+        # The network's only buffers are constants (the noise embedding's
+        # frequencies): broadcasting them before every forward would be a
+        # collective per step for nothing.
+        ddp = torch.nn.parallel.DistributedDataParallel
+        no_buffer_sync = ({"forward_sync_buffers": False}  # newer torch; the older name warns there
+                          if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters
+                          else {"broadcast_buffers": False})
+        model = ddp(net, device_ids=[device.index] if device.type == "cuda" else None, **no_buffer_sync)
     if settings["compile"]:
         model = torch.compile(model)
 
@@ -561,6 +597,7 @@ def _train(
                 "train_config": settings,
                 "seed": run_seed,
                 "identity": identity,
+                "precision_used": precision,  # what "auto" resolved to (read back by benchmarks/gpu_check)
             }
             path = save_checkpoint(ckpt_dir, at, payload, int(settings["keep_checkpoints"]))
             log.info("checkpoint %s", path)
@@ -643,8 +680,8 @@ def _train(
             draws = torch.Generator(device=device).manual_seed(_draw_seed(run_seed, step))
             idx = batch_indices(train_idx.size, step=step, global_batch=global_batch, seed=run_seed,
                                 rank=env.rank, world=env.world)
-            sel = torch.from_numpy(idx).to(store)
-            x = to_model_range(images[sel].to(device, non_blocking=True))
+            sel = _to_device(torch.from_numpy(idx), store)
+            x = to_model_range(_to_device(images[sel], device))
             # Every per-sample draw is made for the global batch in a fixed order and
             # sliced: sample j of step t sees the same numbers on any number of processes.
             orientation = augmentation_draws(global_batch, square=square, generator=draws, device=device)
@@ -654,7 +691,7 @@ def _train(
             drop = torch.rand(global_batch, device=device, generator=draws)[mine] < context_dropout
             if settings["augment"]:
                 x = augment(x, tuple(d[mine] for d in orientation))
-            c = context[sel].to(device, non_blocking=True) if cond else None
+            c = _to_device(context[sel], device) if cond else None
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
                 noise = noise.contiguous(memory_format=torch.channels_last)
@@ -695,9 +732,16 @@ def _train(
 
             want_stop = stop.signum is not None or (stop_after is not None and step - start_step >= stop_after)
             if env.distributed:
-                flag = torch.tensor([1.0 if want_stop else 0.0], device=device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                want_stop = bool(flag.item() > 0)
+                # Agreeing on the stop costs an all-reduce and a host synchronisation:
+                # only at steps that synchronise anyway (log points, checkpoints) and
+                # every STOP_CHECK_EVERY steps, so a signal is answered within seconds.
+                planned = stop_after is not None and step - start_step == stop_after  # known to all ranks
+                if planned or _agree_on_stop_at(step, settings, total_steps):
+                    flag = torch.tensor([1.0 if want_stop else 0.0], device=device)
+                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                    want_stop = bool(flag.item() > 0)
+                else:
+                    want_stop = False
             if want_stop and step < total_steps:
                 checkpoint(step)
                 interrupted = True

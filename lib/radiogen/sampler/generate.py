@@ -41,6 +41,7 @@ __all__ = [
     "conditioning",
     "resolve_device",
     "resolve_autocast",
+    "batch_size_on",
     "generate_images",
 ]
 
@@ -64,6 +65,9 @@ def model_id(path: str | Path) -> str:
 def load_sampling_model(path: str | Path, *, device: str | torch.device = "cpu"):
     """Load ``model.pt`` with :func:`radiogen.model.load_model`, in eval mode.
 
+    On a CUDA device cuDNN's autotuner is switched on (``cudnn.benchmark``):
+    a sampling run calls the network at one or two fixed shapes thousands of
+    times, so timing the convolution algorithms once pays back at once.
     Any failure to rebuild the network from the file (e.g. weights of another
     architecture) becomes an :class:`InputFileError` naming the file.
     """
@@ -79,7 +83,16 @@ def load_sampling_model(path: str | Path, *, device: str | torch.device = "cpu")
     except (RuntimeError, KeyError, TypeError, ValueError) as err:
         raise InputFileError(f"{path}: cannot rebuild the network from this file ({err})") from err
     net.eval()
+    if torch.device(device).type == "cuda":
+        torch.backends.cudnn.benchmark = True
     return net, meta
+
+
+def batch_size_on(device: torch.device, *, batch_size: int, cuda_batch_size: int | None = None) -> int:
+    """Images per sampler batch on ``device``: ``sample.cuda_batch_size`` on a GPU, else ``sample.batch_size``."""
+    if device.type == "cuda" and cuda_batch_size is not None:
+        return int(cuda_batch_size)
+    return int(batch_size)
 
 
 def check_model_kind(meta: Mapping, source: str, *, dataset: str | None = None,

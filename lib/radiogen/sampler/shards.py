@@ -42,6 +42,7 @@ from radiogen.sampler.generate import (
     model_id,
     n_images,
     resolve_autocast,
+    batch_size_on,
     resolve_device,
     sampler_settings,
 )
@@ -196,6 +197,7 @@ def write_shard(
     sampler: Mapping | None = None,
     images_per_shard: int,
     batch_size: int = 32,
+    cuda_batch_size: int | None = None,
     device: str = "auto",
     precision: str = "auto",
     expect_dataset: str | None = None,
@@ -208,14 +210,17 @@ def write_shard(
     ``settings`` is the dataset block of the sample config (LoTSS: n_images,
     conditioning, peak_flux, peak_flux_range, range_space; FIRST: n_per_class).
     ``expect_dataset`` / ``expect_image_size`` check the model file before any
-    work (:func:`check_model_kind`).  ``guide_path``, a weaker model of the same
-    kind (e.g. an early snapshot of the same run), replaces the unconditional
-    pass of classifier-free guidance by that model's conditional one
-    (autoguidance); the set's ``guide`` attribute names it.
+    work (:func:`check_model_kind`).  ``cuda_batch_size``, when given, replaces
+    ``batch_size`` on a GPU (:func:`~radiogen.sampler.generate.batch_size_on`).
+    ``guide_path``, a weaker model of the same kind (e.g. an early snapshot of
+    the same run), replaces the unconditional pass of classifier-free guidance
+    by that model's conditional one (autoguidance); the set's ``guide``
+    attribute names it.
     """
     model_path = Path(model_path)
     torch_device = resolve_device(device)
     autocast_dtype = resolve_autocast(precision, torch_device)
+    batch_size = batch_size_on(torch_device, batch_size=batch_size, cuda_batch_size=cuda_batch_size)
     net, meta = load_sampling_model(model_path, device=torch_device)
     source = str(model_path)
     check_model_kind(meta, source, dataset=expect_dataset, image_size=expect_image_size,

@@ -50,6 +50,7 @@ def shard_settings(sample: Mapping, dataset: str) -> str:
             "dataset": {k: block[k] for k in CONDITIONING_KEYS[dataset]},
             "images_per_shard": block["images_per_shard"],
             "batch_size": sample["batch_size"],
+            "cuda_batch_size": sample["cuda_batch_size"],
             "device": sample["device"],
             "precision": sample["precision"],
         },
@@ -59,7 +60,8 @@ def shard_settings(sample: Mapping, dataset: str) -> str:
 
 def sampling_settings(sample: Mapping) -> str:
     """JSON of the solver and job settings alone (``radiogen skymap tile --sampling``)."""
-    return json.dumps({key: sample[key] for key in ("sampler", "batch_size", "device", "precision")},
+    return json.dumps({key: sample[key] for key in ("sampler", "batch_size", "cuda_batch_size", "device",
+                                                         "precision")},
                       sort_keys=True)
 
 

@@ -198,6 +198,7 @@ def generate_tile(
     settings: MapSettings,
     sampler: Mapping | None = None,
     batch_size: int = 32,
+    cuda_batch_size: int | None = None,
     device: str = "auto",
     precision: str = "auto",
     expect_context: str | None = None,
@@ -216,6 +217,7 @@ def generate_tile(
     sources = read_sources(sources_csv)
     torch_device = generate.resolve_device(device)
     autocast_dtype = generate.resolve_autocast(precision, torch_device)
+    batch_size = generate.batch_size_on(torch_device, batch_size=batch_size, cuda_batch_size=cuda_batch_size)
     net, meta = generate.load_sampling_model(model_path, device=torch_device)
     generate.check_model_kind(meta, str(model_path), dataset="lotss", context=expect_context)
     mine = sources[sources["tile"] == int(tile)]
