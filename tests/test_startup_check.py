@@ -111,6 +111,9 @@ CASES = {
     "size request for a peak-flux-only model": (
         "sample.lotss", {"lotss.preprocess.context": "peak_flux", "sample.lotss.size": [20.0]},
         "sample.lotss.size: given, but lotss.preprocess.context (peak_flux) trains a model without size"),
+    "guide snapshot the training run does not keep": (
+        "sample.guide", "sample.first.guide", "checkpoint 700",
+        "sample.first.guide: 'checkpoint 700' needs 700 in train.first.snapshot_steps (now [])"),
     "LoTSS files without a catalogue": (
         "lotss.source", "lotss.source", "files", "lotss.files.catalogue: lotss.source is 'files'"),
     "LoTSS download without mosaics": (
