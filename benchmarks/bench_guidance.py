@@ -1,4 +1,5 @@
-"""Judge accuracy and image-statistic distances of a FIRST model at several guidance w.
+"""Judge accuracy and image-statistic distances of a FIRST model at several guidance w,
+with classifier-free guidance or autoguidance by weaker models (``--guides``).
 
 Samples ``--per-class`` images per class from a model file or a training checkpoint
 (EMA weights) with the project's solver, scores them with a trained morphology
@@ -14,6 +15,12 @@ by image (McNemar's exact test on the images right at only one of the two).
     python benchmarks/bench_guidance.py results/models/first/model.pt \
         --data results/first/training_set.h5 --judge results/classifier/classifier.pt \
         --guidance 0.75 3 6 10
+
+Autoguidance by an early EMA snapshot (a checkpoint of the same run) against
+classifier-free guidance, at equal cost (two network evaluations per step each)::
+
+    python benchmarks/bench_guidance.py results/models/first/model.pt ... \
+        --guides unconditional results/models/first/checkpoints/ckpt-000000600.pt --guidance 1 3
 """
 
 from __future__ import annotations
@@ -53,6 +60,8 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, nargs="+", default=[0.0, 0.75, 3.0, 10.0])
     parser.add_argument("--per-class", type=int, default=25)
     parser.add_argument("--steps", type=int, default=15, help="DPM-Solver++(2M) steps")
+    parser.add_argument("--guides", nargs="+", default=["unconditional"],
+                        help="unconditional (classifier-free) and/or guide model.pt / checkpoint files")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -68,34 +77,39 @@ def main() -> None:
                         generator=torch.Generator().manual_seed(args.seed))
     print(f"{args.model}: {labels.size} images per w ({args.per_class} per class), {args.steps} steps")
     correct = {}
-    for w in args.guidance:
-        start = time.perf_counter()
-        with torch.no_grad():
-            x = torch.cat([solve(net, noise[i:i + 50], solver="dpmpp_2m", context=context[i:i + 50],
-                                 guidance=w, num_steps=args.steps)
-                           for i in range(0, labels.size, 50)])
-        seconds = time.perf_counter() - start
-        images = ((x.clamp(-1, 1) + 1) / 2).numpy()[:, 0]
-        predicted = classify(images, model=args.judge)[0].argmax(1)
-        accuracy = judge_accuracy(labels, predicted)
-        correct[w] = predicted == labels
-        low, high = wilson_interval(int(correct[w].sum()), labels.size)
-        confusion = confusion_matrix(labels, predicted, num_classes=n_classes)
-        matched = size_matched(_w1, real, [_image_stats(images)], repeats=7, seed=args.seed)
-        floor = {name: np.median(matched["floor"][name]) for name in real}
-        spread = {name: np.std(matched["floor"][name], ddof=1) for name in real}
-        generated = {name: np.median(matched["others"][0][name]) for name in real}
-        text = ", ".join(f"image {name} {generated[name] / floor[name]:.1f} "
-                         f"(z {(generated[name] - floor[name]) / spread[name]:.1f})" for name in real)
-        print(f"w = {w:5.2f}: judge accuracy {accuracy:.3f} [{float(low):.3f}, {float(high):.3f}] (1-sigma Wilson); "
-              f"W1 / floor at {matched['n_reference']} real vs {matched['n_compared']} generated: {text}; "
-              f"confusion {confusion.tolist()}; {seconds:.0f} s", flush=True)
-    first = args.guidance[0]
-    for w in args.guidance[1:]:
-        test = mcnemar_test(correct[w], correct[first])
-        print(f"w = {w:g} vs w = {first:g}, same latents: {test['first_only']} images right only at {w:g}, "
-              f"{test['second_only']} only at {first:g}; McNemar exact p = {test['p_exact']:.3g}, "
+    for guide_name in args.guides:
+        guide = None if guide_name == "unconditional" else load_network(guide_name).eval()
+        for w in args.guidance:
+            start = time.perf_counter()
+            with torch.no_grad():
+                x = torch.cat([solve(net, noise[i:i + 50], solver="dpmpp_2m", context=context[i:i + 50],
+                                     guidance=w, guide=guide, num_steps=args.steps)
+                               for i in range(0, labels.size, 50)])
+            seconds = time.perf_counter() - start
+            images = ((x.clamp(-1, 1) + 1) / 2).numpy()[:, 0]
+            predicted = classify(images, model=args.judge)[0].argmax(1)
+            accuracy = judge_accuracy(labels, predicted)
+            correct[guide_name, w] = predicted == labels
+            low, high = wilson_interval(int(correct[guide_name, w].sum()), labels.size)
+            confusion = confusion_matrix(labels, predicted, num_classes=n_classes)
+            recall = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
+            matched = size_matched(_w1, real, [_image_stats(images)], repeats=7, seed=args.seed)
+            floor = {name: np.median(matched["floor"][name]) for name in real}
+            spread = {name: np.std(matched["floor"][name], ddof=1) for name in real}
+            generated = {name: np.median(matched["others"][0][name]) for name in real}
+            text = ", ".join(f"image {name} {generated[name] / floor[name]:.1f} "
+                             f"(z {(generated[name] - floor[name]) / spread[name]:.1f})" for name in real)
+            print(f"guide {guide_name}, w = {w:5.2f}: judge accuracy {accuracy:.3f} [{float(low):.3f}, "
+                  f"{float(high):.3f}] (1-sigma Wilson); recall per class {np.round(recall, 2).tolist()}; "
+                  f"W1 / floor at {matched['n_reference']} real vs {matched['n_compared']} generated: {text}; "
+                  f"confusion {confusion.tolist()}; {seconds:.0f} s", flush=True)
+    first = next(iter(correct))
+    for key in list(correct)[1:]:
+        test = mcnemar_test(correct[key], correct[first])
+        print(f"{key} vs {first}, same latents: {test['first_only']} images right only at {key}, "
+              f"{test['second_only']} only at {first}; McNemar exact p = {test['p_exact']:.3g}, "
               f"mid-p = {test['p_mid']:.3g}")
+
 
 if __name__ == "__main__":
     main()
