@@ -272,3 +272,54 @@ def test_missing_wsclean_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(InputFileError, match="wsclean is not installed.*Debian package wsclean"):
         wsclean.wsclean_executable()
+
+
+def test_map_steps_through_the_cli_keep_the_map_grid(tmp_path):
+    """`radiogen interferometer ms|observe|image` on a map header and a Jy/beam sky model, as the rules run."""
+    from astropy.wcs import WCS
+
+    from radiogen.cli import main
+    from radiogen.interferometer.settings import settings_json
+    from radiogen.skymap.geometry import map_header
+
+    size, flux, rms_ujy = 240, 0.05, 100.0
+    header = map_header(size_px=size, name="test", centre_ra_deg=RA_DEG, centre_dec_deg=DEC_DEG)
+    header_path = tmp_path / "map_header.txt"
+    header.totextfile(str(header_path))
+    # A point source (a 6 arcsec beam of peak `flux` Jy/beam) off centre: 30 px west, 20 px north.
+    y, x = np.mgrid[:size, :size]
+    source_yx = (size // 2 + 20, size // 2 - 30)
+    sigma_px = 6.0 / SCALE_ARCSEC / (2 * math.sqrt(2 * math.log(2)))
+    sky = flux * np.exp(-((y - source_yx[0]) ** 2 + (x - source_yx[1]) ** 2) / (2 * sigma_px**2))
+    sky_header = header.copy()
+    sky_header["BUNIT"] = "JY/BEAM"
+    fits.PrimaryHDU(sky.astype(np.float32), header=sky_header).writeto(tmp_path / "sky_model.fits")
+    block = {**section_defaults("skymap.interferometer"), **dataclasses.asdict(_settings())}
+    settings = settings_json(block)
+    assert main(["interferometer", "ms", "--header", str(header_path), "--settings", settings,
+                 "--output", str(tmp_path / "observation.ms")]) == 0
+    assert main(["interferometer", "observe", "--ms", str(tmp_path / "observation.ms"), "--sky-model",
+                 str(tmp_path / "sky_model.fits"), "--settings", settings, "--noise-rms-ujy", str(rms_ujy),
+                 "--seed", "3", "--workdir", str(tmp_path / "work"), "--wsclean-log", str(tmp_path / "ws.log"),
+                 "--output", str(tmp_path / "observed.ms")]) == 0
+    assert main(["interferometer", "image", "--ms", str(tmp_path / "observed.ms"), "--header", str(header_path),
+                 "--settings", settings, "--prefix", str(tmp_path / "map"),
+                 "--wsclean-log", str(tmp_path / "ws.log")]) == 0
+    # The model WSClean predicted holds the sky model's flux: sum of Jy/beam over the beam area in pixels.
+    model = fits.getdata(tmp_path / "work" / "sky-model.fits")[0, 0]
+    beam_area_px = 2 * math.pi * sigma_px**2
+    assert model.sum() == pytest.approx(sky.sum() / beam_area_px, rel=1e-4)
+    assert sky.sum() / beam_area_px == pytest.approx(flux, rel=1e-3)
+    # The restored image is on the map's pixel grid, and the source is where the map has it.
+    restored_header = fits.getheader(tmp_path / "map-image.fits")
+    restored = fits.getdata(tmp_path / "map-image.fits")[0, 0]
+    assert restored.shape == (size, size)
+    assert abs(restored_header["CDELT1"]) == pytest.approx(abs(header["CDELT1"]))
+    peak = np.unravel_index(np.argmax(restored), restored.shape)
+    assert peak == source_yx
+    truth_world = WCS(header).celestial.pixel_to_world(source_yx[1], source_yx[0])
+    image_world = WCS(restored_header).celestial.pixel_to_world(source_yx[1], source_yx[0])
+    assert truth_world.separation(image_world).arcsec < 0.01 * SCALE_ARCSEC
+    residual = fits.getdata(tmp_path / "map-residual.fits")[0, 0]
+    assert np.std(residual) == pytest.approx(rms_ujy * 1e-6, rel=0.10)
+    assert "wsclean" in (tmp_path / "ws.log").read_text().lower()

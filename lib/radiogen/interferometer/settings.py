@@ -13,7 +13,7 @@ from typing import Mapping
 
 from radiogen.errors import ConfigError
 
-__all__ = ["InterferometerSettings"]
+__all__ = ["InterferometerSettings", "settings_json"]
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,8 @@ class InterferometerSettings:
     def from_mapping(cls, mapping: Mapping, *, name: str = "skymap.interferometer") -> "InterferometerSettings":
         """Build from a config block; unknown, missing or invalid keys are ConfigErrors."""
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(mapping) - known)
+        ignored = {"enabled", "mem_mb", "runtime_min"}  # switch and job resources, not the observation's
+        unknown = sorted(set(mapping) - known - ignored)
         if unknown:
             raise ConfigError(f"{name}: unknown key(s) {', '.join(unknown)}")
         missing = sorted(known - set(mapping))
@@ -96,3 +97,14 @@ class InterferometerSettings:
         low, high = (f * 1e6 for f in self.frequency_range_mhz)
         width = (high - low) / self.channels
         return [low + (i + 0.5) * width for i in range(self.channels)], width
+
+
+def settings_json(block: Mapping) -> str:
+    """JSON of the observation's settings for ``radiogen interferometer --settings`` (no job resources).
+
+    Only keys that change the outputs go in, so a changed ``mem_mb`` does not
+    make Snakemake rerun the observation.
+    """
+    import json
+
+    return json.dumps({f.name: block[f.name] for f in fields(InterferometerSettings)}, sort_keys=True)
