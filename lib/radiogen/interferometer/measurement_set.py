@@ -33,6 +33,8 @@ __all__ = ["ObservationSummary", "build_measurement_set", "check_measures_data",
 
 #: Seconds in a day / seconds in a sidereal day: sidereal time runs this much faster.
 SIDEREAL_RATE = 1.002737909350795
+#: Rows written at a time (the data columns of a full LoTSS track would not fit in memory at once).
+ROWS_PER_CHUNK = 50_000
 #: casacore Stokes codes of the linear correlations XX, XY, YX, YY.
 LINEAR_CORRELATIONS = [9, 10, 11, 12]
 
@@ -189,10 +191,12 @@ def build_measurement_set(path: str | Path, *, stations: Stations, settings: Int
         for column in ("DATA_DESC_ID", "FIELD_ID", "SCAN_NUMBER", "ARRAY_ID", "OBSERVATION_ID",
                        "PROCESSOR_ID", "STATE_ID", "FEED1", "FEED2"):
             ms.putcol(column, np.zeros(n_rows, dtype=np.int32))
-        zeros = np.zeros((n_rows, n_channels, 4), dtype=np.complex64)
-        ms.putcol("DATA", zeros)
-        ms.putcol("MODEL_DATA", zeros)
-        ms.putcol("FLAG", np.zeros((n_rows, n_channels, 4), dtype=bool))
+        for start in range(0, n_rows, ROWS_PER_CHUNK):  # in chunks: bounded memory for any size
+            count = min(ROWS_PER_CHUNK, n_rows - start)
+            zeros = np.zeros((count, n_channels, 4), dtype=np.complex64)
+            ms.putcol("DATA", zeros, startrow=start, nrow=count)
+            ms.putcol("MODEL_DATA", zeros, startrow=start, nrow=count)
+            ms.putcol("FLAG", np.zeros((count, n_channels, 4), dtype=bool), startrow=start, nrow=count)
         ms.putcol("FLAG_ROW", np.zeros(n_rows, dtype=bool))
         ms.putcol("WEIGHT", np.ones((n_rows, 4), dtype=np.float32))
         ms.putcol("SIGMA", np.ones((n_rows, 4), dtype=np.float32))
