@@ -27,7 +27,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 ENVS = REPO / "envs"
 LIB = REPO / "lib"
-ENV_NAMES = ("data", "torch", "pybdsf", "plotting")
+ENV_NAMES = ("data", "torch", "pybdsf", "plotting", "interferometer")
 
 #: Import name -> conda/pip package names that provide it (either will do).
 MODULE_PACKAGES = {

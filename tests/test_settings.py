@@ -64,6 +64,15 @@ def test_settings_dataclasses_default_to_the_schema():
     assert _fields(SurveySettings()) == section_defaults("lotss.simulate")
 
 
+def test_interferometer_settings_default_to_the_schema():
+    from radiogen.interferometer.settings import InterferometerSettings
+
+    block = section_defaults("skymap.interferometer")
+    resources = {"enabled", "mem_mb", "runtime_min"}
+    assert _fields(InterferometerSettings.from_mapping(block)) == {k: v for k, v in block.items()
+                                                                    if k not in resources}
+
+
 def test_training_model_and_sampler_settings_default_to_the_schema():
     from radiogen.model import model_config_from
     from radiogen.model.train_settings import resolve_settings

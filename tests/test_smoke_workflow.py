@@ -568,6 +568,23 @@ def test_simulated_map_truth_and_validation(smoke):
         check_figure(results / name)
 
 
+def test_interferometric_map_on_the_map_grid_at_the_target_noise(smoke):
+    """The smoke map observed by 24 LOFAR stations and imaged by WSClean (skymap.interferometer)."""
+    from astropy.io import fits
+
+    results = smoke.results / "skymap" / "interferometer"
+    map_header = fits.getheader(smoke.results / "skymap" / "map.fits")
+    for kind in ("image", "residual", "model", "psf", "dirty"):
+        with fits.open(results / f"map-{kind}.fits") as hdul:
+            image, header = hdul[0].data[0, 0], hdul[0].header
+        assert image.shape == (map_header["NAXIS2"], map_header["NAXIS1"]) and np.isfinite(image).all(), kind
+        assert header["CDELT1"] == pytest.approx(map_header["CDELT1"]), kind
+        assert header["BMAJ"] > 0 and header["CRVAL3"] == pytest.approx(144e6, rel=0.01), kind
+    residual = fits.getdata(results / "map-residual.fits")[0, 0]
+    target = smoke.config["skymap"]["noise_rms_ujy"] * 1e-6
+    assert np.std(residual) == pytest.approx(target, rel=0.15)
+
+
 REPORT_ENTRY = re.compile(r'"(/[^"]+)": \{"name": "[^"]*"')
 DATA_URI = re.compile(r'"data_uri": "data:[^;"]+;charset=[^;"]*;filename=[^;"]+;base64,([A-Za-z0-9+/=]+)"')
 

@@ -40,6 +40,7 @@ STREAMS: dict[str, int] = {
     "skymap.catalogue": 600,
     "skymap.tiles": 601,
     "skymap.noise": 602,
+    "skymap.interferometer.noise": 603,  # per chunk of measurement-set rows
     # evaluation
     "evaluation.pybdsf": 700,  # stabilising noise per image, flux-distance subsets
     "evaluation.classify_subset": 701,

@@ -4,6 +4,9 @@
 # adds the noise and writes the truth; PyBDSF then searches the whole map.
 from radiogen.skymap.geometry import map_size_px, tile_names
 from radiogen.skymap.settings import settings_json
+from radiogen.interferometer.settings import (
+    settings_json as interferometer_settings_json,
+)
 from radiogen.sampler.workflow import sampling_settings
 
 SKYMAP = config["skymap"]
@@ -165,4 +168,98 @@ if SKYMAP["enabled"]:
         results("skymap", "validation.tsv"),
         results("skymap", "map.fits"),
         results("skymap", "sky_model.fits"),
+    ]
+
+
+# The interferometer (radiogen.interferometer; CLI radiogen interferometer): the
+# sky model observed by a LOFAR HBA measurement set (python-casacore), predicted
+# and imaged by WSClean (a system tool: Debian package wsclean).
+SKYMAP_INTERFEROMETER = SKYMAP["interferometer"]
+INTERFEROMETER_SETTINGS = interferometer_settings_json(SKYMAP_INTERFEROMETER)
+
+
+rule skymap_interferometer_ms:
+    input:
+        header=results("skymap", "map_header.txt"),
+    output:
+        directory(results("skymap", "interferometer", "observation.ms")),
+    log:
+        results("logs", "skymap", "interferometer_ms.log"),
+    benchmark:
+        results("benchmarks", "skymap", "interferometer_ms.tsv")
+    conda:
+        "../../envs/interferometer.yaml"
+    resources:
+        mem_mb=SKYMAP_INTERFEROMETER["mem_mb"],
+        runtime=SKYMAP_INTERFEROMETER["runtime_min"],
+    params:
+        settings=INTERFEROMETER_SETTINGS,
+    shell:
+        "radiogen interferometer ms --header {input.header:q} --settings {params.settings:q}"
+        " --output {output:q} > {log:q} 2>&1"
+
+
+rule skymap_interferometer_observe:
+    input:
+        ms=results("skymap", "interferometer", "observation.ms"),
+        sky_model=results("skymap", "sky_model.fits"),
+    output:
+        ms=directory(results("skymap", "interferometer", "observed.ms")),
+        work=directory(results("skymap", "interferometer", "observe")),
+    log:
+        main=results("logs", "skymap", "interferometer_observe.log"),
+        wsclean=results("logs", "skymap", "interferometer_observe_wsclean.log"),
+    benchmark:
+        results("benchmarks", "skymap", "interferometer_observe.tsv")
+    conda:
+        "../../envs/interferometer.yaml"
+    threads: SKYMAP_INTERFEROMETER["threads"]
+    resources:
+        mem_mb=SKYMAP_INTERFEROMETER["mem_mb"],
+        runtime=SKYMAP_INTERFEROMETER["runtime_min"],
+    params:
+        settings=INTERFEROMETER_SETTINGS,
+        noise_rms_ujy=SKYMAP["noise_rms_ujy"],
+        seed=config["seed"],
+    shell:
+        "radiogen interferometer observe --ms {input.ms:q} --sky-model {input.sky_model:q}"
+        " --settings {params.settings:q} --noise-rms-ujy {params.noise_rms_ujy} --seed {params.seed}"
+        " --workdir {output.work:q} --wsclean-log {log.wsclean:q} --output {output.ms:q} > {log.main:q} 2>&1"
+
+
+rule skymap_interferometer_image:
+    input:
+        ms=results("skymap", "interferometer", "observed.ms"),
+        header=results("skymap", "map_header.txt"),
+    output:
+        restored=results("skymap", "interferometer", "map-image.fits"),
+        residual=results("skymap", "interferometer", "map-residual.fits"),
+        model=results("skymap", "interferometer", "map-model.fits"),
+        psf=results("skymap", "interferometer", "map-psf.fits"),
+        dirty=results("skymap", "interferometer", "map-dirty.fits"),
+    log:
+        main=results("logs", "skymap", "interferometer_image.log"),
+        wsclean=results("logs", "skymap", "interferometer_image_wsclean.log"),
+    benchmark:
+        results("benchmarks", "skymap", "interferometer_image.tsv")
+    conda:
+        "../../envs/interferometer.yaml"
+    threads: SKYMAP_INTERFEROMETER["threads"]
+    resources:
+        mem_mb=SKYMAP_INTERFEROMETER["mem_mb"],
+        runtime=SKYMAP_INTERFEROMETER["runtime_min"],
+    params:
+        settings=INTERFEROMETER_SETTINGS,
+        prefix=lambda wildcards, output: output.restored[: -len("-image.fits")],
+    shell:
+        "radiogen interferometer image --ms {input.ms:q} --header {input.header:q}"
+        " --settings {params.settings:q} --prefix {params.prefix:q} --wsclean-log {log.wsclean:q}"
+        " > {log.main:q} 2>&1"
+
+
+if SKYMAP["enabled"] and SKYMAP_INTERFEROMETER["enabled"]:
+    ALL_TARGETS += [
+        results("skymap", "interferometer", "map-image.fits"),
+        results("skymap", "interferometer", "map-residual.fits"),
+        results("skymap", "interferometer", "map-psf.fits"),
     ]

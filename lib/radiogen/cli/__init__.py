@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "pybdsf",
     "evaluate",
     "skymap",
+    "interferometer",
     "profile",
     "generate",
 )
@@ -53,6 +54,7 @@ TOPICS = {
     "stats": "image statistics: per-image mean/std and pixel histograms",
     "evaluate": "class conditioning, similarity, distances, summary tables, overview",
     "skymap": "simulated survey map from the LoTSS model",
+    "interferometer": "the map's sky observed by LOFAR HBA (python-casacore) and imaged by WSClean",
     "profile": "install a Snakemake profile (e.g. for SLURM) as a named user profile",
 }
 

@@ -46,7 +46,8 @@ class MapSettings:
     def from_mapping(cls, mapping: Mapping, *, name: str = "skymap") -> "MapSettings":
         """Build from a config block; unknown, missing or invalid keys are ConfigErrors."""
         known = {f.name for f in fields(cls)}
-        ignored = {"enabled", "mem_mb", "runtime_min"}  # switch and job resources, not the map's
+        # switch, job resources and the interferometer's own section (radiogen.interferometer)
+        ignored = {"enabled", "mem_mb", "runtime_min", "interferometer"}
         unknown = sorted(set(mapping) - known - ignored)
         if unknown:
             raise ConfigError(f"{name}: unknown key(s) {', '.join(unknown)}")

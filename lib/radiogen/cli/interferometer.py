@@ -1,0 +1,82 @@
+"""``radiogen interferometer STEP``: the map's field observed by LOFAR HBA and imaged by WSClean.
+
+Steps as the workflow runs them (``workflow/rules/skymap.smk``): ``ms`` (the
+measurement set), ``observe`` (prediction of the sky model plus thermal
+noise), ``image`` (restored, residual, model, PSF and dirty FITS).
+``--settings`` is the config's ``skymap.interferometer`` block as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from radiogen.cli.options import json_object
+
+
+def _settings(args: argparse.Namespace):
+    from radiogen.interferometer.settings import InterferometerSettings
+
+    return InterferometerSettings.from_mapping(json_object(args.settings))
+
+
+def _wsclean_log(args: argparse.Namespace) -> Path | None:
+    """The WSClean log of this step, emptied first (WSClean's runs append to it)."""
+    if not args.wsclean_log:
+        return None
+    path = Path(args.wsclean_log)
+    path.write_text("")
+    return path
+
+
+def cmd_ms(args: argparse.Namespace) -> int:
+    from radiogen.interferometer.map_steps import write_measurement_set
+
+    write_measurement_set(args.header, _settings(args), args.output)
+    return 0
+
+
+def cmd_observe(args: argparse.Namespace) -> int:
+    from radiogen.interferometer.map_steps import observe_sky_model
+
+    observe_sky_model(args.ms, args.sky_model, _settings(args), target_rms_jy=args.noise_rms_ujy * 1e-6,
+                      seed=args.seed, output=args.output, workdir=args.workdir,
+                      log_path=_wsclean_log(args))
+    return 0
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    from radiogen.interferometer.map_steps import image_observation
+
+    image_observation(args.ms, _settings(args), header_path=args.header, prefix=args.prefix,
+                      log_path=_wsclean_log(args))
+    return 0
+
+
+def register(topics) -> None:
+    sub = topics.topic("interferometer")
+
+    p = sub.add_parser("ms", help="measurement set of the map's field (python-casacore)")
+    p.add_argument("--header", required=True, help="map header (FITS header text)")
+    p.add_argument("--settings", required=True, help="skymap.interferometer block as JSON")
+    p.add_argument("--output", required=True, help="measurement set directory to write")
+    p.set_defaults(func=cmd_ms)
+
+    p = sub.add_parser("observe", help="predict the sky model into a copy of the set and add thermal noise")
+    p.add_argument("--ms", required=True, help="measurement set from `ms`")
+    p.add_argument("--sky-model", required=True, help="noise-free sky model FITS, Jy/beam, on the map grid")
+    p.add_argument("--settings", required=True, help="skymap.interferometer block as JSON")
+    p.add_argument("--noise-rms-ujy", type=float, required=True, help="restored map's target rms, uJy/beam")
+    p.add_argument("--seed", type=int, required=True, help="global seed (noise stream)")
+    p.add_argument("--workdir", required=True, help="folder for the model and unit-noise images")
+    p.add_argument("--wsclean-log", help="file to append WSClean's output to")
+    p.add_argument("--output", required=True, help="observed measurement set directory to write")
+    p.set_defaults(func=cmd_observe)
+
+    p = sub.add_parser("image", help="WSClean imaging: restored, residual, model, PSF and dirty FITS")
+    p.add_argument("--ms", required=True, help="observed measurement set")
+    p.add_argument("--header", required=True, help="map header (FITS header text): the imaging grid")
+    p.add_argument("--settings", required=True, help="skymap.interferometer block as JSON")
+    p.add_argument("--prefix", required=True, help="output prefix: <prefix>-image.fits etc.")
+    p.add_argument("--wsclean-log", help="file to append WSClean's output to")
+    p.set_defaults(func=cmd_image)

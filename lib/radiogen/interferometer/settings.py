@@ -1,0 +1,110 @@
+"""Settings of the interferometric observation (config ``skymap.interferometer``).
+
+The defaults live in ``workflow/schemas/skymap-interferometer.schema.yaml`` only;
+this class requires every key and names the first missing, unknown or invalid one.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from dataclasses import dataclass, fields
+from typing import Mapping
+
+from radiogen.errors import ConfigError
+
+__all__ = ["InterferometerSettings", "settings_json"]
+
+
+@dataclass(frozen=True)
+class InterferometerSettings:
+    """One observation and its imaging; see the schema for each key's meaning and units."""
+
+    stations: tuple[str, ...] | None
+    date_utc: str
+    track_hours: float
+    integration_s: float
+    frequency_range_mhz: tuple[float, float]
+    channels: int
+    min_elevation_deg: float
+    robust: float
+    taper_arcsec: float
+    uv_min_lambda: float
+    auto_mask_sigma: float
+    auto_threshold_sigma: float
+    max_iterations: int
+    major_gain: float
+    beam_fitting_size: float
+    multiscale: bool
+    threads: int
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping, *, name: str = "skymap.interferometer") -> "InterferometerSettings":
+        """Build from a config block; unknown, missing or invalid keys are ConfigErrors."""
+        known = {f.name for f in fields(cls)}
+        ignored = {"enabled", "mem_mb", "runtime_min"}  # switch and job resources, not the observation's
+        unknown = sorted(set(mapping) - known - ignored)
+        if unknown:
+            raise ConfigError(f"{name}: unknown key(s) {', '.join(unknown)}")
+        missing = sorted(known - set(mapping))
+        if missing:
+            raise ConfigError(f"{name}: missing key(s) {', '.join(missing)}")
+        values = {key: mapping[key] for key in known}
+        values["frequency_range_mhz"] = tuple(float(v) for v in values["frequency_range_mhz"])
+        if values["stations"] is not None:
+            values["stations"] = tuple(str(s) for s in values["stations"])
+        settings = cls(**values)
+        settings.validate(name)
+        return settings
+
+    def validate(self, name: str = "skymap.interferometer") -> None:
+        """Raise :class:`ConfigError` naming the first invalid key."""
+        for key in ("track_hours", "integration_s", "auto_mask_sigma", "auto_threshold_sigma", "major_gain",
+                    "beam_fitting_size"):
+            value = float(getattr(self, key))
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name}.{key} must be a finite number > 0, got {value!r}")
+        if self.track_hours > 12:
+            raise ConfigError(f"{name}.track_hours must be <= 12 h (an hour-angle track about transit), "
+                              f"got {self.track_hours}")
+        if self.integration_s > self.track_hours * 3600:
+            raise ConfigError(f"{name}.integration_s ({self.integration_s} s) is longer than the track "
+                              f"({self.track_hours} h)")
+        low, high = self.frequency_range_mhz
+        if not 0 < low < high:
+            raise ConfigError(f"{name}.frequency_range_mhz needs 0 < low < high MHz, got [{low}, {high}]")
+        if int(self.channels) < 1:
+            raise ConfigError(f"{name}.channels must be >= 1, got {self.channels}")
+        if not 0 <= self.min_elevation_deg < 90:
+            raise ConfigError(f"{name}.min_elevation_deg must be within [0, 90), got {self.min_elevation_deg}")
+        if not -2 <= self.robust <= 2:
+            raise ConfigError(f"{name}.robust must be within [-2, 2], got {self.robust}")
+        if self.taper_arcsec < 0 or self.uv_min_lambda < 0:
+            raise ConfigError(f"{name}: taper_arcsec and uv_min_lambda must be >= 0")
+        if self.major_gain > 1:
+            raise ConfigError(f"{name}.major_gain must be within (0, 1], got {self.major_gain}")
+        if int(self.threads) < 1 or int(self.max_iterations) < 0:
+            raise ConfigError(f"{name}: threads must be >= 1 and max_iterations >= 0")
+        try:
+            datetime.date.fromisoformat(self.date_utc)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}.date_utc must be a date YYYY-MM-DD, got {self.date_utc!r}") from None
+        if self.stations is not None and len(set(self.stations)) < 2:
+            raise ConfigError(f"{name}.stations needs at least two different stations, got {list(self.stations)}")
+
+    def channel_frequencies_hz(self) -> tuple[list[float], float]:
+        """Centres of the equal channels across the band and their width, Hz."""
+        low, high = (f * 1e6 for f in self.frequency_range_mhz)
+        width = (high - low) / self.channels
+        return [low + (i + 0.5) * width for i in range(self.channels)], width
+
+
+def settings_json(block: Mapping) -> str:
+    """JSON of the observation's settings for ``radiogen interferometer --settings`` (no job resources).
+
+    Only keys that change the outputs go in, so a changed ``mem_mb`` does not
+    make Snakemake rerun the observation.
+    """
+    import json
+
+    return json.dumps({f.name: block[f.name] for f in fields(InterferometerSettings)}, sort_keys=True)

@@ -1,0 +1,327 @@
+"""The interferometric observation with the real tools: python-casacore, casacore measures, WSClean.
+
+A 24-station (10 core half-stations, 14 remote), 1 h, 60 s, 2-channel LOFAR HBA
+observation (16,560 rows) of a point source, observed and imaged once per module
+(~5 s).  Skips when WSClean or python-casacore is missing, unless
+RADIOGEN_REQUIRE_INTERFEROMETER=1 (CI, .ci/run) makes that a failure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from scipy import ndimage
+
+from radiogen.config import section_defaults
+from radiogen.errors import ConfigError, InputFileError
+from radiogen.interferometer.settings import InterferometerSettings
+from radiogen.interferometer.stations import STATION_TABLE, load_stations
+from radiogen.noise import beam_covariance_px
+
+
+def _unavailable(reason: str):
+    """Skip with the reason; a failure when the environment promises the tools."""
+    if os.environ.get("RADIOGEN_REQUIRE_INTERFEROMETER") == "1":
+        pytest.fail(f"RADIOGEN_REQUIRE_INTERFEROMETER=1 but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _tools():
+    if shutil.which("wsclean") is None:
+        _unavailable("wsclean is not installed (Debian package wsclean; scripts/setup installs it as root)")
+    try:
+        import casacore.tables  # noqa: F401
+    except ImportError:
+        _unavailable("python-casacore is not installed (pip install -r requirements-lock.txt)")
+
+
+RA_DEG, DEC_DEG = 180.0, 55.0
+SIZE_PX, SCALE_ARCSEC = 512, 1.5
+TARGET_RMS_JY = 1e-3
+POINT_FLUX_JY = 0.2
+#: Latitude of CS001 (geodetic, deg), for the elevation at transit.
+LOFAR_CORE_LATITUDE_DEG = 52.911
+
+
+def _station_names() -> list[str]:
+    names = [line.split(",")[0] for line in STATION_TABLE.read_text().splitlines() if line[:2] in ("CS", "RS")]
+    return [n for n in names if n.endswith("HBA0")][:10] + [n for n in names if n.startswith("RS")]
+
+
+def _settings(**changes) -> InterferometerSettings:
+    block = section_defaults("skymap.interferometer")
+    # A 6 arcsec taper: the PSF's main lobe then covers > 20 pixels of 1.5 arcsec, enough to compare its
+    # shape with the fitted beam (untapered, this sparse array's main lobe has 9 pixels above half power).
+    block.update(stations=_station_names(), track_hours=1.0, integration_s=60.0, channels=2, taper_arcsec=6.0)
+    block.update(changes)
+    return InterferometerSettings.from_mapping(block)
+
+
+def _model(prefix: Path, settings: InterferometerSettings, pixels: dict[tuple[int, int], float]) -> Path:
+    from radiogen.interferometer.model_image import model_header, write_model_image
+
+    frequencies, width = settings.channel_frequencies_hz()
+    header = model_header(size_px=SIZE_PX, scale_arcsec=SCALE_ARCSEC, ra_deg=RA_DEG, dec_deg=DEC_DEG,
+                          frequency_hz=float(np.mean(frequencies)), bandwidth_hz=width * len(frequencies))
+    image = np.zeros((SIZE_PX, SIZE_PX))
+    for (y, x), flux in pixels.items():
+        image[y, x] = flux
+    return write_model_image(prefix, image, header, ra_deg=RA_DEG, dec_deg=DEC_DEG, scale_arcsec=SCALE_ARCSEC)
+
+
+@pytest.fixture(scope="module")
+def empty_ms(tmp_path_factory):
+    """The measurement set with zero data, and its build summary."""
+    from radiogen.interferometer.measurement_set import build_measurement_set
+
+    settings = _settings()
+    path = tmp_path_factory.mktemp("ms") / "empty.ms"
+    summary = build_measurement_set(path, stations=load_stations(settings.stations), settings=settings,
+                                    ra_deg=RA_DEG, dec_deg=DEC_DEG)
+    return path, summary
+
+
+@pytest.fixture(scope="module")
+def observed(empty_ms, tmp_path_factory):
+    """A point source at the phase centre: predicted, noise added, imaged."""
+    from radiogen.interferometer import thermal_noise, wsclean
+
+    settings = _settings()
+    work = tmp_path_factory.mktemp("point")
+    ms = work / "point.ms"
+    shutil.copytree(empty_ms[0], ms)
+    model = _model(work / "sky", settings, {(SIZE_PX // 2, SIZE_PX // 2): POINT_FLUX_JY})
+    wsclean.predict(ms, model_prefix=str(model)[: -len("-model.fits")], size_px=SIZE_PX,
+                    scale_arcsec=SCALE_ARCSEC, threads=settings.threads, log=work / "wsclean.log")
+    noise = thermal_noise.add_thermal_noise(ms, target_rms_jy=TARGET_RMS_JY, settings=settings, size_px=SIZE_PX,
+                                            scale_arcsec=SCALE_ARCSEC, seed=1, workdir=work,
+                                            log=work / "wsclean.log")
+    products = wsclean.image(ms, prefix=work / "point", settings=settings, size_px=SIZE_PX,
+                             scale_arcsec=SCALE_ARCSEC, log=work / "wsclean.log")
+    return ms, noise, products
+
+
+def _plane(path: Path) -> np.ndarray:
+    return fits.getdata(path)[0, 0].astype(float)
+
+
+def _outside(radius_px: float) -> np.ndarray:
+    y, x = np.mgrid[:SIZE_PX, :SIZE_PX] - SIZE_PX // 2
+    return np.hypot(x, y) > radius_px
+
+
+def test_bad_settings_and_stations_are_named():
+    with pytest.raises(ConfigError, match="unknown station.*CS999HBA0"):
+        load_stations(["CS001HBA0", "CS999HBA0"])
+    with pytest.raises(ConfigError, match="frequency_range_mhz"):
+        _settings(frequency_range_mhz=[168.0, 120.0])
+    with pytest.raises(ConfigError, match="unknown key.*chanels"):
+        InterferometerSettings.from_mapping({**section_defaults("skymap.interferometer"), "chanels": 3})
+
+
+def test_all_dutch_hba_fields_are_real_positions():
+    stations = load_stations()
+    assert len(stations.names) == 62  # 24 core stations as two halves + 14 remote
+    radius = np.linalg.norm(stations.xyz_m, axis=1)
+    assert np.all(np.abs(radius - 6.3647e6) < 2e3)  # on the geoid's radius at 53 deg N (WGS84: 6364.7 km)
+    baselines = np.linalg.norm(stations.xyz_m[:, None] - stations.xyz_m[None], axis=-1)
+    # Fields do not overlap (a core half-station is 30.8 m across); the Dutch array spans ~120 km.
+    assert 30.8 < baselines[baselines > 0].min() and 100e3 < baselines.max() < 200e3
+
+
+def test_measurement_set_rows_track_and_uvw(empty_ms):
+    from casacore import tables
+
+    path, summary = empty_ms
+    assert (summary.n_stations, summary.n_baselines, summary.n_times, summary.n_rows) == (24, 276, 60, 16560)
+    # The track is centred on transit: the highest elevation is 90 deg - |dec - latitude|, reached mid-track.
+    assert summary.max_elevation_deg == pytest.approx(90.0 - abs(DEC_DEG - LOFAR_CORE_LATITUDE_DEG), abs=0.1)
+    # UVW from the measures agrees with casacore's own derivation from ANTENNA and FIELD (TaQL derivedmscal;
+    # the two differ by Earth-orientation data only, < 1e-6 of the baseline length).
+    table = tables.taql(f"select UVW, mscal.uvwj2000() as DERIVED from '{path}'")
+    uvw, derived = table.getcol("UVW"), table.getcol("DERIVED")
+    length = np.linalg.norm(uvw, axis=1)
+    assert np.max(np.linalg.norm(uvw - derived, axis=1) / length) < 2e-6
+    assert length.max() > 50e3
+    with tables.table(f"{path}/SPECTRAL_WINDOW", ack=False) as window:
+        assert np.allclose(window.getcell("CHAN_FREQ", 0), [132e6, 156e6])
+
+
+def test_prediction_matches_a_direct_fourier_sum_off_centre(empty_ms, tmp_path):
+    """WSClean's w-gridder prediction of an off-centre point source equals the measurement equation."""
+    from casacore import tables
+
+    from radiogen.interferometer import wsclean
+
+    settings = _settings()
+    ms = tmp_path / "offset.ms"
+    shutil.copytree(empty_ms[0], ms)
+    dx, dy, flux = 150, -90, 1.0  # pixels east-west (x, RA decreasing) and north (y): 3.75' and 2.25'
+    model = _model(tmp_path / "sky", settings, {(SIZE_PX // 2 + dy, SIZE_PX // 2 + dx): flux})
+    wsclean.predict(ms, model_prefix=str(model)[: -len("-model.fits")], size_px=SIZE_PX,
+                    scale_arcsec=SCALE_ARCSEC, threads=1)
+    with tables.table(str(ms), ack=False) as table:
+        uvw, model_data = table.getcol("UVW"), table.getcol("MODEL_DATA")
+    with tables.table(f"{ms}/SPECTRAL_WINDOW", ack=False) as window:
+        wavelengths = 299792458.0 / window.getcell("CHAN_FREQ", 0)
+    scale = math.radians(SCALE_ARCSEC / 3600.0)
+    l, m = -dx * scale, dy * scale  # SIN projection: direction cosines are CDELT times pixel offsets
+    n = math.sqrt(1.0 - l * l - m * m)
+    # UVW = ANTENNA2 - ANTENNA1 (casacore), so the phase is +2 pi (u l + v m + w (n - 1)) / lambda.
+    phase = 2.0 * np.pi * (uvw[:, 0, None] * l + uvw[:, 1, None] * m + uvw[:, 2, None] * (n - 1.0)) / wavelengths
+    expected = flux * np.exp(1j * phase)
+    assert np.max(np.abs(model_data[..., 0] - expected)) < 1e-4 * flux
+    assert np.max(np.abs(model_data[..., 3] - expected)) < 1e-4 * flux
+    assert np.max(np.abs(model_data[..., 1:3])) == 0.0  # unpolarised: no cross-hand signal
+    # The w-term is part of it: without it the sum is worse by more than the tolerance.
+    assert np.max(np.abs(model_data[..., 0] - expected * np.exp(
+        -2j * np.pi * uvw[:, 2, None] * (n - 1.0) / wavelengths))) > 1e-3 * flux
+
+
+def test_point_source_restored_peak_and_beam(observed):
+    _, _, products = observed
+    restored = _plane(products.restored)
+    header = fits.getheader(products.restored)
+    assert header["BUNIT"].upper() == "JY/BEAM"
+    assert np.unravel_index(np.argmax(restored), restored.shape) == (SIZE_PX // 2, SIZE_PX // 2)
+    assert restored.max() == pytest.approx(POINT_FLUX_JY, rel=0.05)
+    # The PSF's main lobe is the fitted restoring beam (BMAJ, BMIN, BPA of the header): the same half-power
+    # area (the beam solid angle that turns Jy/beam into Jy) and the same shape over the main lobe.
+    psf = _plane(products.psf)
+    bmaj_px, bmin_px = header["BMAJ"] * 3600 / SCALE_ARCSEC, header["BMIN"] * 3600 / SCALE_ARCSEC
+    inverse = np.linalg.inv(beam_covariance_px(bmaj_px, bmin_px, header["BPA"]))
+    offsets = np.stack(np.mgrid[:SIZE_PX, :SIZE_PX] - SIZE_PX // 2, axis=-1).astype(float)
+    gaussian = np.exp(-0.5 * np.einsum("...i,ij,...j->...", offsets, inverse, offsets))
+    islands, _ = ndimage.label(psf > 0.5)
+    main_lobe = islands == islands[SIZE_PX // 2, SIZE_PX // 2]
+    assert psf[SIZE_PX // 2, SIZE_PX // 2] == pytest.approx(1.0, abs=1e-3)
+    assert main_lobe.sum() > 20
+    assert main_lobe.sum() == pytest.approx(np.sum(gaussian > 0.5), rel=0.10)
+    assert np.max(np.abs(psf - gaussian)[main_lobe | (gaussian > 0.5)]) < 0.1
+
+
+def test_dirty_image_shows_the_psf_sidelobes_and_clean_removes_them(observed):
+    _, _, products = observed
+    header = fits.getheader(products.restored)
+    far = _outside(3 * header["BMAJ"] * 3600 / SCALE_ARCSEC)
+    dirty, restored = _plane(products.dirty), _plane(products.restored)
+    sidelobe = np.max(np.abs(dirty[far])) / POINT_FLUX_JY
+    assert sidelobe > 0.05  # a sparse 24-station, 1 h array: sidelobes of several per cent
+    assert np.max(np.abs(restored[far])) / POINT_FLUX_JY < sidelobe / 5  # deconvolved down to the noise
+    psf_sidelobe = np.max(np.abs(_plane(products.psf)[far]))
+    assert sidelobe == pytest.approx(psf_sidelobe, rel=0.2)  # the dirty image is the flux times the PSF
+
+
+def test_restored_noise_matches_the_target(observed):
+    _, noise, products = observed
+    restored = _plane(products.restored)
+    rms = np.std(restored[_outside(50)])
+    assert rms == pytest.approx(TARGET_RMS_JY, rel=0.10)
+    assert noise.sigma_jy > 0 and noise.sefd_jy == pytest.approx(
+        noise.sigma_jy * math.sqrt(2 * 24e6 * 60.0))
+
+
+def test_imaging_uses_the_named_column_when_corrected_data_exists(observed, tmp_path):
+    """WSClean would image CORRECTED_DATA by default; radiogen names DATA."""
+    from casacore import tables
+
+    from radiogen.interferometer import wsclean
+
+    ms = tmp_path / "corrected.ms"
+    shutil.copytree(observed[0], ms)
+    with tables.table(str(ms), readonly=False, ack=False) as table:
+        description = table.getcoldesc("DATA")
+        description["comment"] = "zeros: must not be imaged"
+        table.addcols(tables.maketabdesc(tables.makecoldesc("CORRECTED_DATA", description)))
+        table.putcol("CORRECTED_DATA", np.zeros_like(table.getcol("DATA")))
+    products = wsclean.image(ms, prefix=tmp_path / "img", settings=_settings(), size_px=SIZE_PX,
+                             scale_arcsec=SCALE_ARCSEC, clean=False)
+    assert _plane(products.dirty).max() == pytest.approx(POINT_FLUX_JY, rel=0.05)
+
+
+def test_pointing_below_the_horizon_is_refused(tmp_path):
+    from radiogen.interferometer.measurement_set import build_measurement_set
+
+    settings = _settings()
+    with pytest.raises(ConfigError, match="elevation .* below min_elevation_deg"):
+        build_measurement_set(tmp_path / "south.ms", stations=load_stations(settings.stations),
+                              settings=settings, ra_deg=RA_DEG, dec_deg=-60.0)
+    assert not (tmp_path / "south.ms").exists()
+
+
+def test_model_off_the_phase_centre_grid_is_refused(tmp_path):
+    from radiogen.interferometer.model_image import model_header, write_model_image
+
+    header = model_header(size_px=SIZE_PX, scale_arcsec=SCALE_ARCSEC, ra_deg=RA_DEG + 0.01, dec_deg=DEC_DEG,
+                          frequency_hz=144e6, bandwidth_hz=48e6)
+    with pytest.raises(InputFileError, match="CRVAL.*not the phase centre"):
+        write_model_image(tmp_path / "sky", np.zeros((SIZE_PX, SIZE_PX)), header, ra_deg=RA_DEG,
+                          dec_deg=DEC_DEG, scale_arcsec=SCALE_ARCSEC)
+    assert not (tmp_path / "sky-model.fits").exists()
+
+
+def test_missing_wsclean_is_a_clear_error(monkeypatch, tmp_path):
+    from radiogen.interferometer import wsclean
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(InputFileError, match="wsclean is not installed.*Debian package wsclean"):
+        wsclean.wsclean_executable()
+
+
+def test_map_steps_through_the_cli_keep_the_map_grid(tmp_path):
+    """`radiogen interferometer ms|observe|image` on a map header and a Jy/beam sky model, as the rules run."""
+    from astropy.wcs import WCS
+
+    from radiogen.cli import main
+    from radiogen.interferometer.settings import settings_json
+    from radiogen.skymap.geometry import map_header
+
+    size, flux, rms_ujy = 240, 0.05, 100.0
+    header = map_header(size_px=size, name="test", centre_ra_deg=RA_DEG, centre_dec_deg=DEC_DEG)
+    header_path = tmp_path / "map_header.txt"
+    header.totextfile(str(header_path))
+    # A point source (a 6 arcsec beam of peak `flux` Jy/beam) off centre: 30 px west, 20 px north.
+    y, x = np.mgrid[:size, :size]
+    source_yx = (size // 2 + 20, size // 2 - 30)
+    sigma_px = 6.0 / SCALE_ARCSEC / (2 * math.sqrt(2 * math.log(2)))
+    sky = flux * np.exp(-((y - source_yx[0]) ** 2 + (x - source_yx[1]) ** 2) / (2 * sigma_px**2))
+    sky_header = header.copy()
+    sky_header["BUNIT"] = "JY/BEAM"
+    fits.PrimaryHDU(sky.astype(np.float32), header=sky_header).writeto(tmp_path / "sky_model.fits")
+    block = {**section_defaults("skymap.interferometer"), **dataclasses.asdict(_settings())}
+    settings = settings_json(block)
+    assert main(["interferometer", "ms", "--header", str(header_path), "--settings", settings,
+                 "--output", str(tmp_path / "observation.ms")]) == 0
+    assert main(["interferometer", "observe", "--ms", str(tmp_path / "observation.ms"), "--sky-model",
+                 str(tmp_path / "sky_model.fits"), "--settings", settings, "--noise-rms-ujy", str(rms_ujy),
+                 "--seed", "3", "--workdir", str(tmp_path / "work"), "--wsclean-log", str(tmp_path / "ws.log"),
+                 "--output", str(tmp_path / "observed.ms")]) == 0
+    assert main(["interferometer", "image", "--ms", str(tmp_path / "observed.ms"), "--header", str(header_path),
+                 "--settings", settings, "--prefix", str(tmp_path / "map"),
+                 "--wsclean-log", str(tmp_path / "ws.log")]) == 0
+    # The model WSClean predicted holds the sky model's flux: sum of Jy/beam over the beam area in pixels.
+    model = fits.getdata(tmp_path / "work" / "sky-model.fits")[0, 0]
+    beam_area_px = 2 * math.pi * sigma_px**2
+    assert model.sum() == pytest.approx(sky.sum() / beam_area_px, rel=1e-4)
+    assert sky.sum() / beam_area_px == pytest.approx(flux, rel=1e-3)
+    # The restored image is on the map's pixel grid, and the source is where the map has it.
+    restored_header = fits.getheader(tmp_path / "map-image.fits")
+    restored = fits.getdata(tmp_path / "map-image.fits")[0, 0]
+    assert restored.shape == (size, size)
+    assert abs(restored_header["CDELT1"]) == pytest.approx(abs(header["CDELT1"]))
+    peak = np.unravel_index(np.argmax(restored), restored.shape)
+    assert peak == source_yx
+    truth_world = WCS(header).celestial.pixel_to_world(source_yx[1], source_yx[0])
+    image_world = WCS(restored_header).celestial.pixel_to_world(source_yx[1], source_yx[0])
+    assert truth_world.separation(image_world).arcsec < 0.01 * SCALE_ARCSEC
+    residual = fits.getdata(tmp_path / "map-residual.fits")[0, 0]
+    assert np.std(residual) == pytest.approx(rms_ujy * 1e-6, rel=0.10)
+    assert "wsclean" in (tmp_path / "ws.log").read_text().lower()
