@@ -240,7 +240,8 @@ def test_checkpoints_of_a_run_from_another_init_file_are_stale(toy_first, traine
         assert _run(toy_first, out, _settings("first", other), on_step=steps.append)["status"] == "done"
     assert "starting model (train.init_from) changed" in caplog.text
     assert steps == [1, 2, 3, 4, 5, 6]  # from step 0 of the new run
-    assert sorted(p.name for p in (out.parent / "checkpoints" / "stale").iterdir()) == ["ckpt-000000002.pt", "ckpt-000000003.pt"]
+    stale = sorted(p.name for p in (out.parent / "checkpoints" / "stale").iterdir())
+    assert stale == ["ckpt-000000002.pt", "ckpt-000000003.pt"]
 
 
 def test_dry_run_shows_the_init_file_as_input_of_the_training_rule(repo_root, tmp_path, trained_first):

@@ -189,7 +189,8 @@ def _in_model_transform(data: TrainingData, init: InitModel) -> TrainingData:
     if hist is not None:
         lo, hi = float(hist["edges"][0]), float(hist["edges"][-1])
         outside = float(np.mean((train < lo) | (train > hi)))
-        note = f"; {100 * outside:.1f}% of the training split lie outside the model's context range [{lo:.3g}, {hi:.3g}]"
+        note = (f"; {100 * outside:.1f}% of the training split lie outside the model's context range "
+                f"[{lo:.3g}, {hi:.3g}]")
         if outside > 0.01:
             log.warning("%s: %.1f%% of the recomputed peak-flux context lies outside the range the model was "
                         "trained on (%s): check that /peak_flux has the unit of the model's training set",
@@ -207,8 +208,12 @@ def match_training_set(init: InitModel, data: TrainingData) -> TrainingData:
     ------
     ConfigError
         A model of the other dataset, another image shape, context length,
-        class list or context variables; or a LoTSS training set whose context
-        cannot be put into the model's transform (the message names both files).
+        class list or context variables; or a LoTSS training set without the raw
+        columns to put its context into the model's transform.
+    InputFileError
+        A LoTSS training set whose raw columns do not reproduce its own context,
+        or a model file without the transform its context needs.  Every message
+        names the model file.
     """
     meta, cfg = init.meta, init.model_config
     where = f"train.{data.dataset}.init_from = {init.path}"
