@@ -89,6 +89,9 @@ CASES = {
     "batch not divisible by the GPUs": (
         "train", "train.lotss.resources", {"gpus": 3, "cpus": 8, "mem_mb": 32000, "runtime": 600},
         "train.lotss.batch_size (16) must be divisible by train.lotss.resources.gpus (3)"),
+    "fine-tuning from the model the run writes": (
+        "train", "train.first.init_from", "results/models/first/model.pt",
+        "train.first.init_from (results/models/first/model.pt) is the model this run writes"),
     "churn with the deterministic solver": (
         "sample.sampler", "sample.sampler.S_churn", 0.5,
         "sample.sampler.S_churn (0.5) > 0 needs sample.sampler.solver heun"),

@@ -17,6 +17,8 @@ PyBDSF) or on input files stay with the jobs.
 
 from __future__ import annotations
 
+import os
+
 import re
 from typing import Callable
 
@@ -107,6 +109,14 @@ def _train(config: dict) -> None:
 
     for dataset in DATASETS:
         settings = resolve_settings(config["train"], dataset)
+        init_from = settings["init_from"]
+        output = os.path.join(config["results"], "models", dataset, "model.pt")
+        if init_from is not None and os.path.abspath(init_from) == os.path.abspath(output):
+            # The rule's input would be its own output (Snakemake: a cyclic graph).
+            raise ConfigError(
+                f"train.{dataset}.init_from ({init_from}) is the model this run writes; copy it elsewhere "
+                "and fine-tune from the copy"
+            )
         processes = max(1, int(config["train"][dataset]["resources"]["gpus"]))
         if int(settings["batch_size"]) % processes:
             # One data-parallel process per GPU, each taking an equal share of the batch.

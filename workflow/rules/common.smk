@@ -144,6 +144,12 @@ def snapshot_files(dataset):
     return [snapshot_file(RESULTS, dataset, step) for step in steps]
 
 
+def init_from_input(dataset):
+    """The model a training run fine-tunes (train.{dataset}.init_from) as a named input, or none."""
+    path = config["train"][dataset].get("init_from")
+    return {"init_from": path} if path else {}
+
+
 def guide_input(dataset):
     """The guide model of sample.{dataset}.guide as a named input (none: classifier-free)."""
     from radiogen.sampler.workflow import parse_guide, snapshot_file

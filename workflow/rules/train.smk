@@ -1,7 +1,8 @@
 # Rules: training of the two EDM diffusion models (paper Sect. 4.2) and their
 # loss curves. Logic: radiogen.model. Each training job resumes from the newest
 # checkpoint in results/models/{dataset}/checkpoints/ (kept across retries and
-# walltime kills, not declared); only model.pt is the job's output.
+# walltime kills, not declared); only model.pt is the job's output. A run that
+# fine-tunes (train.{dataset}.init_from) has the starting model as an input.
 import json
 
 # The two training rules differ only by dataset; one definition makes both
@@ -20,7 +21,8 @@ for _dataset, _training_set in TRAINING_SET.items():
         name:
             f"train_{_dataset}"
         input:
-            _training_set,
+            **init_from_input(_dataset),
+            data=_training_set,
         output:
             model=results("models", _dataset, "model.pt"),
             snapshots=snapshot_files(_dataset),
@@ -50,7 +52,7 @@ for _dataset, _training_set in TRAINING_SET.items():
             checkpoints=results("models", _dataset, "checkpoints"),
             nproc=max(1, _resources["gpus"]),
         shell:
-            "radiogen train run --data {input:q} --out {output.model:q}"
+            "radiogen train run --data {input.data:q} --out {output.model:q}"
             " --settings {params.settings:q} --model-settings {params.model:q}"
             " --seed {params.seed} --checkpoint-dir {params.checkpoints:q}"
             " --nproc {params.nproc} --threads {threads} >> {log:q} 2>&1"

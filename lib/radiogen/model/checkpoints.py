@@ -96,19 +96,27 @@ def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
     return found[-1] if found else None
 
 
-def run_identity(data: TrainingData, model_config: dict, settings: dict, seed: int) -> dict:
-    """What a training run's weights depend on: data digest, network, seed, settings.
+def run_identity(data: TrainingData, model_config: dict, settings: dict, seed: int,
+                 init_sha256: str | None = None) -> dict:
+    """What a training run's weights depend on: data digest, network, seed, settings, starting model.
 
     Two runs with equal identities produce the same weights at every step, so a
     checkpoint may be resumed exactly when its stored identity equals this one.
+    ``init_sha256`` is the digest of the model a fine-tuning run starts from
+    (``train.{dataset}.init_from``; :mod:`~radiogen.model.init_from`): its
+    contents count, not its path.  Runs from random weights leave it None, as
+    checkpoints from before fine-tuning do.
     """
-    return {
+    identity = {
         "data_sha256": data.digest(),
         "dataset": data.dataset,
         "model_config": model_config,
         "seed": int(seed),
-        "settings": {k: v for k, v in sorted(settings.items()) if k not in RESUMABLE_KEYS},
+        "settings": {k: v for k, v in sorted(settings.items()) if k not in RESUMABLE_KEYS and k != "init_from"},
     }
+    if init_sha256 is not None:
+        identity["init_sha256"] = str(init_sha256)
+    return identity
 
 
 def identity_differences(stored: dict | None, current: dict) -> list[str]:
@@ -117,6 +125,14 @@ def identity_differences(stored: dict | None, current: dict) -> list[str]:
     diffs = []
     if stored.get("data_sha256") != current["data_sha256"]:
         diffs.append("the training set's contents changed")
+    if stored.get("init_sha256") != current.get("init_sha256"):
+        before, after = stored.get("init_sha256"), current.get("init_sha256")
+        if before is None:
+            diffs.append(f"the run now starts from train.init_from (weights {after[:12]}) instead of random weights")
+        elif after is None:
+            diffs.append(f"the run now starts from random weights instead of train.init_from (weights {before[:12]})")
+        else:
+            diffs.append(f"the starting model (train.init_from) changed: weights {before[:12]} -> {after[:12]}")
     for key in ("dataset", "model_config", "seed"):
         if stored.get(key) != current[key]:
             diffs.append(f"{key} changed from {stored.get(key)!r} to {current[key]!r}")

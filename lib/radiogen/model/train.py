@@ -22,6 +22,10 @@ before every checkpoint); non-finite gradients are zeroed or clipped first
 (as Karras et al. 2022 do), except under fp16 loss scaling, which skips
 such steps itself.
 
+Fine-tuning (``train.{lotss,first}.init_from``): the run starts from a model
+file's network and EMA weights instead of random ones, checked against the
+training set first (:mod:`~radiogen.model.init_from`).
+
 The parts of a run live beside this module: its settings
 (:mod:`~radiogen.model.train_settings`), the process group
 (:mod:`~radiogen.model.distributed`), checkpoints and stop signals
@@ -69,6 +73,7 @@ from radiogen.model.data import (
 )
 from radiogen.model.distributed import DistEnv, init_distributed, slurm_to_torch_env
 from radiogen.model.ema import EMA
+from radiogen.model.init_from import InitModel, match_training_set, read_init_model
 from radiogen.model.loss import denoising_loss, sample_sigma
 from radiogen.model.train_settings import resolve_settings
 from radiogen.seeds import integer as seed_stream
@@ -401,6 +406,18 @@ class _LossHealth:
 # --------------------------------------------------------------------------- training
 
 
+def _note_ignored_model_settings(model_config: dict, init: InitModel) -> None:
+    """Log which ``model`` settings a fine-tuning run ignores because the init file's network wins."""
+    from radiogen.model import MODEL_DEFAULTS
+
+    theirs = {**MODEL_DEFAULTS, **init.model_config}
+    differing = [f"{key} {model_config[key]!r} -> {theirs[key]!r}" for key in sorted(MODEL_DEFAULTS)
+                 if key in model_config and model_config[key] != theirs.get(key)]
+    if differing:
+        log.info("train.init_from: the network is that of %s; the model section is ignored for this run "
+                 "(differs in %s)", init.path, ", ".join(differing))
+
+
 def snapshot_path(out_path: str | os.PathLike, step: int) -> Path:
     """Where a run writing ``out_path`` keeps its EMA snapshot of ``step`` (``train.snapshot_steps``)."""
     out_path = Path(out_path)
@@ -434,7 +451,10 @@ def train(
         The ``train`` config section (merged with defaults and its
         ``lotss``/``first`` sub-block for the file's dataset).
     model_settings : dict
-        The ``model`` config section (network shape).
+        The ``model`` config section (network shape).  Ignored (with a log
+        line naming what differs) when ``train.{dataset}.init_from`` names a
+        model file to fine-tune: that file's network and EMA weights start the
+        run (:mod:`~radiogen.model.init_from`).
     seed : int
         Global seed; the run uses its ``train.lotss`` / ``train.first`` stream (radiogen.seeds).
     checkpoint_dir : path, optional
@@ -470,6 +490,12 @@ def train(
         model_settings, image_channels=data.channels, image_size=data.image_size, context_dim=data.context_dim,
         dataset=data.dataset,
     )
+    init = None
+    if settings["init_from"] is not None:  # fine-tuning: the file's network, weights and context transform
+        init = read_init_model(settings["init_from"])
+        data = match_training_set(init, data)
+        _note_ignored_model_settings(model_config, init)
+        model_config = init.model_config
     build_network(model_config)  # raises ConfigError for shapes the U-Net cannot take
     run_seed = seed_stream(seed, f"train.{data.dataset}")
     ckpt_dir = checkpoint_dir_of(out_path, checkpoint_dir)
@@ -481,7 +507,7 @@ def train(
 
     env = init_distributed(device, init_method=init_method)
     try:
-        return _train(data, model_config, settings, env, out_path, ckpt_dir, run_seed, stop_after, on_step)
+        return _train(data, model_config, settings, env, out_path, ckpt_dir, run_seed, stop_after, on_step, init)
     finally:
         if env.distributed and dist.is_initialized():
             dist.destroy_process_group()
@@ -497,6 +523,7 @@ def _train(
     run_seed: int,
     stop_after: int | None,
     on_step,
+    init: InitModel | None = None,
 ) -> dict:
     device = env.device
     global_batch = int(settings["batch_size"])
@@ -512,6 +539,9 @@ def _train(
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(run_seed)  # identical initial weights on every rank
     net = build_network(model_config)
+    if init is not None:
+        # The file's EMA weights start both the raw and (copied by EMA below) the averaged weights.
+        net.load_state_dict(init.state_dict)
     net.to(device)
     if channels_last:
         net.to(memory_format=torch.channels_last)
@@ -529,7 +559,7 @@ def _train(
         "val_sigmas": [float(s) for s in settings["val_sigmas"]],
     }
 
-    identity = run_identity(data, model_config, settings, run_seed)
+    identity = run_identity(data, model_config, settings, run_seed, None if init is None else init.digest)
     state, resumed_from = _agreed_checkpoint(env, ckpt_dir, identity, settings["stale_checkpoints"])
     step = 0
     if state is not None:
@@ -581,6 +611,11 @@ def _train(
         )
         if val_idx.size == 0:
             log.warning("%s: no validation images (/split == 1); validation loss is skipped", data.path)
+        if init is not None and step == 0:
+            log.info("fine-tuning %s (step %s of its own run%s): its EMA weights start the raw and EMA weights",
+                     init.path, init.meta["step"],
+                     ", imported from " + str(init.meta["train_config"]["imported_from"])
+                     if (init.meta.get("train_config") or {}).get("imported_from") else "")
 
     def checkpoint(at: int) -> None:
         health.check(at, net, ema)  # every rank, before anything is written
@@ -612,7 +647,9 @@ def _train(
             model_config=model_config,
             state_dict=ema.state_dict(),
             dataset=data.dataset,
-            train_config={**settings, "seed": run_seed, "world_size": env.world, "precision_used": precision},
+            train_config={**settings, "seed": run_seed, "world_size": env.world, "precision_used": precision,
+                          **({} if init is None else {"init_sha256": init.digest, "init_step": init.meta["step"],
+                                                      "init_train_config": init.meta.get("train_config")})},
             step=at,
             normalisation=data.normalisation(),
             class_names=data.class_names(),
