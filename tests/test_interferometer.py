@@ -325,3 +325,130 @@ def test_map_steps_through_the_cli_keep_the_map_grid(tmp_path):
     residual = fits.getdata(tmp_path / "map-residual.fits")[0, 0]
     assert np.std(residual) == pytest.approx(rms_ujy * 1e-6, rel=0.10)
     assert "wsclean" in (tmp_path / "ws.log").read_text().lower()
+
+
+def _known_sky(tmp_path: Path, *, size: int, rms_ujy: float):
+    """Three 6-arcsec sources on a map grid: map header, sky model (with FOOTPRINT), truth, sources, a map."""
+    import pandas as pd
+    from astropy.wcs import WCS
+
+    from radiogen.skymap.geometry import map_header
+
+    header = map_header(size_px=size, name="test", centre_ra_deg=RA_DEG, centre_dec_deg=DEC_DEG)
+    header.totextfile(str(tmp_path / "map_header.txt"))
+    sigma_px = 6.0 / SCALE_ARCSEC / (2 * math.sqrt(2 * math.log(2)))
+    beam_area_px = 2 * math.pi * sigma_px**2
+    y, x = np.mgrid[:size, :size]
+    sources = [(size // 2 + 25, size // 2 - 40, 40e-3), (size // 2 - 35, size // 2 + 30, 12e-3),
+               (size // 2 + 45, size // 2 + 45, 4e-3)]  # (y, x, peak Jy/beam)
+    sky = np.zeros((size, size))
+    footprint = np.zeros((size, size), dtype=np.int32)
+    wcs = WCS(header).celestial
+    rows = []
+    for k, (sy, sx, peak) in enumerate(sources):
+        stamp = peak * np.exp(-((y - sy) ** 2 + (x - sx) ** 2) / (2 * sigma_px**2))
+        sky += stamp
+        footprint[stamp > 1e-3 * peak] = k + 1
+        ra, dec = wcs.pixel_to_world_values(sx, sy)
+        rows.append({"Source_Name": f"S{k}", "RA": float(ra), "DEC": float(dec), "Peak_flux": peak * 1e3,
+                     "Total_flux": stamp.sum() / beam_area_px * 1e3, "LAS": 6.0})
+    sky_header = header.copy()
+    sky_header["BUNIT"] = "JY/BEAM"
+    fits.HDUList([fits.PrimaryHDU(sky.astype(np.float32), header=sky_header),
+                  fits.ImageHDU(footprint, header=header, name="FOOTPRINT")]).writeto(tmp_path / "sky_model.fits")
+    noise = np.random.default_rng(5).normal(0.0, rms_ujy * 1e-6, sky.shape)
+    fits.PrimaryHDU((sky + ndimage.gaussian_filter(noise, sigma_px) * math.sqrt(4 * math.pi) * sigma_px
+                     ).astype(np.float32), header=sky_header).writeto(tmp_path / "map.fits")
+    truth = pd.DataFrame(rows)
+    truth.to_csv(tmp_path / "truth.csv", index=False)
+    truth[["Source_Name", "RA", "DEC", "Peak_flux"]].to_csv(tmp_path / "sources.csv", index=False)
+    return truth
+
+
+def test_interferometric_map_is_searched_and_validated_like_the_image_plane_map(tmp_path, saved_figures):
+    """The rules' chain: observe and image a known sky, PyBDSF on the restored map, truth matching,
+    the image-plane map side by side, and the restored / residual / PSF figure."""
+    import pandas as pd
+
+    from figures import panels, shown_arrays
+    from radiogen.cli import main
+    from radiogen.config import fill_defaults
+    from radiogen.interferometer.settings import settings_json
+    from radiogen.skymap.settings import settings_json as map_settings_json
+
+    size, rms_ujy = 240, 100.0
+    truth = _known_sky(tmp_path, size=size, rms_ujy=rms_ujy)
+    block = {**section_defaults("skymap.interferometer"), **dataclasses.asdict(_settings())}
+    settings = settings_json(block)
+    map_settings = map_settings_json(fill_defaults({"noise_rms_ujy": rms_ujy},
+                                                   Path(__file__).resolve().parents[1] / "workflow" / "schemas"
+                                                   / "skymap.schema.yaml"))
+    common = ["--settings", settings]
+    assert main(["interferometer", "ms", "--header", str(tmp_path / "map_header.txt"), *common,
+                 "--output", str(tmp_path / "observation.ms")]) == 0
+    assert main(["interferometer", "observe", "--ms", str(tmp_path / "observation.ms"), "--sky-model",
+                 str(tmp_path / "sky_model.fits"), *common, "--noise-rms-ujy", str(rms_ujy), "--seed", "4",
+                 "--workdir", str(tmp_path / "work"), "--output", str(tmp_path / "observed.ms")]) == 0
+    assert main(["interferometer", "image", "--ms", str(tmp_path / "observed.ms"), "--header",
+                 str(tmp_path / "map_header.txt"), *common, "--prefix", str(tmp_path / "map")]) == 0
+    restored = tmp_path / "map-image.fits"
+    validation = {}
+    for label, image in (("image-plane", tmp_path / "map.fits"), ("interferometric", restored)):
+        out = tmp_path / label
+        out.mkdir()
+        assert main(["skymap", "find", "--map", str(image), "--settings", map_settings,
+                     "--output", str(out / "recovered.csv")]) == 0
+        assert main(["skymap", "validate", "--map", str(image), "--sky-model", str(tmp_path / "sky_model.fits"),
+                     "--truth", str(tmp_path / "truth.csv"), "--recovered", str(out / "recovered.csv"),
+                     "--sources", str(tmp_path / "sources.csv"), "--settings", map_settings, "--name", label,
+                     "--table", str(out / "validation.tsv"), "--figure", str(out / "validation.png"),
+                     "--map-figure", str(out / "map.png")]) == 0
+        validation[label] = pd.read_csv(out / "validation.tsv", sep="\t", index_col="measure")["value"]
+        recovered = pd.read_csv(out / "recovered.csv")
+        table = validation[label]
+        assert int(table["placed_sources"]) == len(truth) == 3, label
+        assert int(table["recovered_sources"]) == len(recovered), label
+        # Three sources at S/N 40-400 in an empty field: all found, nothing else, fluxes kept.
+        assert float(table["completeness"]) == 1.0 and float(table["reliability"]) == 1.0, (label, recovered)
+        assert float(table["flux_ratio_median"]) == pytest.approx(1.0, abs=0.1), label
+        assert float(table["offset_median_arcsec"]) < 1.5, label
+    restored_header = fits.getheader(restored)
+    # The restored map's beam is the 6" sky convolved again (WSClean's fitted beam): PyBDSF's sizes are larger.
+    interferometric = pd.read_csv(tmp_path / "interferometric" / "recovered.csv")
+    assert (interferometric["Maj"] > 6.5).all() and restored_header["BMAJ"] * 3600 > 6.0
+    # The map figure of the 4-D restored image shows its sky plane.
+    map_axes = panels(saved_figures["map.png"])
+    np.testing.assert_allclose(shown_arrays(map_axes[0])[0], fits.getdata(restored)[0, 0], rtol=1e-6)
+
+    assert main(["skymap", "compare", "--validation", f"image-plane={tmp_path / 'image-plane' / 'validation.tsv'}",
+                 "--validation", f"interferometric={tmp_path / 'interferometric' / 'validation.tsv'}",
+                 "--table", str(tmp_path / "comparison.tsv"), "--figure", str(tmp_path / "comparison.png")]) == 0
+    comparison = pd.read_csv(tmp_path / "comparison.tsv", sep="\t", index_col="measure")
+    for label in validation:
+        for measure in ("completeness", "reliability", "flux_ratio_median"):
+            assert comparison.loc[measure, label] == pytest.approx(float(validation[label][measure]), rel=1e-3)
+    bars = [ax for ax in panels(saved_figures["comparison.png"])]
+    assert [ax.get_title() for ax in bars] == ["completeness", "reliability", "flux_ratio_median"]
+    for ax, measure in zip(bars, ("completeness", "reliability", "flux_ratio_median")):
+        heights = [patch.get_height() for patch in ax.patches]
+        assert heights == pytest.approx([comparison.loc[measure, label] for label in validation], rel=1e-3)
+
+    assert main(["interferometer", "figure", "--restored", str(restored), "--residual",
+                 str(tmp_path / "map-residual.fits"), "--psf", str(tmp_path / "map-psf.fits"),
+                 "--output", str(tmp_path / "imaging.png")]) == 0
+    fig = saved_figures["imaging.png"]
+    images = [ax for ax in panels(fig) if ax.get_images()]
+    assert [ax.get_title().split(" ")[0] for ax in images] == ["restored", "residual", "PSF,"]
+    restored_shown, residual_shown, psf_shown = (shown_arrays(ax)[0] for ax in images)
+    np.testing.assert_allclose(restored_shown, fits.getdata(restored)[0, 0] * 1e3, rtol=1e-6)
+    np.testing.assert_allclose(residual_shown, fits.getdata(tmp_path / "map-residual.fits")[0, 0] * 1e3, rtol=1e-6)
+    assert np.std(residual_shown) == pytest.approx(rms_ujy * 1e-3, rel=0.15)  # mJy/beam
+    assert psf_shown.max() == pytest.approx(1.0, abs=1e-3) and psf_shown.min() < 0  # sidelobes
+    assert psf_shown[psf_shown.shape[0] // 2, psf_shown.shape[1] // 2] == psf_shown.max()
+    colour_bars = [ax.get_ylabel() for ax in panels(fig) if not ax.get_images()]
+    assert colour_bars == ["mJy/beam", "mJy/beam", "PSF response (peak 1)"]
+    bmaj, bmin, bpa = (restored_header["BMAJ"] * 3600, restored_header["BMIN"] * 3600, restored_header["BPA"])
+    for ax in images:
+        (ellipse,) = [p for p in ax.patches]
+        assert (ellipse.height * 60, ellipse.width * 60, ellipse.angle) == pytest.approx((bmaj, bmin, -bpa))
+        assert ax.get_xlabel() == "ΔRA cos δ [arcmin]"

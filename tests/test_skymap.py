@@ -472,3 +472,43 @@ def test_map_of_generated_like_sources_has_noise_free_smooth_models(tmp_path):
     beam = beam_area_px(6.0, 1.5)
     true_totals = np.array([sources[kind[k]].sum() / beam * 1e3 for k in table["index"]])
     assert truth["Total_flux"].to_numpy() == pytest.approx(true_totals, rel=0.05)
+
+
+def _validation_tsv(path, **values):
+    rows = {"input_sources": 5, "placed_sources": 4, "recovered_sources": 3, "associated_sources": 3,
+            "completeness": 0.75, "completeness_snr_ge_10": 1.0, "reliability": 1.0, "flux_ratio_median": 0.98,
+            "flux_ratio_scatter": 0.05, "offset_median_arcsec": 0.4, **values}
+    pd.DataFrame({"measure": list(rows), "value": list(rows.values()), "meaning": "m"}).to_csv(
+        path, sep="\t", index=False)
+    return path
+
+
+def test_compare_puts_maps_side_by_side_shows_undefined_and_refuses_other_skies(tmp_path, saved_figures):
+    from figures import panels
+
+    a = _validation_tsv(tmp_path / "a.tsv")
+    b = _validation_tsv(tmp_path / "b.tsv", recovered_sources=0, associated_sources=0, completeness=0.0,
+                        reliability=float("nan"), flux_ratio_median=float("nan"))
+    assert cli_main(["skymap", "compare", "--validation", f"image-plane={a}", "--validation",
+                     f"interferometric={b}", "--table", str(tmp_path / "c.tsv"),
+                     "--figure", str(tmp_path / "c.png")]) == 0
+    table = pd.read_csv(tmp_path / "c.tsv", sep="\t", index_col="measure")
+    assert list(table.columns) == ["image-plane", "interferometric", "meaning"]
+    assert table.loc["completeness"].tolist()[:2] == [0.75, 0.0]
+    assert table.loc["reliability", "image-plane"] == 1.0 and np.isnan(table.loc["reliability", "interferometric"])
+    axes = panels(saved_figures["c.png"])
+    heights = {ax.get_title(): [p.get_height() for p in ax.patches] for ax in axes}
+    assert heights == {"completeness": [0.75, 0.0], "reliability": [1.0], "flux_ratio_median": [0.98]}
+    undefined = [t.get_text() for ax in axes for t in ax.texts]
+    assert undefined == ["undefined\n(no sources)"] * 2
+    other = _validation_tsv(tmp_path / "other.tsv", placed_sources=7)
+    with pytest.raises(InputFileError, match="do not share one truth catalogue"):
+        validate.compare_summaries({"a": a, "other": other}, table_path=tmp_path / "x.tsv",
+                                   figure_path=tmp_path / "x.png")
+    with pytest.raises(InputFileError, match="not a map validation table"):
+        pd.DataFrame({"measure": ["completeness"], "value": [1.0], "meaning": ["m"]}).to_csv(
+            tmp_path / "bad.tsv", sep="\t", index=False)
+        validate.compare_summaries({"a": a, "bad": tmp_path / "bad.tsv"}, table_path=tmp_path / "x.tsv",
+                                   figure_path=tmp_path / "x.png")
+    assert cli_main(["skymap", "compare", "--validation", str(a), "--validation", f"b={b}", "--table",
+                     str(tmp_path / "x.tsv"), "--figure", str(tmp_path / "x.png")]) != 0

@@ -585,6 +585,44 @@ def test_interferometric_map_on_the_map_grid_at_the_target_noise(smoke):
     assert np.std(residual) == pytest.approx(target, rel=0.15)
 
 
+
+def test_interferometric_map_validated_and_compared_with_the_image_plane_map(smoke):
+    """PyBDSF and truth matching on the restored map, side by side with the image-plane map, and the
+    restored / residual / PSF figure (rules skymap_interferometer_{find,validate,compare,figure})."""
+    skymap = smoke.results / "skymap"
+    results = skymap / "interferometer"
+    truth = pd.read_csv(skymap / "truth.csv")
+    recovered = pd.read_csv(results / "recovered.csv")
+    validation = pd.read_csv(results / "validation.tsv", sep="\t", index_col="measure")["value"]
+    image_plane = pd.read_csv(skymap / "validation.tsv", sep="\t", index_col="measure")["value"]
+    # One sky: the same truth catalogue and input catalogue as the image-plane map.
+    assert int(validation["placed_sources"]) == len(truth) == int(image_plane["placed_sources"])
+    assert int(validation["input_sources"]) == int(image_plane["input_sources"])
+    assert int(validation["recovered_sources"]) == len(recovered)
+    assert int(validation["associated_sources"]) <= len(recovered) + len(truth)
+    for measure in ("completeness", "completeness_snr_ge_10", "reliability"):
+        value = pd.to_numeric(validation[measure], errors="coerce")
+        if measure == "completeness" and len(truth) == 0 or measure == "reliability" and len(recovered) == 0:
+            assert not np.isfinite(value), measure  # undefined, not 0 or 1
+        elif np.isfinite(value):
+            check_probability(value, measure)
+    comparison = pd.read_csv(results / "comparison.tsv", sep="\t", index_col="measure")
+    assert list(comparison.columns) == ["image-plane", "interferometric", "meaning"]
+    for label, table in (("image-plane", image_plane), ("interferometric", validation)):
+        for measure in ("placed_sources", "recovered_sources", "completeness", "reliability", "flux_ratio_median"):
+            np.testing.assert_allclose(comparison.loc[measure, label], float(table[measure]), rtol=1e-3,
+                                       equal_nan=True, err_msg=f"{label} {measure}")
+    for name in ("validation.png", "map.png", "comparison.png", "imaging.png"):
+        check_figure(results / name)
+    # The imaging figure: three image panels side by side, each with colour (restored, residual, PSF).
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(results / "imaging.png").convert("RGB"), dtype=np.float64)
+    thirds = np.array_split(rgb[int(rgb.shape[0] * 0.15):int(rgb.shape[0] * 0.85)], 3, axis=1)
+    for k, panel in enumerate(thirds):
+        assert panel.std() > 10.0 and ((panel < 245).any(axis=2).mean() > 0.3), k
+
+
 REPORT_ENTRY = re.compile(r'"(/[^"]+)": \{"name": "[^"]*"')
 DATA_URI = re.compile(r'"data_uri": "data:[^;"]+;charset=[^;"]*;filename=[^;"]+;base64,([A-Za-z0-9+/=]+)"')
 
@@ -616,6 +654,9 @@ def test_report_has_every_section_with_the_run_s_files(smoke):
                 "models/first/loss_curves.png", "evaluation/size_conditioning.png", "skymap/validation.tsv",
                 "skymap/map.png", "classifier/confusion_test.png", "first/class_counts.csv",
                 "lotss/main/cutout_examples.png", "evaluation/flux_conditioning.png"}
+    if smoke.config["skymap"]["interferometer"]["enabled"]:
+        expected |= {f"skymap/interferometer/{name}" for name in ("validation.tsv", "validation.png", "map.png",
+                                                                   "comparison.tsv", "comparison.png", "imaging.png")}
     assert expected <= embedded, sorted(expected - embedded)
     overview = files[str(smoke.results / "evaluation" / "overview.csv")].decode()
     judge = overview_rows(smoke, "judge")

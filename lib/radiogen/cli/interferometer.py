@@ -2,7 +2,8 @@
 
 Steps as the workflow runs them (``workflow/rules/skymap.smk``): ``ms`` (the
 measurement set), ``observe`` (prediction of the sky model plus thermal
-noise), ``image`` (restored, residual, model, PSF and dirty FITS).
+noise), ``image`` (restored, residual, model, PSF and dirty FITS),
+``figure`` (restored map, residual map and PSF with the restoring beam).
 ``--settings`` is the config's ``skymap.interferometer`` block as JSON.
 """
 
@@ -53,6 +54,13 @@ def cmd_image(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_figure(args: argparse.Namespace) -> int:
+    from radiogen.interferometer.figures import plot_imaging_products
+
+    plot_imaging_products(args.restored, args.residual, args.psf, args.output, title=args.title)
+    return 0
+
+
 def register(topics) -> None:
     sub = topics.topic("interferometer")
 
@@ -80,3 +88,11 @@ def register(topics) -> None:
     p.add_argument("--prefix", required=True, help="output prefix: <prefix>-image.fits etc.")
     p.add_argument("--wsclean-log", help="file to append WSClean's output to")
     p.set_defaults(func=cmd_image)
+
+    p = sub.add_parser("figure", help="restored map, residual map and PSF with the restoring beam (PNG)")
+    p.add_argument("--restored", required=True, help="restored image FITS (<prefix>-image.fits)")
+    p.add_argument("--residual", required=True, help="residual image FITS")
+    p.add_argument("--psf", required=True, help="PSF image FITS")
+    p.add_argument("--title", default="interferometric map", help="figure title")
+    p.add_argument("--output", required=True, help="figure to write")
+    p.set_defaults(func=cmd_figure)

@@ -3,7 +3,8 @@
 Steps as the workflow runs them (``workflow/rules/skymap.smk``): ``sources``
 (grid and input catalogue), ``tile`` (one job per tile), ``assemble`` (sky
 model, map, truth catalogue), ``find`` (PyBDSF on the map), ``validate``
-(truth vs recovered).  ``--settings`` is the config's ``skymap`` block as
+(truth vs recovered), ``compare`` (validation tables of two maps of one
+sky side by side: the image-plane and the interferometric map).  ``--settings`` is the config's ``skymap`` block as
 JSON with every key (the workflow fills the schema's defaults).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 from radiogen.cli.options import config_default, json_object, nonnegative_float
+from radiogen.errors import ConfigError
 
 
 def _settings(args: argparse.Namespace):
@@ -71,6 +73,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from radiogen.skymap.validate import compare_summaries
+
+    tables = {}
+    for item in args.validation:
+        label, sep, path = item.partition("=")
+        if not sep or not label or not path:
+            raise ConfigError(f"--validation {item!r}: expected LABEL=PATH")
+        if label in tables:
+            raise ConfigError(f"--validation: label {label!r} given twice")
+        tables[label] = path
+    compare_summaries(tables, table_path=args.table, figure_path=args.figure)
+    return 0
+
+
 def register(topics) -> None:
     sub = topics.topic("skymap")
     settings_help = "JSON: the config's skymap block, every key"
@@ -124,3 +141,10 @@ def register(topics) -> None:
                    "--figure", "--map-figure"):
         p.add_argument(option, required=True)
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("compare", help="validation tables of maps of one sky side by side: table and figure")
+    p.add_argument("--validation", action="append", required=True, metavar="LABEL=PATH",
+                   help="a map's validation.tsv under a label (at least two)")
+    p.add_argument("--table", required=True, help="comparison TSV to write")
+    p.add_argument("--figure", required=True, help="comparison figure to write")
+    p.set_defaults(func=cmd_compare)

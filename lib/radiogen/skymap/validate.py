@@ -45,6 +45,7 @@ from radiogen.skymap.settings import MapSettings
 
 __all__ = ["find_sources", "footprint_rows", "match_catalogues", "binned_fraction", "euclidean_counts",
            "associated_fluxes", "summary_table",
+           "compare_summaries", "plot_comparison", "COMPARED_MEASURES",
            "plot_validation", "plot_map", "validate_map", "RECOVERED_COLUMNS"]
 
 log = logging.getLogger(__name__)
@@ -324,6 +325,14 @@ def plot_validation(truth: pd.DataFrame, recovered: pd.DataFrame, output: str | 
     plt.close(fig)
 
 
+def _sky_plane(data: np.ndarray, *, source) -> np.ndarray:
+    """The 2-D sky plane of an image whose other axes (frequency, Stokes) have length 1."""
+    data = np.asarray(data, dtype=np.float64)
+    if data.ndim < 2 or any(n != 1 for n in data.shape[:-2]):
+        raise InputFileError(f"{source}: expected one sky plane, got an image of shape {data.shape}")
+    return data.reshape(data.shape[-2:])
+
+
 def plot_map(map_path: str | Path, truth: pd.DataFrame, recovered: pd.DataFrame, output: str | Path, *,
              title: str) -> None:
     """The map (asinh stretch) with truth (circles) and PyBDSF (crosses) positions."""
@@ -335,7 +344,8 @@ def plot_map(map_path: str | Path, truth: pd.DataFrame, recovered: pd.DataFrame,
     from astropy.wcs import WCS
 
     with fits.open(map_path) as hdul:
-        data, header = hdul[0].data.astype(np.float64), hdul[0].header
+        # WSClean's images have FREQ and STOKES axes of length 1: the sky plane is the last two axes.
+        data, header = _sky_plane(hdul[0].data, source=map_path), hdul[0].header
     wcs = WCS(header).celestial
     fig = plt.figure(figsize=(8, 8))
     ax = fig.add_subplot(projection=wcs)
@@ -388,3 +398,82 @@ def validate_map(map_path: str | Path, truth_csv: str | Path, recovered_csv: str
                     "thresholds); the measures are undefined", name)
     log.info("validation of %s:\n%s", name, table.to_string(index=False))
     return table
+
+
+#: Measures of :func:`summary_table` set side by side for two maps of one truth catalogue.
+COMPARED_MEASURES = ("placed_sources", "recovered_sources", "associated_sources", "completeness",
+                     "completeness_snr_ge_10", "reliability", "flux_ratio_median", "flux_ratio_scatter",
+                     "offset_median_arcsec")
+
+
+def compare_summaries(tables: dict[str, str | Path], *, table_path: str | Path, figure_path: str | Path
+                      ) -> pd.DataFrame:
+    """The validation tables of maps of one sky (label -> TSV of :func:`summary_table`) side by side.
+
+    Writes a TSV (``measure``, one column per label, ``meaning``) of
+    :data:`COMPARED_MEASURES` and the figure of :func:`plot_comparison`.
+    """
+    if len(tables) < 2:
+        raise InputFileError(f"compare needs at least two validation tables, got {len(tables)}")
+    columns = {}
+    meaning = None
+    for label, path in tables.items():
+        if not Path(path).exists():
+            raise InputFileError(f"{path}: validation table of {label!r} does not exist")
+        table = pd.read_csv(path, sep="\t", index_col="measure")
+        missing = [m for m in COMPARED_MEASURES if m not in table.index]
+        if missing:
+            raise InputFileError(f"{path}: not a map validation table (no {', '.join(missing)})")
+        columns[label] = pd.to_numeric(table.loc[list(COMPARED_MEASURES), "value"], errors="coerce")
+        meaning = table.loc[list(COMPARED_MEASURES), "meaning"] if meaning is None else meaning
+    placed = {label: values["placed_sources"] for label, values in columns.items()}
+    if len(set(placed.values())) > 1:
+        raise InputFileError(f"the maps compared do not share one truth catalogue: placed sources {placed}")
+    comparison = pd.DataFrame(columns)
+    comparison.index.name = "measure"
+    comparison["meaning"] = meaning
+    comparison = comparison.reset_index()
+    with atomic_path(table_path) as tmp:
+        comparison.to_csv(tmp, sep="\t", index=False, float_format="%.4g")
+    plot_comparison(comparison, figure_path)
+    log.info("maps compared:\n%s", comparison.drop(columns="meaning").to_string(index=False))
+    return comparison
+
+
+def plot_comparison(comparison: pd.DataFrame, output: str | Path) -> None:
+    """Bars per map: completeness, reliability and the median S_rec/S_true (16-84 % half range)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = comparison.set_index("measure")
+    labels = [c for c in table.columns if c != "meaning"]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+    panels = (("completeness", None, "completeness", (0, 1.05)),
+              ("reliability", None, "reliability", (0, 1.05)),
+              ("flux_ratio_median", "flux_ratio_scatter", "median S_recovered / S_true", None))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (measure, error, ylabel, ylim) in zip(axes, panels):
+        values = table.loc[measure, labels].to_numpy(dtype=float)
+        errors = table.loc[error, labels].to_numpy(dtype=float) if error else None
+        x = np.arange(len(labels))
+        shown = np.isfinite(values)
+        ax.bar(x[shown], values[shown], color=[colours[k % len(colours)] for k in x[shown]],
+               yerr=None if errors is None else np.nan_to_num(errors[shown]), capsize=4)
+        for k in x[~shown]:
+            ax.text(k, 0.5, "undefined\n(no sources)", ha="center", va="center", color="grey", fontsize=8,
+                    transform=ax.get_xaxis_transform())
+        if measure == "flux_ratio_median":
+            ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_xticks(x, labels)
+        ax.set(ylabel=ylabel, xlim=(-0.6, len(labels) - 0.4))
+        if ylim:
+            ax.set_ylim(*ylim)
+        ax.set_title(measure)
+    placed = int(table.loc["placed_sources", labels[0]])
+    recovered = ", ".join(f"{label} {int(table.loc['recovered_sources', label])}" for label in labels)
+    fig.suptitle(f"one sky ({placed} placed sources), two maps; PyBDSF sources: {recovered}")
+    fig.tight_layout()
+    save_figure(fig, output, dpi=110)
+    plt.close(fig)
