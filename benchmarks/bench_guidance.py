@@ -2,7 +2,7 @@
 with classifier-free guidance or autoguidance by weaker models (``--guides``).
 
 Samples ``--per-class`` images per class from a model file or a training checkpoint
-(EMA weights) with the project's solver, scores them with a trained morphology
+(EMA weights) with a chosen solver (``--solver``, ``--steps``, ``--rho``), scores them with a trained morphology
 classifier (the judge), and compares their per-image mean and std with the real
 training split through the project's size-matched floor
 (:func:`radiogen.evaluation.distances.size_matched`).  Prints one line per w:
@@ -40,7 +40,7 @@ from radiogen.evaluation.distances import one_d_distances, size_matched
 from radiogen.evaluation.proportions import mcnemar_test, wilson_interval
 from radiogen.evaluation.stats import per_image_statistics
 from radiogen.model.data import read_training_set
-from radiogen.sampler.solvers import solve
+from radiogen.sampler.solvers import SOLVERS, network_evaluations, solve
 
 
 def _image_stats(images: np.ndarray) -> dict:
@@ -59,7 +59,11 @@ def main() -> None:
     parser.add_argument("--judge", required=True, help="classifier.pt")
     parser.add_argument("--guidance", type=float, nargs="+", default=[0.0, 0.75, 3.0, 10.0])
     parser.add_argument("--per-class", type=int, default=25)
-    parser.add_argument("--steps", type=int, default=15, help="DPM-Solver++(2M) steps")
+    parser.add_argument("--solver", default="dpmpp_2m", choices=SOLVERS, help="sample.sampler.solver")
+    parser.add_argument("--steps", type=int, default=15, help="solver steps (network evaluations: see --solver)")
+    parser.add_argument("--rho", type=float, default=7.0, help="schedule exponent rho")
+    parser.add_argument("--save", help="write labels, predictions and images of every (guide, w) to this .npz")
+    parser.add_argument("--compare", help="an earlier --save .npz of the same latents: McNemar per (guide, w)")
     parser.add_argument("--guides", nargs="+", default=["unconditional"],
                         help="unconditional (classifier-free) and/or guide model.pt / checkpoint files")
     parser.add_argument("--seed", type=int, default=1)
@@ -75,21 +79,25 @@ def main() -> None:
     context = torch.nn.functional.one_hot(torch.from_numpy(labels), n_classes).float()
     noise = torch.randn((labels.size, 1, *data.images.shape[-2:]),
                         generator=torch.Generator().manual_seed(args.seed))
-    print(f"{args.model}: {labels.size} images per w ({args.per_class} per class), {args.steps} steps")
+    print(f"{args.model}: {labels.size} images per w ({args.per_class} per class), {args.solver} {args.steps} steps "
+          f"(rho {args.rho}, {network_evaluations(args.solver, args.steps)} network evaluations per image and w)")
+    saved = {"labels": labels}
     correct = {}
     for guide_name in args.guides:
         guide = None if guide_name == "unconditional" else load_network(guide_name).eval()
         for w in args.guidance:
             start = time.perf_counter()
             with torch.no_grad():
-                x = torch.cat([solve(net, noise[i:i + 50], solver="dpmpp_2m", context=context[i:i + 50],
-                                     guidance=w, guide=guide, num_steps=args.steps)
+                x = torch.cat([solve(net, noise[i:i + 50], solver=args.solver, context=context[i:i + 50],
+                                     guidance=w, guide=guide, num_steps=args.steps, rho=args.rho)
                                for i in range(0, labels.size, 50)])
             seconds = time.perf_counter() - start
             images = ((x.clamp(-1, 1) + 1) / 2).numpy()[:, 0]
             predicted = classify(images, model=args.judge)[0].argmax(1)
             accuracy = judge_accuracy(labels, predicted)
             correct[guide_name, w] = predicted == labels
+            saved[f"predicted|{guide_name}|{w}"] = predicted
+            saved[f"images|{guide_name}|{w}"] = images.astype(np.float32)
             low, high = wilson_interval(int(correct[guide_name, w].sum()), labels.size)
             confusion = confusion_matrix(labels, predicted, num_classes=n_classes)
             recall = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
@@ -103,6 +111,21 @@ def main() -> None:
                   f"{float(high):.3f}] (1-sigma Wilson); recall per class {np.round(recall, 2).tolist()}; "
                   f"W1 / floor at {matched['n_reference']} real vs {matched['n_compared']} generated: {text}; "
                   f"confusion {confusion.tolist()}; {seconds:.0f} s", flush=True)
+    if args.save:
+        np.savez_compressed(args.save, **saved)
+    if args.compare:
+        earlier = np.load(args.compare)
+        if not np.array_equal(earlier["labels"], labels):
+            raise SystemExit(f"{args.compare}: other labels (per-class count) than this run")
+        for guide_name, w in correct:
+            key = f"{guide_name}|{w}"
+            if f"predicted|{key}" not in earlier:
+                continue
+            test = mcnemar_test(correct[guide_name, w], earlier[f"predicted|{key}"] == labels)
+            rms = float(np.sqrt(np.mean((saved[f"images|{key}"] - earlier[f"images|{key}"]) ** 2)))
+            print(f"{key} vs {args.compare}, same latents: image RMS difference {rms:.4f}; "
+                  f"{test['first_only']} images right only here, {test['second_only']} only there; "
+                  f"McNemar exact p = {test['p_exact']:.3g}")
     first = next(iter(correct))
     for key in list(correct)[1:]:
         test = mcnemar_test(correct[key], correct[first])

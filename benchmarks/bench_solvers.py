@@ -1,4 +1,4 @@
-"""Heun vs DPM-Solver++(2M): error against a 200-step Heun reference per network evaluation.
+"""Heun vs the multistep solvers (DPM-Solver++(2M)/(3M), iPNDM): error against a 200-step Heun reference per network evaluation.
 
 For one trained model and the same initial noise, every solver setting samples
 the same images; the table gives, per setting, the network evaluations per
@@ -8,19 +8,25 @@ and images/s on this machine.
 
     python benchmarks/bench_solvers.py results/models/first/model.pt --images 8 --guidance 0.75
     python benchmarks/bench_solvers.py results/models/lotss/model.pt --evaluations 5 10 25
+    python benchmarks/bench_solvers.py ckpt.pt --solvers ipndm dpmpp_3m --evaluations 8 10 12 --rho 5 7 9
+
+A training checkpoint works as well as a model file (FIRST: one-hot class
+context); ``--rho`` repeats every solver setting at other schedule exponents
+(the reference keeps rho = 7).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.stats import wasserstein_distance
 
 from radiogen.sampler.generate import conditioning, image_noise, image_shape, load_sampling_model
-from radiogen.sampler.solvers import network_evaluations, solve
+from radiogen.sampler.solvers import SOLVERS, network_evaluations, solve
 
 
 def _steps_for(solver: str, evaluations: int) -> int:
@@ -37,39 +43,60 @@ def main() -> None:
     parser.add_argument("--reference-steps", type=int, default=200, help="Heun steps of the reference")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--solvers", nargs="+", default=list(SOLVERS), choices=SOLVERS)
+    parser.add_argument("--rho", type=float, nargs="+", default=[7.0], help="schedule exponents to try")
+    parser.add_argument("--cache", help="reference .npy: read if it exists, else written")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    net, meta = load_sampling_model(args.model)
     index = np.arange(args.images)
-    settings = {"n_per_class": max(1, -(-args.images // max(1, len(meta.get("class_names") or [1]))))}
-    arrays = conditioning(meta, settings, index, seed=args.seed)
-    context = None if getattr(net, "context_dim", 0) == 0 else torch.from_numpy(arrays["context"])
-    noise, _ = image_noise(args.seed, index, image_shape(meta))
+    if args.model.rsplit("/", 1)[-1].startswith("ckpt-"):  # a training checkpoint: FIRST, EMA weights
+        from bench_class_usage import load_network  # this folder's script
 
-    def run(solver: str, steps: int) -> tuple[np.ndarray, float]:
+        net = load_network(args.model).eval()
+        n_classes = int(getattr(net, "context_dim", 0))
+        labels = index % max(1, n_classes)
+        context = torch.nn.functional.one_hot(torch.from_numpy(labels), n_classes).float() if n_classes else None
+        config = torch.load(args.model, map_location="cpu", weights_only=False)["model_config"]
+        noise, _ = image_noise(args.seed, index, (config["image_channels"], *config["image_size"]))
+    else:
+        net, meta = load_sampling_model(args.model)
+        settings = {"n_per_class": max(1, -(-args.images // max(1, len(meta.get("class_names") or [1]))))}
+        arrays = conditioning(meta, settings, index, seed=args.seed)
+        context = None if getattr(net, "context_dim", 0) == 0 else torch.from_numpy(arrays["context"])
+        noise, _ = image_noise(args.seed, index, image_shape(meta))
+
+    def run(solver: str, steps: int, rho: float = 7.0) -> tuple[np.ndarray, float]:
         start = time.perf_counter()
         with torch.no_grad():
-            x = solve(net, noise, solver=solver, context=context, guidance=args.guidance, num_steps=steps)
+            x = solve(net, noise, solver=solver, context=context, guidance=args.guidance, num_steps=steps,
+                      rho=rho)
         seconds = time.perf_counter() - start
         return ((x.clamp(-1, 1) + 1) / 2).numpy()[:, 0], seconds
 
     print(f"{args.model}: {args.images} images, w = {args.guidance}, reference Heun {args.reference_steps} steps",
           flush=True)
-    reference, ref_seconds = run("heun", args.reference_steps)
-    print(f"reference: {ref_seconds:.0f} s ({args.images / ref_seconds:.3f} images/s)", flush=True)
+    if args.cache and Path(args.cache).exists():
+        reference = np.load(args.cache)
+        print(f"reference: {args.cache}", flush=True)
+    else:
+        reference, ref_seconds = run("heun", args.reference_steps)
+        print(f"reference: {ref_seconds:.0f} s ({args.images / ref_seconds:.3f} images/s)", flush=True)
+        if args.cache:
+            np.save(args.cache, reference)
     ref_mean, ref_std = reference.mean(axis=(1, 2)), reference.std(axis=(1, 2))
-    header = f"{'solver':>9} {'steps':>5} {'evals':>5} {'RMS vs ref':>10} {'W1 mean':>9} {'W1 std':>9} {'images/s':>9}"
+    header = f"{'solver':>9} {'rho':>4} {'steps':>5} {'evals':>5} {'RMS vs ref':>10} {'W1 mean':>9} {'W1 std':>9} {'images/s':>9}"
     print(header)
-    for solver in ("heun", "dpmpp_2m"):
-        for evaluations in args.evaluations:
-            steps = _steps_for(solver, evaluations)
-            images, seconds = run(solver, steps)
-            rms = float(np.sqrt(np.mean((images - reference) ** 2)))
-            w1_mean = wasserstein_distance(images.mean(axis=(1, 2)), ref_mean)
-            w1_std = wasserstein_distance(images.std(axis=(1, 2)), ref_std)
-            print(f"{solver:>9} {steps:5d} {network_evaluations(solver, steps):5d} {rms:10.5f} "
-                  f"{w1_mean:9.5f} {w1_std:9.5f} {args.images / seconds:9.3f}", flush=True)
+    for rho in args.rho:
+        for solver in args.solvers:
+            for evaluations in args.evaluations:
+                steps = _steps_for(solver, evaluations)
+                images, seconds = run(solver, steps, rho)
+                rms = float(np.sqrt(np.mean((images - reference) ** 2)))
+                w1_mean = wasserstein_distance(images.mean(axis=(1, 2)), ref_mean)
+                w1_std = wasserstein_distance(images.std(axis=(1, 2)), ref_std)
+                print(f"{solver:>9} {rho:4g} {steps:5d} {network_evaluations(solver, steps):5d} {rms:10.5f} "
+                      f"{w1_mean:9.5f} {w1_std:9.5f} {args.images / seconds:9.3f}", flush=True)
 
 
 if __name__ == "__main__":

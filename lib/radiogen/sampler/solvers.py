@@ -1,9 +1,12 @@
 """The ODE solvers of ``sample.sampler.solver`` behind one call.
 
 ``heun``: EDM's Heun sampler (Karras et al. 2022, Alg. 1/2; the paper), 2N - 1
-network evaluations for N steps, optional churn.  ``dpmpp_2m``: DPM-Solver++(2M)
-(Lu et al. 2022), N evaluations for N steps, deterministic.  Both use the same
-noise levels (:func:`~radiogen.sampler.heun.sigma_schedule`).
+network evaluations for N steps, optional churn.  The multistep solvers cost N
+evaluations for N steps and are deterministic: ``dpmpp_2m`` DPM-Solver++(2M) and
+``dpmpp_3m`` DPM-Solver++(3M) (Lu et al. 2022; :mod:`~radiogen.sampler.dpmpp`,
+:mod:`~radiogen.sampler.dpmpp3m`), ``ipndm`` iPNDM (Zhang & Chen 2023, as used on
+EDM by Zhou et al. 2024; :mod:`~radiogen.sampler.ipndm`).  All use the same noise
+levels (:func:`~radiogen.sampler.heun.sigma_schedule`).
 """
 
 from __future__ import annotations
@@ -12,11 +15,15 @@ import torch
 
 from radiogen.errors import ConfigError
 from radiogen.sampler.dpmpp import sample_dpmpp_2m
+from radiogen.sampler.dpmpp3m import sample_dpmpp_3m
 from radiogen.sampler.heun import sample as sample_heun
+from radiogen.sampler.ipndm import sample_ipndm
 
 __all__ = ["SOLVERS", "solve", "network_evaluations"]
 
-SOLVERS = ("heun", "dpmpp_2m")
+#: One-evaluation-per-step solvers: name -> sampler function (same keyword options).
+MULTISTEP = {"dpmpp_2m": sample_dpmpp_2m, "dpmpp_3m": sample_dpmpp_3m, "ipndm": sample_ipndm}
+SOLVERS = ("heun", *MULTISTEP)
 
 
 def network_evaluations(solver: str, num_steps: int) -> int:
@@ -30,13 +37,13 @@ def solve(net, noise: torch.Tensor, *, solver: str = "heun", generators=None, S_
 
     ``common``: context, guidance, guide, num_steps, sigma_min, sigma_max, rho,
     callback, autocast_dtype.  The churn options (and ``generators`` for its noise) apply
-    to ``heun`` only; ``dpmpp_2m`` with ``S_churn > 0`` is a :class:`ConfigError`.
+    to ``heun`` only; a multistep solver with ``S_churn > 0`` is a :class:`ConfigError`.
     """
     if solver == "heun":
         return sample_heun(net, noise, generators=generators, S_churn=S_churn, S_min=S_min,
                            S_max=S_max, S_noise=S_noise, **common)
-    if solver == "dpmpp_2m":
+    if solver in MULTISTEP:
         if S_churn > 0:
-            raise ConfigError("sample.sampler.S_churn > 0 needs solver heun (dpmpp_2m is deterministic)")
-        return sample_dpmpp_2m(net, noise, **common)
+            raise ConfigError(f"sample.sampler.S_churn > 0 needs solver heun ({solver} is deterministic)")
+        return MULTISTEP[solver](net, noise, **common)
     raise ConfigError(f"sample.sampler.solver must be one of {SOLVERS}, got {solver!r}")
