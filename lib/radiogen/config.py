@@ -41,10 +41,29 @@ __all__ = [
     "schema_dir",
     "section_defaults",
     "SAFE_ID",
+    "block_values",
 ]
 
 #: Mosaic (pointing) IDs become file names and shell words: letters, digits, + - . _
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9+._-]*$")
+
+
+def block_values(mapping, settings_class, *, name: str, ignored=()) -> dict:
+    """The values of a config block for the fields of the dataclass ``settings_class``.
+
+    Keys in ``ignored`` (switches, job resources, sub-sections) are skipped; an
+    unknown or a missing key is a :class:`ConfigError` naming the block ``name``.
+    """
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(settings_class)}
+    unknown = sorted(set(mapping) - known - set(ignored))
+    if unknown:
+        raise ConfigError(f"{name}: unknown key(s) {', '.join(unknown)}")
+    missing = sorted(known - set(mapping))
+    if missing:
+        raise ConfigError(f"{name}: missing key(s) {', '.join(missing)}")
+    return {key: mapping[key] for key in known}
 
 
 def load_schema(path: str | Path) -> dict:

@@ -138,10 +138,11 @@ def train_settings(dataset):
 
 def snapshot_files(dataset):
     """The EMA snapshots a training run keeps (train.{dataset}.snapshot_steps)."""
-    from radiogen.sampler.workflow import snapshot_file
+    from radiogen.sampler.workflow import snapshot_path
 
     steps = config["train"][dataset].get("snapshot_steps", [])
-    return [snapshot_file(RESULTS, dataset, step) for step in steps]
+    model = results("models", dataset, "model.pt")
+    return [str(snapshot_path(model, step)) for step in steps]
 
 
 def init_from_input(dataset):
@@ -152,7 +153,7 @@ def init_from_input(dataset):
 
 def guide_input(dataset):
     """The guide model of sample.{dataset}.guide as a named input (none: classifier-free)."""
-    from radiogen.sampler.workflow import parse_guide, snapshot_file
+    from radiogen.sampler.workflow import parse_guide, snapshot_path
 
     kind, value = parse_guide(
         config["sample"][dataset]["guide"],
@@ -160,7 +161,9 @@ def guide_input(dataset):
         snapshot_steps=config["train"][dataset].get("snapshot_steps", []),
     )
     if kind == "checkpoint":
-        return {"guide": snapshot_file(RESULTS, dataset, value)}
+        return {
+            "guide": str(snapshot_path(results("models", dataset, "model.pt"), value))
+        }
     if kind == "model":
         return {"guide": value}
     return {}

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Mapping
 
+from radiogen.config import block_values
 from radiogen.errors import ConfigError
 
 __all__ = ["InterferometerSettings", "settings_json"]
@@ -41,15 +42,8 @@ class InterferometerSettings:
     @classmethod
     def from_mapping(cls, mapping: Mapping, *, name: str = "skymap.interferometer") -> "InterferometerSettings":
         """Build from a config block; unknown, missing or invalid keys are ConfigErrors."""
-        known = {f.name for f in fields(cls)}
-        ignored = {"enabled", "mem_mb", "runtime_min"}  # switch and job resources, not the observation's
-        unknown = sorted(set(mapping) - known - ignored)
-        if unknown:
-            raise ConfigError(f"{name}: unknown key(s) {', '.join(unknown)}")
-        missing = sorted(known - set(mapping))
-        if missing:
-            raise ConfigError(f"{name}: missing key(s) {', '.join(missing)}")
-        values = {key: mapping[key] for key in known}
+        # switch and job resources, not the observation's
+        values = block_values(mapping, cls, name=name, ignored=("enabled", "mem_mb", "runtime_min"))
         values["frequency_range_mhz"] = tuple(float(v) for v in values["frequency_range_mhz"])
         if values["stations"] is not None:
             values["stations"] = tuple(str(s) for s in values["stations"])

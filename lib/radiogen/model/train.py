@@ -76,6 +76,7 @@ from radiogen.model.ema import EMA
 from radiogen.model.init_from import InitModel, match_training_set, read_init_model
 from radiogen.model.loss import denoising_loss, sample_sigma
 from radiogen.model.train_settings import resolve_settings
+from radiogen.sampler.workflow import snapshot_path
 from radiogen.seeds import integer as seed_stream
 from radiogen.testhooks import block_point
 
@@ -416,12 +417,6 @@ def _note_ignored_model_settings(model_config: dict, init: InitModel) -> None:
     if differing:
         log.info("train.init_from: the network is that of %s; the model section is ignored for this run "
                  "(differs in %s)", init.path, ", ".join(differing))
-
-
-def snapshot_path(out_path: str | os.PathLike, step: int) -> Path:
-    """Where a run writing ``out_path`` keeps its EMA snapshot of ``step`` (``train.snapshot_steps``)."""
-    out_path = Path(out_path)
-    return out_path.parent / "snapshots" / f"{out_path.stem}-step{int(step)}.pt"
 
 
 def train(

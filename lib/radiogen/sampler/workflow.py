@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from pathlib import Path
 from typing import Mapping
 
 from radiogen.errors import ConfigError
 from radiogen.surveys import FIRST_CLASS_NAMES
 
 __all__ = ["guidance_tag", "shard_names", "first_total", "shard_settings", "sampling_settings", "parse_guide",
-           "snapshot_file"]
+           "snapshot_path"]
 
 #: Keys of each dataset block that change the images (and so the shard outputs).
 CONDITIONING_KEYS = {
@@ -65,9 +67,11 @@ def sampling_settings(sample: Mapping) -> str:
                       sort_keys=True)
 
 
-def snapshot_file(results_dir: str, dataset: str, step: int) -> str:
-    """The training rule's EMA snapshot of ``step`` (``train.{dataset}.snapshot_steps``)."""
-    return f"{results_dir}/models/{dataset}/snapshots/model-step{int(step)}.pt"
+def snapshot_path(model_path: str | os.PathLike, step: int) -> Path:
+    """Where a training run writing ``model_path`` keeps its EMA snapshot of ``step``
+    (``train.{dataset}.snapshot_steps``): ``snapshots/<stem>-step<STEP>.pt`` beside it."""
+    model_path = Path(model_path)
+    return model_path.parent / "snapshots" / f"{model_path.stem}-step{int(step)}.pt"
 
 
 def parse_guide(text: str, *, dataset: str, snapshot_steps) -> tuple[str, int | str | None]:

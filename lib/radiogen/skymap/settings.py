@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Mapping
 
+from radiogen.config import block_values
 from radiogen.errors import ConfigError
 
 __all__ = ["MapSettings", "settings_json"]
@@ -45,16 +46,9 @@ class MapSettings:
     @classmethod
     def from_mapping(cls, mapping: Mapping, *, name: str = "skymap") -> "MapSettings":
         """Build from a config block; unknown, missing or invalid keys are ConfigErrors."""
-        known = {f.name for f in fields(cls)}
         # switch, job resources and the interferometer's own section (radiogen.interferometer)
-        ignored = {"enabled", "mem_mb", "runtime_min", "interferometer"}
-        unknown = sorted(set(mapping) - known - ignored)
-        if unknown:
-            raise ConfigError(f"{name}: unknown key(s) {', '.join(unknown)}")
-        missing = sorted(known - set(mapping))
-        if missing:
-            raise ConfigError(f"{name}: missing key(s) {', '.join(missing)}")
-        values = {key: mapping[key] for key in known}
+        values = block_values(mapping, cls, name=name,
+                              ignored=("enabled", "mem_mb", "runtime_min", "interferometer"))
         values["peak_flux_range_mjy"] = tuple(float(v) for v in values["peak_flux_range_mjy"])
         settings = cls(**values)
         settings.validate(name)
