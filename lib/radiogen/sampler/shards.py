@@ -48,8 +48,8 @@ from radiogen.sampler.generate import (
 )
 from radiogen.testhooks import block_point
 
-__all__ = ["UNCONDITIONAL", "n_shards", "shard_indices", "checkpoint_key", "load_guide", "write_shard",
-           "aggregate_shards"]
+__all__ = ["UNCONDITIONAL", "n_shards", "shard_indices", "checkpoint_key", "guide_mismatch", "load_guide",
+           "write_shard", "aggregate_shards"]
 
 #: The ``guide`` attribute of sets made with classifier-free guidance.
 UNCONDITIONAL = "unconditional"
@@ -167,22 +167,44 @@ def _read_batches(part_dir: Path, key: str) -> dict[int, dict[str, np.ndarray]]:
     return batches
 
 
+def _guide_kind(meta: Mapping) -> dict:
+    """What a guide shares with the model it guides: images, and the meaning of every context value."""
+    kind = {"dataset": meta.get("dataset"), "image shape": list(image_shape(meta)),
+            "context size": int(meta["model_config"].get("context_dim", 0))}
+    if meta.get("dataset") == "first":
+        kind["classes"] = list(meta.get("class_names") or [])
+    else:
+        kind["context"] = cond.context_names(meta)
+        for key in ("normalisation", "size_normalisation"):  # the Box-Cox fits: z means the same flux, size
+            norm = meta.get(key) or {}
+            kind[key] = {k: float(norm[k]) for k in ("boxcox_lambda", "boxcox_mean", "boxcox_std")
+                         if norm.get(k) is not None}
+    return kind
+
+
+def guide_mismatch(meta: Mapping, guide_meta: Mapping) -> list[str]:
+    """How a guide's metadata differs from its model's (empty when it may guide it)."""
+    mine, theirs = _guide_kind(meta), _guide_kind(guide_meta)
+    return [f"{key} {theirs.get(key)!r} (the model's: {mine.get(key)!r})"
+            for key in {**mine, **theirs} if theirs.get(key) != mine.get(key)]
+
+
 def load_guide(guide_path: str | Path | None, meta: Mapping, *, source: str, device):
     """The guiding network for autoguidance and its name (:data:`UNCONDITIONAL` without one).
 
     The guide must make the same images from the same conditioning as the main
-    model (dataset, image shape, context); otherwise it is an
-    :class:`~radiogen.errors.InputFileError` naming both files.
+    model (dataset, image shape, context size and meaning: FIRST classes, LoTSS
+    context variables and their Box-Cox normalisation); otherwise it is an
+    :class:`~radiogen.errors.InputFileError` naming both files and what differs.
     """
     if guide_path is None:
         return None, UNCONDITIONAL
     guide_net, guide_meta = load_sampling_model(guide_path, device=device)
-    mine = (meta["dataset"], image_shape(meta), int(meta["model_config"].get("context_dim", 0)))
-    theirs = (guide_meta["dataset"], image_shape(guide_meta), int(guide_meta["model_config"].get("context_dim", 0)))
-    if mine != theirs:
+    differ = guide_mismatch(meta, guide_meta)
+    if differ:
         raise InputFileError(
             f"{guide_path}: a guide must be a model of the same kind as {source} "
-            f"(dataset, image shape, context size {mine}), but it is {theirs}")
+            f"(dataset, image shape, context), but its {'; '.join(differ)}")
     return guide_net, f"model {model_id(guide_path)}"
 
 
