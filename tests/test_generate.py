@@ -5,6 +5,9 @@ The SLURM executor is tested in tests/test_slurm_generate.py.
 
 from __future__ import annotations
 
+import argparse
+import itertools
+import json
 import subprocess
 import sys
 
@@ -21,7 +24,10 @@ from radiogen.config import section_defaults
 from radiogen.errors import ConfigError, InputFileError
 from radiogen.model import EDMPrecond, load_model
 from radiogen.sampler import conditioning as cond
+from radiogen.sampler.generate import image_noise, image_shape, model_id, sampler_settings
+from radiogen.sampler.heun import guided_denoiser
 from radiogen.sampler.request import generate_to
+from radiogen.sampler.solvers import SOLVERS, solve
 from radiogen.surveys import survey_attrs
 from kill_at import kill_at
 from tiny_models import NORM, save_tiny_model as _save
@@ -252,3 +258,142 @@ def test_a_size_or_flux_left_out_is_drawn_from_the_training_histogram_at_the_oth
     again = gen.conditioning(meta, {"conditioning": "histogram", "size": [low_size * 1.01], "size_mode": "list"},
                              indices[100:110], seed=1)
     np.testing.assert_array_equal(again["context"], small["context"][100:110])
+
+
+# --- sampler choices: solver, rho, guide (the workflow's sample.sampler.* and sample.<dataset>.guide) ---
+
+@pytest.fixture(scope="module")
+def weighted(tmp_path_factory):
+    """Tiny models with random output layers (untrained EDM networks are all D = c_skip x) and guides."""
+    folder = tmp_path_factory.mktemp("weighted")
+    models = {name: _save(folder / f"{name}.pt", dataset, seed=seed, weights_std=0.2)
+              for name, dataset, seed in [("first", "first", 1), ("weak_first", "first", 2),
+                                          ("lotss", "lotss", 3), ("weak_lotss", "lotss", 4)]}
+    for name, source, change in [("other_norm", "weak_lotss", {"normalisation": {**NORM, "boxcox_mean": 2.5}}),
+                                 ("other_classes", "weak_first", {"class_names": ["FRII", "FRI", "Compact", "Bent"]})]:
+        payload = torch.load(models[source], weights_only=True)
+        payload.update(change)
+        torch.save(payload, folder / f"{name}.pt")
+        models[name] = folder / f"{name}.pt"
+    return models
+
+
+def _direct(model, result, *, seed, guidance, sampler, guide=None):
+    """The images of ``result`` solved here, from the workflow's latents, with the named solver."""
+    net, meta = load_model(model)
+    noise, generators = image_noise(seed, result.conditions["index"], image_shape(meta))
+    with torch.no_grad():
+        x = solve(net, noise, context=torch.from_numpy(result.conditions["context"]), guidance=guidance,
+                  guide=guide, generators=generators, **sampler_settings(sampler))
+    return ((x.clamp(-1.0, 1.0) + 1.0) / 2.0)[:, 0].numpy()
+
+
+def test_each_solver_and_rho_give_the_images_of_a_direct_solver_call(weighted):
+    from radiogen.cli import build_parser
+
+    options = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    solver_option = next(a for a in options.choices["generate"]._actions if a.dest == "solver")
+    assert solver_option.choices == list(SOLVERS)
+    kwargs = {"n": 3, "classes": ["FRII", "Bent"], "steps": 3, "seed": 4, "guidance": 1.0, "device": "cpu"}
+    images = {}
+    for solver, rho in [*((s, 7.0) for s in SOLVERS), ("ipndm", 10.0)]:
+        result = radiogen.generate(weighted["first"], solver=solver, rho=rho, **kwargs)
+        expected = _direct(weighted["first"], result, seed=4, guidance=1.0,
+                           sampler={"solver": solver, "num_steps": 3, "rho": rho})
+        np.testing.assert_allclose(result.images, expected, atol=1e-6)
+        images[solver, rho] = result.images
+    # every choice changes the images (the same latents throughout)
+    for (a, b) in itertools.combinations(images, 2):
+        assert np.abs(images[a] - images[b]).max() > 1e-3, (a, b)
+    with pytest.raises(ConfigError, match=r"--solver: unknown 'euler' \(heun, dpmpp_2m"):
+        radiogen.generate(weighted["first"], solver="euler", **kwargs)
+    with pytest.raises(ConfigError, match="--rho: must be a finite number > 0"):
+        radiogen.generate(weighted["first"], rho=0.0, **kwargs)
+
+
+def test_a_guide_model_autoguides_exactly_as_a_workflow_shard(weighted, tmp_path):
+    from radiogen.sampler.shards import write_shard
+
+    sampler = {"solver": "ipndm", "num_steps": 3, "rho": 10.0}
+    kwargs = {"n": 4, "seed": 6, "guidance": 2.0, "device": "cpu", "steps": 3, "solver": "ipndm", "rho": 10.0}
+    auto = radiogen.generate(weighted["lotss"], guide=weighted["weak_lotss"], **kwargs)
+    cfg = radiogen.generate(weighted["lotss"], **kwargs)
+    assert np.abs(auto.images - cfg.images).max() > 1e-3
+    np.testing.assert_array_equal(auto.conditions["context"], cfg.conditions["context"])
+    # the workflow's shard job with the same seed, sampler, w and guide (sample.lotss block, histogram draws)
+    shard = write_shard(weighted["lotss"], tmp_path / "shard.h5", shard=0, seed=6, guidance=2.0,
+                        settings={"n_images": 4, "conditioning": "histogram"}, sampler=sampler, images_per_shard=4,
+                        batch_size=4, device="cpu", guide_path=weighted["weak_lotss"])
+    with h5py.File(shard) as h5:
+        np.testing.assert_array_equal(h5["images"][()], auto.images)
+    # one Heun step from sigma_max to 0 returns the guided denoiser itself: D_w = (1 + w) D - w D_guide
+    one = radiogen.generate(weighted["lotss"], guide=weighted["weak_lotss"], **{**kwargs, "steps": 1,
+                                                                               "solver": "heun"})
+    net, meta = load_model(weighted["lotss"])
+    weak, _ = load_model(weighted["weak_lotss"])
+    noise, _gens = image_noise(6, np.arange(4), image_shape(meta))
+    sigma_max = section_defaults("sample.sampler")["sigma_max"]
+    with torch.no_grad():
+        denoised = guided_denoiser(net, noise.double() * sigma_max, sigma_max, guidance=2.0, guide=weak,
+                                   context=torch.from_numpy(one.conditions["context"]))
+    np.testing.assert_allclose(one.images, ((denoised.clamp(-1, 1) + 1) / 2)[:, 0].numpy(), atol=1e-6)
+    # the command: the same images, and the set records its sampler and guide
+    out = tmp_path / "auto.h5"
+    code = cli_main(["generate", "--model", str(weighted["lotss"]), "-n", "4", "--out", str(out), "--seed", "6",
+                     "--guidance", "2", "--steps", "3", "--solver", "ipndm", "--rho", "10", "--device", "cpu",
+                     "--guide", str(weighted["weak_lotss"])])
+    assert code == 0
+    with h5py.File(out) as h5:
+        np.testing.assert_array_equal(h5["images"][()], auto.images)
+        assert h5.attrs["guide"] == f"model {model_id(weighted['weak_lotss'])}"
+        assert json.loads(h5.attrs["sampler"]) == sampler_settings(sampler)
+
+
+@pytest.mark.parametrize("model, guide, differs", [
+    ("first", "weak_lotss", "dataset 'lotss' .the model's: 'first'."),
+    ("first", "other_classes", r"classes \['FRII', 'FRI', 'Compact', 'Bent'\]"),
+    ("lotss", "other_norm", "normalisation .*'boxcox_mean': 2.5"),
+])
+def test_a_guide_of_another_kind_is_refused_before_any_work(weighted, tmp_path, evaluations, model, guide, differs):
+    message = (rf"--guide: .*{guide}\.pt: a guide must be a model of the same kind as .*{model}\.pt "
+               rf"\(dataset, image shape, context\), but its {differs}")
+    with pytest.raises(ConfigError, match=message):
+        generate_to(tmp_path / "set.h5", weighted[model], n=2, steps=1, device="cpu", guide=weighted[guide])
+    with pytest.raises(ConfigError, match=message):
+        radiogen.generate(weighted[model], n=2, steps=1, device="cpu", guide=weighted[guide])
+    with pytest.raises(ConfigError, match=r"--guide: .*missing\.pt: model file does not exist"):
+        generate_to(tmp_path / "set.h5", weighted[model], n=2, steps=1, device="cpu", guide=tmp_path / "missing.pt")
+    assert not evaluations and list(tmp_path.iterdir()) == []
+
+
+def test_a_resumed_run_refuses_another_solver_rho_or_guide(weighted, tmp_path, monkeypatch):
+    from radiogen.sampler import request
+
+    class Stopped(Exception):
+        pass
+
+    def stop_after_the_first_shard(point, count):
+        raise Stopped(point)
+
+    out = tmp_path / "set.h5"
+    kwargs = {"n": 4, "images_per_shard": 2, "steps": 2, "seed": 2, "device": "cpu", "solver": "dpmpp_2m",
+              "guide": weighted["weak_first"]}
+    monkeypatch.setattr(request, "block_point", stop_after_the_first_shard)
+    with pytest.raises(Stopped):
+        generate_to(out, weighted["first"], **kwargs)
+    monkeypatch.undo()
+    shard0 = tmp_path / "set.h5.shards" / "shard-000000.h5"
+    assert shard0.exists() and not out.exists()
+    for change, differ in [({"solver": "ipndm"}, "sampler"), ({"rho": 10.0}, "sampler"),
+                           ({"guide": "unconditional"}, "guide"), ({"guide": weighted["first"]}, "guide")]:
+        with pytest.raises(ConfigError, match=rf"holds shards of another request \({differ} differ\)"):
+            generate_to(out, weighted["first"], **{**kwargs, **change})
+    ran = []
+    run_shard = request.run_shard
+    monkeypatch.setattr(request, "run_shard", lambda *a, shard, **kw: ran.append(shard) or run_shard(*a, shard=shard,
+                                                                                                      **kw))
+    generate_to(out, weighted["first"], **kwargs)  # the same request resumes with the missing shard only
+    assert ran == [1]
+    whole = radiogen.generate(weighted["first"], **{k: v for k, v in kwargs.items() if k != "images_per_shard"})
+    with h5py.File(out) as h5:  # shards of 2: other batches, equal up to float rounding
+        np.testing.assert_allclose(h5["images"][()], whole.images, atol=1e-6)

@@ -123,6 +123,8 @@ def _subparser(parser: argparse.ArgumentParser, *words: str) -> argparse.Argumen
     ("generate", "freq_stokes_axes", "sample.fits.freq_stokes_axes"),
     ("generate", "range_space", "sample.lotss.range_space"),
     ("generate", "seed", "seed"),
+    ("generate", "solver", "sample.sampler.solver"),
+    ("generate", "rho", "sample.sampler.rho"),
     ("generate", "device", "sample.device"),
     ("generate", "precision", "sample.precision"),
     ("generate", "batch_size", "sample.batch_size"),

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 
 from radiogen.cli.options import config_default, finite_float, nonnegative_float, positive_float
+from radiogen.config import load_schema, schema_dir
 from radiogen.errors import ConfigError
 
 EXAMPLES = """examples:
   radiogen generate --model first.pt --class FRII -n 100 --out frii.fits
   radiogen generate --model lotss.pt --peak-flux-range 0.002 0.05 -n 1000 --out set.h5 --seed 7
+  radiogen generate --model first.pt -n 400 --out set.h5 --solver ipndm --steps 12 --rho 10
+  radiogen generate --model first.pt -n 400 --out set.h5 --guide snapshots/model-step600.pt --guidance 3
   radiogen generate --model lotss.pt -n 100000 --out big/ --executor slurm --slurm-gpus 1
 """
 
@@ -22,6 +25,12 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
     return value
+
+
+def solver_choices() -> list[str]:
+    """``sample.sampler.solver``'s choices, read from its schema (importing the solvers would import torch)."""
+    sampler = load_schema(schema_dir() / "sample.schema.yaml")["properties"]["sampler"]
+    return list(sampler["properties"]["solver"]["enum"])
 
 
 def _slurm_options(pairs: list[str]) -> dict:
@@ -45,8 +54,9 @@ def _generate(args: argparse.Namespace) -> int:
     generate_to(
         args.out, args.model, n=args.n, classes=args.classes, peak_flux=args.peak_flux,
         peak_flux_range=args.peak_flux_range, range_space=args.range_space, size=args.size,
-        size_range=args.size_range, seed=args.seed, guidance=args.guidance, steps=args.steps, device=args.device,
-        precision=args.precision, batch_size=args.batch_size, executor=args.executor,
+        size_range=args.size_range, seed=args.seed, guidance=args.guidance, steps=args.steps, solver=args.solver,
+        rho=args.rho, guide=args.guide, device=args.device, precision=args.precision, batch_size=args.batch_size,
+        executor=args.executor,
         images_per_shard=args.images_per_shard, overwrite=args.overwrite, ra_deg=args.ra, dec_deg=args.dec,
         freq_stokes_axes=args.freq_stokes_axes, slurm=slurm,
     )
@@ -80,9 +90,19 @@ def register(topics) -> None:
     how.add_argument("--seed", type=int, default=config_default("seed"),
                      help="global seed: the same seed gives the same images (default: config seed)")
     how.add_argument("--guidance", type=nonnegative_float, default=None,
-                     help="classifier-free guidance w (default: sample.lotss.guidance or sample.first.guidance)")
+                     help="guidance strength w, classifier-free or with --guide (default: sample.lotss.guidance "
+                          "or sample.first.guidance)")
     how.add_argument("--steps", type=_positive_int, default=None,
                      help="sampler steps (default: sample.sampler.num_steps)")
+    how.add_argument("--solver", choices=solver_choices(), default=config_default("sample.sampler.solver"),
+                     help="ODE solver (default: sample.sampler.solver); ipndm with --steps 12 --rho 10 is the "
+                          "measured <= 12-evaluation choice (benchmarks/RESULTS.md)")
+    how.add_argument("--rho", type=positive_float, default=config_default("sample.sampler.rho"),
+                     help="noise-schedule exponent (default: sample.sampler.rho)")
+    how.add_argument("--guide", default="unconditional", metavar="unconditional|MODEL.pt",
+                     help="what the guidance extrapolates away from: the model's own unconditional pass "
+                          "(classifier-free, default) or a weaker model file of the same kind, e.g. an early "
+                          "EMA snapshot of its training run (autoguidance)")
     how.add_argument("--device", default=config_default("sample.device"),
                      help="auto (the GPU when one is visible), cpu, cuda, cuda:1 ... (default: sample.device)")
     how.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=config_default("sample.precision"),

@@ -21,10 +21,13 @@ global seed and ``i``, :mod:`radiogen.sampler.conditioning`):
   a flux left out from it at each image's size.
 
 The images themselves are those of a workflow sample set with the same seed
-(image ``i`` depends only on the seed, ``i``, the model and the sampler
-settings).  :func:`generate` returns them in memory; :func:`generate_to` writes
-them, as the samples HDF5 format, one multi-extension FITS file, or a folder
-of one FITS file per image (the headers of
+and sampler settings (image ``i`` depends only on the seed, ``i``, the model,
+the solver, its steps and ``rho``, the guidance w and the guide: the model's
+own unconditional pass, or a weaker model of the same kind for autoguidance,
+loaded and checked as the workflow's ``sample.<dataset>.guide``).
+:func:`generate` returns them in memory; :func:`generate_to` writes them, as
+the samples HDF5 format, one multi-extension FITS file, or a folder of one
+FITS file per image (the headers of
 :func:`radiogen.sampler.fits_export.export_fits`: WCS, beam, units, the
 image's conditions).  :func:`generate_to` works in shards in a folder
 ``<out>.shards`` next to the output, so that a killed run resumes where it
@@ -203,8 +206,11 @@ def output_kind(out: str | os.PathLike) -> str:
     return "dir"
 
 
-def _defaults(meta: Mapping, guidance: float | None, steps: int | None) -> tuple[float, dict]:
+def _defaults(meta: Mapping, guidance: float | None, steps: int | None, solver: str, rho: float
+              ) -> tuple[float, dict]:
     """Guidance (the workflow's default for the model's dataset) and the sampler block."""
+    from radiogen.sampler.solvers import SOLVERS
+
     guidance = float(_SAMPLE[meta["dataset"]]["guidance"] if guidance is None else guidance)
     if not (np.isfinite(guidance) and guidance >= 0):
         raise ConfigError(f"--guidance: must be a finite number >= 0, got {guidance}")
@@ -213,7 +219,31 @@ def _defaults(meta: Mapping, guidance: float | None, steps: int | None) -> tuple
         if isinstance(steps, bool) or int(steps) != steps or int(steps) < 1:
             raise ConfigError(f"--steps: must be a whole number >= 1, got {steps!r}")
         sampler["num_steps"] = int(steps)
+    if solver not in SOLVERS:
+        raise ConfigError(f"--solver: unknown {solver!r} ({', '.join(SOLVERS)})")
+    try:
+        rho_value = float(rho) if not isinstance(rho, bool) else float("nan")
+    except (TypeError, ValueError):
+        rho_value = float("nan")
+    if not (np.isfinite(rho_value) and rho_value > 0):
+        raise ConfigError(f"--rho: must be a finite number > 0, got {rho!r}")
+    sampler.update(solver=str(solver), rho=rho_value)
     return guidance, sampler
+
+
+def _guide(guide: str | os.PathLike | None, meta: Mapping, *, source: str, device="cpu"):
+    """``(network, path, name)`` of ``--guide``: ``unconditional`` (or None) is classifier-free guidance,
+    anything else a model file, loaded and checked against the model as the workflow's guides."""
+    from radiogen.sampler.shards import UNCONDITIONAL, load_guide
+
+    if guide is None or os.fspath(guide) == UNCONDITIONAL:
+        return None, None, UNCONDITIONAL
+    path = Path(guide)
+    try:
+        net, name = load_guide(path, meta, source=source, device=device)
+    except InputFileError as err:
+        raise ConfigError(f"--guide: {err}") from err
+    return net, path, name
 
 
 def _conditions(meta: Mapping, arrays: Mapping[str, np.ndarray]) -> dict:
@@ -227,7 +257,9 @@ def generate(model: str | os.PathLike, *, n: int, classes: Sequence[str] | None 
              peak_flux: Sequence[float] | None = None, peak_flux_range: Sequence[float] | None = None,
              range_space: str = _SAMPLE["lotss"]["range_space"], size: Sequence[float] | None = None,
              size_range: Sequence[float] | None = None, seed: int = DEFAULT_SEED, guidance: float | None = None,
-             steps: int | None = None, device: str = "auto", precision: str = _SAMPLE["precision"],
+             steps: int | None = None, solver: str = _SAMPLE["sampler"]["solver"],
+             rho: float = _SAMPLE["sampler"]["rho"], guide: str | os.PathLike | None = "unconditional",
+             device: str = "auto", precision: str = _SAMPLE["precision"],
              batch_size: int = _SAMPLE["batch_size"]) -> Generated:
     """Generate ``n`` images from a model file, in memory.
 
@@ -244,6 +276,18 @@ def generate(model: str | os.PathLike, *, n: int, classes: Sequence[str] | None 
         ``sample.first.guidance`` for the model's dataset).
     steps : int, optional
         Sampler steps N (default ``sample.sampler.num_steps``).
+    solver : str
+        ODE solver, one of :data:`radiogen.sampler.solvers.SOLVERS`
+        (``sample.sampler.solver``); ``ipndm`` with 12 steps and ``rho=10`` is
+        the measured <= 12-evaluation choice (benchmarks/RESULTS.md).
+    rho : float
+        Exponent of the noise-level schedule (``sample.sampler.rho``).
+    guide : path or "unconditional"
+        The guide of the guidance: ``"unconditional"`` (the model's own
+        unconditional pass, classifier-free guidance) or a model file of the
+        same kind, e.g. an early EMA snapshot of the same training run
+        (autoguidance, Karras et al. 2024); an incompatible one is a
+        :class:`ConfigError` before any work.
     device : str
         ``auto`` (the GPU when one is visible), ``cpu``, ``cuda``, ``cuda:1`` ...
     precision : {"auto", "fp32", "bf16"}
@@ -265,7 +309,8 @@ def generate(model: str | os.PathLike, *, n: int, classes: Sequence[str] | None 
     source = str(model)
     settings = check_request(meta, n=n, classes=classes, peak_flux=peak_flux, peak_flux_range=peak_flux_range,
                              range_space=range_space, size=size, size_range=size_range, source=source)
-    guidance, sampler = _defaults(meta, guidance, steps)
+    guidance, sampler = _defaults(meta, guidance, steps, solver, rho)
+    guide_net, _path, _name = _guide(guide, meta, source=source, device=torch_device)
     bar = Progress(int(n), f"{meta['dataset']} images", logger=log)
     done = [0]
 
@@ -275,17 +320,18 @@ def generate(model: str | os.PathLike, *, n: int, classes: Sequence[str] | None 
 
     arrays = gen.generate_images(net, meta, np.arange(int(n)), seed=int(seed), guidance=guidance, sampler=sampler,
                                  settings=settings, batch_size=int(batch_size), device=torch_device,
-                                 autocast_dtype=autocast_dtype, progress=progress, source=source)
+                                 autocast_dtype=autocast_dtype, progress=progress, source=source, guide=guide_net)
     bar.close()
     return Generated(arrays["images"], _conditions(meta, arrays))
 
 
-def _work_key(model: Path, *, seed: int, guidance: float, sampler: Mapping, settings: Mapping,
+def _work_key(model: Path, *, seed: int, guidance: float, guide: str, sampler: Mapping, settings: Mapping,
               images_per_shard: int) -> dict:
+    """Everything the images depend on (``guide``: ``unconditional`` or the guide file's digest)."""
     from radiogen.sampler.generate import model_id
 
-    return {"model_id": model_id(model), "seed": int(seed), "guidance": float(guidance), "sampler": dict(sampler),
-            "settings": dict(settings), "images_per_shard": int(images_per_shard)}
+    return {"model_id": model_id(model), "seed": int(seed), "guidance": float(guidance), "guide": guide,
+            "sampler": dict(sampler), "settings": dict(settings), "images_per_shard": int(images_per_shard)}
 
 
 def _prepare_work(work: Path, key: dict) -> None:
@@ -334,7 +380,7 @@ def run_shard(model: str, path: str, *, shard: int, job: Mapping) -> str:
         torch.set_num_threads(int(job["threads"]))
     write_shard(model, path, shard=shard, seed=job["seed"], guidance=job["guidance"], settings=job["settings"],
                 sampler=job["sampler"], images_per_shard=job["images_per_shard"], batch_size=job["batch_size"],
-                device=job["device"], precision=job["precision"])
+                device=job["device"], precision=job["precision"], guide_path=job["guide"])
     return str(path)
 
 
@@ -342,7 +388,9 @@ def generate_to(out: str | os.PathLike, model: str | os.PathLike, *, n: int, cla
                 peak_flux: Sequence[float] | None = None, peak_flux_range: Sequence[float] | None = None,
                 range_space: str = _SAMPLE["lotss"]["range_space"], size: Sequence[float] | None = None,
                 size_range: Sequence[float] | None = None, seed: int = DEFAULT_SEED, guidance: float | None = None,
-                steps: int | None = None, device: str = "auto", precision: str = _SAMPLE["precision"],
+                steps: int | None = None, solver: str = _SAMPLE["sampler"]["solver"],
+                rho: float = _SAMPLE["sampler"]["rho"], guide: str | os.PathLike | None = "unconditional",
+                device: str = "auto", precision: str = _SAMPLE["precision"],
                 batch_size: int = _SAMPLE["batch_size"], executor: str = "local",
                 images_per_shard: int | None = None, overwrite: bool = False,
                 ra_deg: float = _SAMPLE["fits"]["ra_deg"], dec_deg: float = _SAMPLE["fits"]["dec_deg"],
@@ -350,8 +398,9 @@ def generate_to(out: str | os.PathLike, model: str | os.PathLike, *, n: int, cla
                 slurm: Mapping | None = None) -> Path:
     """Generate ``n`` images into ``out``: ``.h5`` (samples format), ``.fits`` or a folder of FITS files.
 
-    The request, ``seed``, ``guidance``, ``steps``, ``device``, ``precision``
-    and ``batch_size`` are those of :func:`generate`.
+    The request, ``seed``, ``guidance``, ``steps``, ``solver``, ``rho``,
+    ``guide``, ``device``, ``precision`` and ``batch_size`` are those of
+    :func:`generate`.
 
     Parameters
     ----------
@@ -362,7 +411,9 @@ def generate_to(out: str | os.PathLike, model: str | os.PathLike, *, n: int, cla
         Images per shard (default: all in one shard locally; on SLURM
         ``sample.<dataset>.images_per_shard``).  Shard files wait in
         ``<out>.shards/``; a rerun of the same request makes only the missing
-        ones, and the folder goes once ``out`` is written.
+        ones, and the folder goes once ``out`` is written.  A rerun with
+        anything the images depend on changed (seed, guidance, guide file,
+        solver, steps, rho, conditions, shard size) is refused.
     overwrite : bool
         Replace an existing output file (a folder output must be new or empty).
     ra_deg, dec_deg, freq_stokes_axes
@@ -395,7 +446,8 @@ def generate_to(out: str | os.PathLike, model: str | os.PathLike, *, n: int, cla
     source = str(model)
     settings = check_request(meta, n=n, classes=classes, peak_flux=peak_flux, peak_flux_range=peak_flux_range,
                              range_space=range_space, size=size, size_range=size_range, source=source)
-    guidance, sampler = _defaults(meta, guidance, steps)
+    guidance, sampler = _defaults(meta, guidance, steps, solver, rho)
+    _guide_net, guide_path, guide_name = _guide(guide, meta, source=source)
     if images_per_shard is None:
         images_per_shard = int(n) if executor == "local" else int(_SAMPLE[meta["dataset"]]["images_per_shard"])
     if int(images_per_shard) < 1:
@@ -405,11 +457,11 @@ def generate_to(out: str | os.PathLike, model: str | os.PathLike, *, n: int, cla
         from radiogen.sampler.slurm_array import check_resources
 
         slurm = check_resources(slurm or {})
-    del _net
+    del _net, _guide_net
 
     work = out.with_name(out.name + ".shards")
-    _prepare_work(work, _work_key(model, seed=seed, guidance=guidance, sampler=sampler, settings=settings,
-                                  images_per_shard=images_per_shard))
+    _prepare_work(work, _work_key(model, seed=seed, guidance=guidance, guide=guide_name, sampler=sampler,
+                                  settings=settings, images_per_shard=images_per_shard))
     count = n_shards(int(n), images_per_shard)
     paths = {s: work / f"shard-{s:06d}.h5" for s in range(count)}
     def complete(shard: int, path: Path) -> bool:
@@ -419,7 +471,7 @@ def generate_to(out: str | os.PathLike, model: str | os.PathLike, *, n: int, cla
     log.info("%s: %d image(s) in %d shard(s), %d to generate (%s)", out, n, count, len(missing), executor)
     job = {"seed": int(seed), "guidance": guidance, "settings": settings, "sampler": sampler,
            "images_per_shard": images_per_shard, "batch_size": int(batch_size), "device": device,
-           "precision": precision}
+           "precision": precision, "guide": None if guide_path is None else str(guide_path.resolve())}
     if executor == "local":
         for done, shard in enumerate(missing, start=1):
             run_shard(str(model), str(paths[shard]), shard=shard, job=job)
