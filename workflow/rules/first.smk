@@ -13,6 +13,8 @@ rule fetch_first:
         results("logs", "first", "fetch_first.log"),
     benchmark:
         results("benchmarks", "first", "fetch_first.tsv")
+    # On the critical path (-> train_first, the longest job): before the LoTSS chain.
+    priority: 10
     retries: 1
     conda:
         "../../envs/data.yaml"
@@ -44,6 +46,8 @@ rule prepare_first:
         results("logs", "first", "prepare_first.log"),
     benchmark:
         results("benchmarks", "first", "prepare_first.tsv")
+    # On the critical path (-> train_first, the longest job): before the LoTSS chain.
+    priority: 10
     conda:
         "../../envs/data.yaml"
     params:
@@ -67,6 +71,8 @@ rule balance_first:
         results("logs", "first", "balance_first.log"),
     benchmark:
         results("benchmarks", "first", "balance_first.tsv")
+    # On the critical path (-> train_first, the longest job): before the LoTSS chain.
+    priority: 10
     conda:
         "../../envs/data.yaml"
     params:
