@@ -452,3 +452,32 @@ def test_interferometric_map_is_searched_and_validated_like_the_image_plane_map(
         (ellipse,) = [p for p in ax.patches]
         assert (ellipse.height * 60, ellipse.width * 60, ellipse.angle) == pytest.approx((bmaj, bmin, -bpa))
         assert ax.get_xlabel() == "ΔRA cos δ [arcmin]"
+
+
+def test_planning_benchmark_runs_and_scales_to_the_default_observation():
+    """benchmarks/bench_interferometer.py --quick: four measured cases, per-unit fits, and the 5 x 5 deg plan.
+
+    The plan's counts follow from the schema's default observation alone (62 stations: 1,891
+    baselines; 8 h / 8 s = 3,600 times; 24 channels) and the field (5 deg / 1.5 arcsec = 12,000 px).
+    """
+    import re
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, str(repo / "benchmarks" / "bench_interferometer.py"), "--quick"],
+                          capture_output=True, text=True, timeout=600, cwd=repo)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    cases = [line for line in out.splitlines() if line.startswith("24 stations")]
+    assert len(cases) == 4, out
+    for line in cases:
+        image_s = float(re.search(r"imaging ([0-9.]+) s", line).group(1))
+        assert image_s > 0, line
+    assert "| sky-model pixels | 12,000^2 = 144 M" in out
+    visibilities = 1891 * 3600 * 24
+    assert f"| visibilities | {visibilities / 1e6:,.0f} M ({1891 * 3600 / 1e6:.1f} M rows) |" in out
+    hours = [float(x) for x in re.findall(r"\| (?:build the measurement set|predict \+ noise|imaging) \| ([0-9.]+)",
+                                          out)]
+    # the measurement set's build is within the timing noise of the quick cases; the WSClean steps are not
+    assert len(hours) == 3 and hours[0] >= 0 and hours[1] > 0 and hours[2] > 0, out
