@@ -79,15 +79,24 @@ def test_adams_bashforth_weights_integrate_polynomials_exactly():
             assert sum(b * (-j) ** m for j, b in enumerate(weights)) == pytest.approx(1 / (m + 1), abs=1e-12)
 
 
-def test_unipc_is_fourth_order_with_one_evaluation_per_step():
-    """UniP-3 + UniC: order 4 in the bulk; its corrector reuses the next evaluation and halves the error."""
+def test_unipc_is_third_order_by_default_with_one_evaluation_per_step():
+    """UniP-2 + UniC (the default max_order 2): order 3, one evaluation per step."""
     calls = []
     e40, e80 = relative_error("unipc", 40, calls), relative_error("unipc", 80, calls)
     assert len(calls) == 120 == network_evaluations("unipc", 40) + network_evaluations("unipc", 80)
+    assert 6.5 < e40 / e80 < 11.0  # halving h cuts the error about eight-fold
+    assert e80 < 0.5 * relative_error("dpmpp_2m", 80)
+
+
+def test_unipc_order_3_is_fourth_order_and_its_corrector_is_free():
+    """UniP-3 + UniC: order 4 in the bulk; its corrector reuses the next evaluation and halves the error."""
+    calls = []
+    e40, e80 = relative_error("unipc", 40, calls, max_order=3), relative_error("unipc", 80, calls, max_order=3)
+    assert len(calls) == 120
     assert 12.0 < e40 / e80 < 20.0  # halving h cuts the error about sixteen-fold
     assert e80 < 1e-4
     calls.clear()
-    without = relative_error("unipc", 40, calls, corrector=False)
+    without = relative_error("unipc", 40, calls, max_order=3, corrector=False)
     assert len(calls) == 40  # the corrector costs no evaluation
     assert e40 < 0.6 * without
     # the predictor alone is DPM-Solver++(3M) (the same quadratic in lambda; (2M)-type order-2 steps)
