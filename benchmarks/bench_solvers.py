@@ -1,4 +1,4 @@
-"""Heun vs the multistep solvers (DPM-Solver++(2M)/(3M), iPNDM): error against a 200-step Heun reference per network evaluation.
+"""Heun vs the multistep solvers (DPM-Solver++(2M)/(3M), iPNDM, UniPC): error against a 200-step Heun reference per network evaluation.
 
 For one trained model and the same initial noise, every solver setting samples
 the same images; the table gives, per setting, the network evaluations per

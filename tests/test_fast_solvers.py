@@ -1,4 +1,4 @@
-"""Few-step multistep solvers (DPM-Solver++(3M), iPNDM) on an ODE with a closed-form solution.
+"""Few-step multistep solvers (DPM-Solver++(3M), iPNDM, UniPC) on an ODE with a closed-form solution.
 
 Data with independent pixels k ~ N(mu_k, s_k^2), s_k from 0.01 to 1 (the range of
 scales of a radio image in [-1, 1]), has the exact denoiser
@@ -79,6 +79,48 @@ def test_adams_bashforth_weights_integrate_polynomials_exactly():
             assert sum(b * (-j) ** m for j, b in enumerate(weights)) == pytest.approx(1 / (m + 1), abs=1e-12)
 
 
+def test_unipc_is_third_order_by_default_with_one_evaluation_per_step():
+    """UniP-2 + UniC (the default max_order 2): order 3, one evaluation per step."""
+    calls = []
+    e40, e80 = relative_error("unipc", 40, calls), relative_error("unipc", 80, calls)
+    assert len(calls) == 120 == network_evaluations("unipc", 40) + network_evaluations("unipc", 80)
+    assert 6.5 < e40 / e80 < 11.0  # halving h cuts the error about eight-fold
+    assert e80 < 0.5 * relative_error("dpmpp_2m", 80)
+
+
+def test_unipc_order_3_is_fourth_order_and_its_corrector_is_free():
+    """UniP-3 + UniC: order 4 in the bulk; its corrector reuses the next evaluation and halves the error."""
+    calls = []
+    e40, e80 = relative_error("unipc", 40, calls, max_order=3), relative_error("unipc", 80, calls, max_order=3)
+    assert len(calls) == 120
+    assert 12.0 < e40 / e80 < 20.0  # halving h cuts the error about sixteen-fold
+    assert e80 < 1e-4
+    calls.clear()
+    without = relative_error("unipc", 40, calls, max_order=3, corrector=False)
+    assert len(calls) == 40  # the corrector costs no evaluation
+    assert e40 < 0.6 * without
+    # the predictor alone is DPM-Solver++(3M) (the same quadratic in lambda; (2M)-type order-2 steps)
+    assert without == pytest.approx(relative_error("dpmpp_3m", 40), rel=0.05)
+    assert e80 < 0.5 * relative_error("dpmpp_3m", 80)
+
+
+def test_unipc_weights_meet_the_order_conditions():
+    """sum_m a_m r_m^(k-1) B(h) h^k / k! = c_k = int_0^h e^(tau-h) tau^k / k! dtau (Zhao et al. 2023, Eq. 9)."""
+    import math
+
+    from scipy.integrate import quad
+
+    from radiogen.sampler.unipc import unipc_weights
+
+    h, ratios = 0.7, [-0.8, -1.9, 1.0]
+    weights = unipc_weights(h, ratios)
+    for k in (1, 2, 3):
+        c_k = quad(lambda tau: math.exp(tau - h) * tau**k / math.factorial(k), 0, h)[0]
+        lhs = sum(a * r ** (k - 1) for a, r in zip(weights, ratios)) * -math.expm1(-h) * h**k / math.factorial(k)
+        assert lhs == pytest.approx(c_k, rel=1e-10)
+    assert unipc_weights(h, [-0.8]) == [0.5]
+
+
 @pytest.mark.parametrize("evaluations", [10, 12])
 def test_ipndm_is_closer_than_dpmpp_2m_at_few_evaluations(evaluations):
     ipndm, dpm2 = relative_error("ipndm", evaluations), relative_error("dpmpp_2m", evaluations)
@@ -87,7 +129,7 @@ def test_ipndm_is_closer_than_dpmpp_2m_at_few_evaluations(evaluations):
     assert ipndm < 0.5 * relative_error("heun", heun_steps)
 
 
-@pytest.mark.parametrize("solver", ["dpmpp_3m", "ipndm"])
+@pytest.mark.parametrize("solver", ["dpmpp_3m", "ipndm", "unipc"])
 def test_guidance_and_guide_pass_through(solver):
     """Classifier-free guidance and autoguidance reach the denoiser at every step."""
     context = torch.tensor([[1.0]] * 4 + [[-1.0]] * 4)
@@ -117,7 +159,7 @@ def test_guidance_and_guide_pass_through(solver):
     torch.testing.assert_close(auto, heun, atol=2e-2, rtol=0)
 
 
-@pytest.mark.parametrize("solver", ["dpmpp_3m", "ipndm"])
+@pytest.mark.parametrize("solver", ["dpmpp_3m", "ipndm", "unipc"])
 def test_multistep_solvers_are_deterministic_and_choosable(solver, repo_root):
     from radiogen.config import fill_defaults
     from radiogen.sampler.generate import sampler_settings

@@ -5,7 +5,9 @@ network evaluations for N steps, optional churn.  The multistep solvers cost N
 evaluations for N steps and are deterministic: ``dpmpp_2m`` DPM-Solver++(2M) and
 ``dpmpp_3m`` DPM-Solver++(3M) (Lu et al. 2022; :mod:`~radiogen.sampler.dpmpp`,
 :mod:`~radiogen.sampler.dpmpp3m`), ``ipndm`` iPNDM (Zhang & Chen 2023, as used on
-EDM by Zhou et al. 2024; :mod:`~radiogen.sampler.ipndm`).  All use the same noise
+EDM by Zhou et al. 2024; :mod:`~radiogen.sampler.ipndm`), ``unipc`` UniPC (Zhao et al.
+2023, predictor-corrector, the corrector reusing the next evaluation;
+:mod:`~radiogen.sampler.unipc`).  All use the same noise
 levels (:func:`~radiogen.sampler.heun.sigma_schedule`).
 """
 
@@ -18,11 +20,13 @@ from radiogen.sampler.dpmpp import sample_dpmpp_2m
 from radiogen.sampler.dpmpp3m import sample_dpmpp_3m
 from radiogen.sampler.heun import sample as sample_heun
 from radiogen.sampler.ipndm import sample_ipndm
+from radiogen.sampler.unipc import sample_unipc
 
 __all__ = ["SOLVERS", "solve", "network_evaluations"]
 
 #: One-evaluation-per-step solvers: name -> sampler function (same keyword options).
-MULTISTEP = {"dpmpp_2m": sample_dpmpp_2m, "dpmpp_3m": sample_dpmpp_3m, "ipndm": sample_ipndm}
+MULTISTEP = {"dpmpp_2m": sample_dpmpp_2m, "dpmpp_3m": sample_dpmpp_3m, "ipndm": sample_ipndm,
+             "unipc": sample_unipc}
 SOLVERS = ("heun", *MULTISTEP)
 
 
