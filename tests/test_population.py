@@ -238,3 +238,23 @@ def test_population_map_is_exact_intrinsic_and_recovered(tmp_path):
     assert summary.loc["reliability", "value"] >= 0.9
     ratio = (truth["Recovered_flux"] / truth["Total_flux"])[bright & (truth["n_matches"] > 0)]
     assert np.median(ratio) == pytest.approx(1.0, abs=0.1)
+
+
+def test_generated_source_enters_the_intrinsic_sky_deconvolved_from_the_beam():
+    """A generated source's PyBDSF Gaussians (Jy/beam, after the beam) deconvolved: total flux kept, and
+    convolved again with the beam they give back the model placed on the Jy/beam map."""
+    from radiogen.skymap.source_model import gaussian_model
+
+    beam_px = BEAM / PIXEL
+    # peak Jy/beam, x, y, FWHM major, minor (px), theta: an extended and a barely resolved component
+    gaussians = np.array([[4e-3, 38.0, 41.0, 9.0, 6.0, 30.0], [2e-3, 45.0, 36.0, 4.2, 4.1, 0.0]])
+    shape = (80, 80)
+    intrinsic = assemble.deconvolved_stamp(gaussians, shape, beam_px=beam_px)
+    totals = gaussians[:, 0] * gaussians[:, 3] * gaussians[:, 4] / beam_px**2
+    assert intrinsic.sum() == pytest.approx(totals.sum(), rel=1e-9)
+    sigma = beam_px / math.sqrt(8 * math.log(2))
+    grid = np.arange(-15, 16)
+    kernel = np.exp(-(grid[None, :] ** 2 + grid[:, None] ** 2) / (2 * sigma**2))
+    again = signal.fftconvolve(intrinsic, kernel, mode="same")
+    model = gaussian_model(shape, gaussians.tolist())
+    assert np.abs(again - model).max() < 0.03 * model.max()
