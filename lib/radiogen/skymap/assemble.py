@@ -349,7 +349,7 @@ def assemble_map(
         intrinsic_header = header.copy()
         intrinsic_header["BUNIT"] = ("JY/PIXEL", "intrinsic sky: flux per pixel, before the beam")
         intrinsic_header["INTRINS"] = (model_gaussians is not None or not index.size,
-                                       "T: every source before the beam; F: generated ones at the beam")
+                                       "T: all before the beam")
         with atomic_path(intrinsic_sky_path) as tmp:
             fits.PrimaryHDU(data=intrinsic_sky, header=intrinsic_header).writeto(tmp, overwrite=True)
     out_header["NOISE"] = (settings.noise_rms_ujy * 1e-6 if not settings.rms_map else -1.0,
