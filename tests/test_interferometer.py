@@ -481,3 +481,56 @@ def test_planning_benchmark_runs_and_scales_to_the_default_observation():
                                           out)]
     # the measurement set's build is within the timing noise of the quick cases; the WSClean steps are not
     assert len(hours) == 3 and hours[0] >= 0 and hours[1] > 0 and hours[2] > 0, out
+
+
+def _half_power_fwhm_px(image: np.ndarray, centre_yx: tuple[int, int], radius: int = 25) -> float:
+    """Geometric-mean FWHM (px) of the source at ``centre_yx``: its half-power area is pi/4 FWHM_maj FWHM_min."""
+    from scipy import ndimage
+
+    cut = image[centre_yx[0] - radius:centre_yx[0] + radius + 1, centre_yx[1] - radius:centre_yx[1] + radius + 1]
+    labels, _ = ndimage.label(cut >= cut.max() / 2)
+    area = float((labels == labels[radius, radius]).sum())
+    return math.sqrt(4.0 * area / math.pi)
+
+
+def test_intrinsic_sky_is_imaged_at_the_restoring_beam_and_a_jy_per_beam_sky_broader(tmp_path):
+    """A point source in the intrinsic sky (Jy/pixel, as the workflow predicts from) comes out of the chain
+    with the restoring beam's width; the same source given at the survey's 6" beam (Jy/beam) is broader."""
+    from radiogen.cli import main
+    from radiogen.interferometer.settings import settings_json
+    from radiogen.skymap.geometry import map_header
+
+    size, flux, rms_ujy = 240, 0.05, 100.0
+    header = map_header(size_px=size, name="test", centre_ra_deg=RA_DEG, centre_dec_deg=DEC_DEG)
+    header.totextfile(str(tmp_path / "map_header.txt"))
+    source_yx = (size // 2 + 20, size // 2 - 30)
+    intrinsic = np.zeros((size, size), dtype=np.float32)
+    intrinsic[source_yx] = flux  # Jy in one pixel: a point
+    y, x = np.mgrid[:size, :size]
+    sigma_px = 6.0 / SCALE_ARCSEC / (2 * math.sqrt(2 * math.log(2)))
+    convolved = flux * np.exp(-((y - source_yx[0]) ** 2 + (x - source_yx[1]) ** 2) / (2 * sigma_px**2))
+    block = {**section_defaults("skymap.interferometer"), **dataclasses.asdict(_settings())}
+    settings = settings_json(block)
+    assert main(["interferometer", "ms", "--header", str(tmp_path / "map_header.txt"), "--settings", settings,
+                 "--output", str(tmp_path / "observation.ms")]) == 0
+    widths = {}
+    for unit, data in (("JY/PIXEL", intrinsic), ("JY/BEAM", convolved)):
+        run = tmp_path / unit.replace("/", "_")
+        run.mkdir()
+        sky_header = header.copy()
+        sky_header["BUNIT"] = unit
+        fits.PrimaryHDU(data.astype(np.float32), header=sky_header).writeto(run / "sky.fits")
+        assert main(["interferometer", "observe", "--ms", str(tmp_path / "observation.ms"), "--sky-model",
+                     str(run / "sky.fits"), "--settings", settings, "--noise-rms-ujy", str(rms_ujy), "--seed", "3",
+                     "--workdir", str(run / "work"), "--wsclean-log", str(run / "ws.log"),
+                     "--output", str(run / "observed.ms")]) == 0
+        assert main(["interferometer", "image", "--ms", str(run / "observed.ms"), "--header",
+                     str(tmp_path / "map_header.txt"), "--settings", settings, "--prefix", str(run / "map"),
+                     "--wsclean-log", str(run / "ws.log")]) == 0
+        restored_header = fits.getheader(run / "map-image.fits")
+        restored = fits.getdata(run / "map-image.fits")[0, 0].astype(np.float64)
+        widths[unit] = _half_power_fwhm_px(restored, source_yx)
+        beam_px = math.sqrt(restored_header["BMAJ"] * restored_header["BMIN"]) * 3600.0 / SCALE_ARCSEC
+    # measured: the point within a few per cent of the beam, the 6" source wider by the 6" in quadrature
+    assert widths["JY/PIXEL"] == pytest.approx(beam_px, rel=0.15), (widths, beam_px)
+    assert widths["JY/BEAM"] > 1.1 * widths["JY/PIXEL"], widths

@@ -33,7 +33,8 @@ SIGMA_BEAM_PX = 6.0 / FWHM_PER_SIGMA / 1.5
 
 
 def _settings(tmp_path=None, **overrides) -> MapSettings:
-    block = fill_defaults(dict(overrides), SCHEMA)
+    # the model mode (every source generated) unless a test asks for a population; populations: test_population.py
+    block = fill_defaults({"sources": "model", **overrides}, SCHEMA)
     return MapSettings.from_mapping(block)
 
 
@@ -289,7 +290,7 @@ def test_generate_tile_with_a_model_is_reproducible_and_refuses_a_first_model(tm
     lotss = _briefly_trained_lotss_model(tmp_path / "lotss.pt")
     first = save_tiny_model(tmp_path / "first.pt", "first")
     settings = _settings(size_deg=0.1, tile_px=120, source_density_deg2=600.0)
-    block = json.loads(settings_json(fill_defaults({"size_deg": 0.1, "tile_px": 120,
+    block = json.loads(settings_json(fill_defaults({"sources": "model", "size_deg": 0.1, "tile_px": 120,
                                                     "source_density_deg2": 600.0}, SCHEMA)))
     assert cli_main(["skymap", "sources", "--model", str(lotss), "--settings", json.dumps(block),
                      "--seed", "5", "--name", "t", "--header", str(tmp_path / "h.txt"),

@@ -41,6 +41,7 @@ STREAMS: dict[str, int] = {
     "skymap.tiles": 601,
     "skymap.noise": 602,
     "skymap.interferometer.noise": 603,  # per chunk of measurement-set rows
+    "skymap.population": 604,  # counts population: positions, fluxes, sizes
     # evaluation
     "evaluation.pybdsf": 700,  # stabilising noise per image, flux-distance subsets
     "evaluation.classify_subset": 701,

@@ -1,5 +1,6 @@
 # Rules: skymap -- a simulated survey map from the trained LoTSS model
-# (radiogen.skymap; CLI radiogen skymap).  The sources of each tile are
+# (radiogen.skymap; CLI radiogen skymap).  The population (source counts or a
+# catalogue) is drawn by the sources step; the generated sources of each tile are
 # one generation job (a GPU under SLURM); assemble places every source once,
 # adds the noise and writes the truth; PyBDSF then searches the whole map.
 from radiogen.skymap.geometry import map_size_px, tile_names
@@ -78,6 +79,7 @@ rule skymap_assemble:
     output:
         map=results("skymap", "map.fits"),
         sky_model=results("skymap", "sky_model.fits"),
+        intrinsic_sky=results("skymap", "intrinsic_sky.fits"),
         truth=results("skymap", "truth.csv"),
     log:
         results("logs", "skymap", "assemble.log"),
@@ -96,7 +98,7 @@ rule skymap_assemble:
         "radiogen skymap assemble --sources {input.sources:q} --header {input.header:q}"
         " --settings {params.settings:q} --seed {params.seed} --name {params.name}"
         " --map {output.map:q} --sky-model {output.sky_model:q} --truth {output.truth:q}"
-        " {input.tiles:q} > {log:q} 2>&1"
+        " --intrinsic-sky {output.intrinsic_sky:q} {input.tiles:q} > {log:q} 2>&1"
 
 
 rule skymap_find:
@@ -172,8 +174,8 @@ if SKYMAP["enabled"]:
 
 
 # The interferometer (radiogen.interferometer; CLI radiogen interferometer): the
-# sky model observed by a LOFAR HBA measurement set (python-casacore), predicted
-# and imaged by WSClean (a system tool: Debian package wsclean).
+# intrinsic sky (Jy/pixel, before the beam) observed by a LOFAR HBA measurement
+# set (python-casacore), predicted and imaged by WSClean (Debian package wsclean).
 SKYMAP_INTERFEROMETER = SKYMAP["interferometer"]
 INTERFEROMETER_SETTINGS = interferometer_settings_json(SKYMAP_INTERFEROMETER)
 
@@ -202,7 +204,7 @@ rule skymap_interferometer_ms:
 rule skymap_interferometer_observe:
     input:
         ms=results("skymap", "interferometer", "observation.ms"),
-        sky_model=results("skymap", "sky_model.fits"),
+        sky_model=results("skymap", "intrinsic_sky.fits"),
     output:
         ms=directory(results("skymap", "interferometer", "observed.ms")),
         work=directory(results("skymap", "interferometer", "observe")),

@@ -72,7 +72,8 @@ def register(topics) -> None:
 
     p = sub.add_parser("observe", help="predict the sky model into a copy of the set and add thermal noise")
     p.add_argument("--ms", required=True, help="measurement set from `ms`")
-    p.add_argument("--sky-model", required=True, help="noise-free sky model FITS, Jy/beam, on the map grid")
+    p.add_argument("--sky-model", required=True,
+                   help="noise-free sky FITS on the map grid: Jy/pixel (intrinsic) or Jy/beam (already convolved)")
     p.add_argument("--settings", required=True, help="skymap.interferometer block as JSON")
     p.add_argument("--noise-rms-ujy", type=float, required=True, help="restored map's target rms, uJy/beam")
     p.add_argument("--seed", type=int, required=True, help="global seed (noise stream)")

@@ -51,7 +51,8 @@ def cmd_assemble(args: argparse.Namespace) -> int:
     from radiogen.skymap.assemble import assemble_map
 
     assemble_map(args.sources, args.header, args.tiles, settings=_settings(args), seed=args.seed,
-                 name=args.name, map_path=args.map, sky_model_path=args.sky_model, truth_path=args.truth)
+                 name=args.name, map_path=args.map, sky_model_path=args.sky_model, truth_path=args.truth,
+                 intrinsic_sky_path=args.intrinsic_sky)
     return 0
 
 
@@ -124,7 +125,9 @@ def register(topics) -> None:
     p.add_argument("--seed", required=True, type=int)
     p.add_argument("--name", required=True)
     p.add_argument("--map", required=True, help="observed map FITS to write")
-    p.add_argument("--sky-model", required=True, help="noise-free sky model FITS to write")
+    p.add_argument("--sky-model", required=True, help="noise-free sky model FITS to write (Jy/beam)")
+    p.add_argument("--intrinsic-sky", default=None,
+                   help="intrinsic sky FITS to write (Jy/pixel, before the beam; the interferometer's input)")
     p.add_argument("--truth", required=True, help="truth catalogue CSV to write")
     p.add_argument("tiles", nargs="+", help="every tile HDF5 of the map")
     p.set_defaults(func=cmd_assemble)

@@ -3,16 +3,17 @@
 1. :func:`write_measurement_set` -- the observation of the map's field: the
    phase centre is map pixel (N/2, N/2) counting from 0, the pixel WSClean
    takes as centre, so its images share the map's pixel grid;
-2. :func:`observe_sky_model` -- the noise-free sky model (Jy/beam) as a
-   Jy/pixel model, predicted into a copy of the measurement set, plus thermal
+2. :func:`observe_sky_model` -- the noise-free intrinsic sky (Jy/pixel),
+   predicted into a copy of the measurement set, plus thermal
    noise calibrated to ``skymap.noise_rms_ujy``;
 3. :func:`image_observation` -- WSClean's restored, residual, model, PSF and
    dirty images.
 
-The map's sources are generated at the survey's 6 arcsec beam, so the sky
-model is the sky already convolved with that beam; observed again, its sources
-come out broader by about sqrt(2).  A sky model of intrinsic sources (issue 25,
-part 1) removes this.
+The workflow predicts from the intrinsic sky (``intrinsic_sky.fits``, Jy/pixel,
+before the beam; :func:`radiogen.skymap.assemble.assemble_map`), so imaged
+sources have the restoring beam's width.  A Jy/beam sky model (already
+convolved with the survey's beam) is still accepted, divided by the beam area
+in pixels, with a warning: its sources come out broader by about sqrt(2).
 """
 
 from __future__ import annotations
@@ -69,10 +70,20 @@ def observe_sky_model(ms: str | Path, sky_model: str | Path, settings: Interfero
     """Copy ``ms`` to ``output`` with DATA = prediction of ``sky_model`` + calibrated noise."""
     with fits.open(sky_model) as hdul:
         header, image = hdul[0].header, np.asarray(hdul[0].data, dtype=np.float64)
-    if str(header.get("BUNIT", "")).upper() != "JY/BEAM":
-        raise InputFileError(f"{sky_model}: the sky model must be in JY/BEAM, got BUNIT {header.get('BUNIT')!r}")
+    unit = str(header.get("BUNIT", "")).upper()
+    if unit not in ("JY/BEAM", "JY/PIXEL"):
+        raise InputFileError(f"{sky_model}: the sky model must be in JY/PIXEL (intrinsic) or JY/BEAM, got BUNIT "
+                             f"{header.get('BUNIT')!r}")
     ra, dec, size, scale = imaging_grid(header, source=str(sky_model))
-    beam_area_px = math.pi / (4 * math.log(2)) * header["BMAJ"] * header["BMIN"] * 3600.0**2 / scale**2
+    if unit == "JY/PIXEL":
+        beam_area_px = 1.0
+        if header.get("INTRINS") is False:
+            log.warning("%s: its generated sources are at the survey's beam (tiles without model Gaussians); they "
+                        "will be imaged about sqrt(2) too broad", sky_model)
+    else:
+        beam_area_px = math.pi / (4 * math.log(2)) * header["BMAJ"] * header["BMIN"] * 3600.0**2 / scale**2
+        log.warning("%s: a Jy/beam sky model is the sky already convolved with the beam; observed again its "
+                    "sources come out broader by about sqrt(2) (use the intrinsic sky, Jy/pixel)", sky_model)
     frequencies, width = settings.channel_frequencies_hz()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,10 @@ from typing import Mapping
 from radiogen.config import block_values
 from radiogen.errors import ConfigError
 
-__all__ = ["MapSettings", "settings_json"]
+__all__ = ["MapSettings", "settings_json", "CATALOGUE_COLUMN_KEYS"]
+
+#: Keys of ``skymap.catalogue_columns`` (population catalogue -> its column names).
+CATALOGUE_COLUMN_KEYS = ("ra", "dec", "total_flux", "major", "minor", "pa", "name")
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,13 @@ class MapSettings:
     centre_dec_deg: float
     header_template: str | None
     tile_px: int
+    sources: str
+    flux_range_mjy: tuple[float, float]
     catalogue: str | None
+    catalogue_columns: dict
+    catalogue_flux_unit: str
+    catalogue_size_unit: str
+    catalogue_sizes: str
     source_density_deg2: float
     peak_flux: str
     peak_flux_range_mjy: tuple[float, float]
@@ -50,6 +59,8 @@ class MapSettings:
         values = block_values(mapping, cls, name=name,
                               ignored=("enabled", "mem_mb", "runtime_min", "interferometer"))
         values["peak_flux_range_mjy"] = tuple(float(v) for v in values["peak_flux_range_mjy"])
+        values["flux_range_mjy"] = tuple(float(v) for v in values["flux_range_mjy"])
+        values["catalogue_columns"] = dict(values["catalogue_columns"] or {})
         settings = cls(**values)
         settings.validate(name)
         return settings
@@ -68,13 +79,30 @@ class MapSettings:
         low, high = self.peak_flux_range_mjy
         if not 0 < low < high:
             raise ConfigError(f"{name}.peak_flux_range_mjy needs 0 < low < high mJy/beam, got [{low}, {high}]")
+        low, high = self.flux_range_mjy
+        if not 0 < low < high:
+            raise ConfigError(f"{name}.flux_range_mjy needs 0 < low < high mJy, got [{low}, {high}]")
         choices = {"peak_flux": ("training", "power_law"), "out_of_range": ("clip", "error"),
-                   "outside": ("drop", "error"), "observation": ("image_plane",)}
+                   "outside": ("drop", "error"), "observation": ("image_plane",),
+                   "sources": ("counts", "catalogue", "model"), "catalogue_flux_unit": ("Jy", "mJy", "uJy"),
+                   "catalogue_size_unit": ("arcsec", "arcmin", "deg"), "catalogue_sizes": ("intrinsic", "convolved")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{name}.{key} must be one of {allowed}, got {getattr(self, key)!r}")
         if self.peak_threshold_sigma < self.island_threshold_sigma:
             raise ConfigError(f"{name}: peak_threshold_sigma must be >= island_threshold_sigma")
+        if self.sources == "catalogue" and not self.catalogue:
+            raise ConfigError(f"{name}.sources is catalogue, but {name}.catalogue names no file")
+        if self.sources == "counts" and self.catalogue:
+            raise ConfigError(f"{name}.sources is counts (drawn from the source counts), but {name}.catalogue "
+                              f"names {self.catalogue!r}: set {name}.sources: catalogue to use it")
+        unknown = sorted(set(self.catalogue_columns) - set(CATALOGUE_COLUMN_KEYS))
+        if unknown:
+            raise ConfigError(f"{name}.catalogue_columns: unknown key(s) {', '.join(unknown)} "
+                              f"(known: {', '.join(CATALOGUE_COLUMN_KEYS)})")
+        for key in ("ra", "dec", "total_flux", "major"):
+            if not self.catalogue_columns.get(key):
+                raise ConfigError(f"{name}.catalogue_columns.{key} must name a column")
 
 
 def settings_json(block: Mapping) -> str:

@@ -60,7 +60,8 @@ from radiogen.skymap.settings import MapSettings
 from radiogen.skymap.source_model import fit_gaussians, gaussian_model, grow_mask
 from radiogen.surveys import LOTSS
 
-__all__ = ["MAP_STREAM", "map_seed", "background_level", "source_mask", "extract_source", "generate_tile", "write_tile",
+__all__ = ["MAP_STREAM", "map_seed", "background_level", "source_mask", "extract_source", "extract_source_gaussians",
+           "generate_tile", "write_tile",
            "read_tile"]
 
 log = logging.getLogger(__name__)
@@ -144,12 +145,24 @@ def extract_source(image: np.ndarray, peak_flux_jy: float, settings: MapSettings
     PybdsfFailure
         PyBDSF failed on the cutout.
     """
+    stamp, n_islands, _ = extract_source_gaussians(image, peak_flux_jy, settings, pixel_scale_arcsec=pixel_scale_arcsec,
+                                                   beam_arcsec=beam_arcsec, frequency_hz=frequency_hz, workdir=workdir)
+    return stamp, n_islands
+
+
+def extract_source_gaussians(image: np.ndarray, peak_flux_jy: float, settings: MapSettings, *,
+                             pixel_scale_arcsec: float = LOTSS.pixel_scale_arcsec,
+                             beam_arcsec: float = LOTSS.beam_arcsec, frequency_hz: float = LOTSS.frequency_hz,
+                             workdir: str | Path | None = None) -> tuple[np.ndarray, int, np.ndarray]:
+    """:func:`extract_source` and the model's Gaussians, (G, 6) [peak Jy/beam, x, y, FWHM major px,
+    FWHM minor px, theta deg] scaled like the stamp (PyBDSF's convention; (0, 6) for an empty model)."""
     image = np.asarray(image, dtype=np.float64)
+    empty = np.zeros((0, 6))
     mask, background, n_islands = source_mask(
         image, island_threshold_sigma=settings.island_threshold_sigma,
         peak_threshold_sigma=settings.peak_threshold_sigma, island_radius_px=settings.island_radius_px)
     if n_islands == 0:
-        return np.zeros(image.shape, dtype=np.float32), 0
+        return np.zeros(image.shape, dtype=np.float32), 0, empty
     _, rms = background_level(_background_pixels(image, settings.island_radius_px))
     # Pixels at or below the background level are blanked (NaN): in the preprocessing's images they
     # are a block of identical clipped negatives, on which PyBDSF's clipped statistics divide by
@@ -164,8 +177,10 @@ def extract_source(image: np.ndarray, peak_flux_jy: float, settings: MapSettings
     model = gaussian_model(image.shape, gaussians)
     top = model.max()
     if not gaussians or not top > 0:
-        return np.zeros(image.shape, dtype=np.float32), 0
-    return (model * (peak_flux_jy / top)).astype(np.float32), n_islands
+        return np.zeros(image.shape, dtype=np.float32), 0, empty
+    scaled = np.array(gaussians, dtype=np.float64)
+    scaled[:, 0] *= peak_flux_jy / top
+    return (model * (peak_flux_jy / top)).astype(np.float32), n_islands, scaled
 
 
 def _background_pixels(image: np.ndarray, island_radius_px: float) -> np.ndarray:
@@ -220,13 +235,16 @@ def generate_tile(
     batch_size = generate.batch_size_on(torch_device, batch_size=batch_size, cuda_batch_size=cuda_batch_size)
     net, meta = generate.load_sampling_model(model_path, device=torch_device)
     generate.check_model_kind(meta, str(model_path), dataset="lotss", context=expect_context)
-    mine = sources[sources["tile"] == int(tile)]
+    # only the model's sources (a population's Gaussians are drawn analytically by the assemble step)
+    generated = sources["kind"].eq("generated") if "kind" in sources.columns else True
+    mine = sources[(sources["tile"] == int(tile)) & generated]
     indices = mine["index"].to_numpy(dtype=np.int64)
     peak_jy = mine["Peak_flux"].to_numpy(dtype=np.float64) * 1e-3
     sampler = generate.sampler_settings(sampler)
     _, height, width = generate.image_shape(meta)
     stamps = np.zeros((indices.size, height, width), dtype=np.float32)
     n_islands = np.zeros(indices.size, dtype=np.int64)
+    gaussians = [np.zeros((0, 6))] * indices.size
     log.info("tile %d: %d source(s), guidance %g, %s %d steps on %s", tile, indices.size, guidance,
              sampler["solver"], sampler["num_steps"], torch_device)
     started = time.perf_counter()
@@ -245,7 +263,8 @@ def generate_tile(
         with gc_frozen(), tempfile.TemporaryDirectory(prefix="radiogen-tile-") as workdir:
             for k, (image, peak) in enumerate(zip(arrays["images"], peak_jy)):
                 try:
-                    stamps[k], n_islands[k] = extract_source(image, peak, settings, workdir=workdir, **geometry)
+                    stamps[k], n_islands[k], gaussians[k] = extract_source_gaussians(
+                        image, peak, settings, workdir=workdir, **geometry)
                 except PybdsfFailure as err:
                     failed.append(f"row {int(indices[k])}: {err}")
                 fit_bar.update(1)
@@ -258,7 +277,7 @@ def generate_tile(
         log.warning("tile %d: %d of %d generated source(s) have no island above %g sigma of their "
                     "cutout's noise (or no PyBDSF model); they are left off the map and out of the truth catalogue",
                     tile, empty, indices.size, settings.peak_threshold_sigma)
-    write_tile(output, stamps=stamps, index=indices, n_islands=n_islands, attrs=dict(
+    write_tile(output, stamps=stamps, index=indices, n_islands=n_islands, gaussians=gaussians, attrs=dict(
         tile=int(tile), catalogue_sha256=file_digest(sources_csv), model_id=generate.model_id(model_path),
         seed=int(seed), guidance=float(guidance), sampler=json.dumps(sampler, sort_keys=True),
         **model_geometry(meta)))
@@ -267,8 +286,12 @@ def generate_tile(
 
 
 def write_tile(output: str | Path, *, stamps: np.ndarray, index: np.ndarray, n_islands: np.ndarray,
-               attrs: Mapping) -> Path:
+               attrs: Mapping, gaussians=None) -> Path:
     """Write a tile file: ``stamps`` (n, H, W) Jy/beam, ``index``, ``n_islands`` and ``attrs``.
+
+    ``gaussians``: per stamp its model's Gaussians ((G_k, 6) arrays of
+    :func:`extract_source_gaussians`), stored as ``gaussians`` (n, max G, 6),
+    NaN-padded; the assemble step deconvolves them into the intrinsic sky.
 
     ``attrs`` must hold at least ``tile`` and ``catalogue_sha256`` (checked by
     the assemble step) and ``model_id``.
@@ -283,6 +306,12 @@ def write_tile(output: str | Path, *, stamps: np.ndarray, index: np.ndarray, n_i
         h5.create_dataset("stamps", data=stamps, chunks=chunks)
         h5.create_dataset("index", data=np.asarray(index, dtype=np.int64))
         h5.create_dataset("n_islands", data=np.asarray(n_islands, dtype=np.int64))
+        if gaussians is not None:
+            width = max([len(g) for g in gaussians] + [1])
+            padded = np.full((len(gaussians), width, 6), np.nan)
+            for k, g in enumerate(gaussians):
+                padded[k, :len(g)] = g
+            h5.create_dataset("gaussians", data=padded)
         h5.attrs.update(dict(attrs))
     return output
 
@@ -298,6 +327,6 @@ def read_tile(path: str | Path) -> dict:
             if missing:
                 raise InputFileError(f"{path}: not a map tile (missing {', '.join(missing)})")
             return {"stamps": h5["stamps"][()], "index": h5["index"][()], "n_islands": h5["n_islands"][()],
-                    "attrs": dict(h5.attrs)}
+                    "gaussians": h5["gaussians"][()] if "gaussians" in h5 else None, "attrs": dict(h5.attrs)}
     except OSError as err:
         raise InputFileError(f"{path}: cannot read the tile ({err})") from err
