@@ -24,7 +24,15 @@ DISTANCE_SETTINGS = json.dumps(
     {k: SUMMARY[k] for k in ("max_pixels", "floor_repeats")}, sort_keys=True
 )
 FEATURE_SETTINGS = json.dumps(
-    {k: SUMMARY[k] for k in ("floor_repeats", "kid_subset_size", "kid_subsets")},
+    {
+        k: SUMMARY[k]
+        for k in (
+            "floor_repeats",
+            "kid_subset_size",
+            "kid_subsets",
+            "frechet_components",
+        )
+    },
     sort_keys=True,
 )
 

@@ -295,6 +295,7 @@ def cmd_feature_distances(args) -> int:
         seed=seed_stream(args.seed, "evaluation.feature_partitions"),
         kid_subset_size=int(s["kid_subset_size"]),
         kid_subsets=int(s["kid_subsets"]),
+        frechet_components=int(s["frechet_components"]),
         reference=f"{real['source'] or args.real}, {real['rows']}",
     )
     sm.write_csv(table, args.output)
@@ -331,9 +332,10 @@ def cmd_summary(args) -> int:
         "whose in-sample embeddings would make generated images look farther away than they are; its floor is "
         "measured between size-matched parts of that same out-of-sample set. Read KID: the unbiased MMD^2 with kernel (x.y/d + 1)^3 (Binkowski et al. 2018), "
         "expectation 0 for equal distributions at any size (it can be negative), so its ratio to the floor is not given; "
-        "read its z. Frechet (FID-like) is biased upwards at these set sizes; only its ratio to the size-matched floor means something, "
-        "and its z overstates the evidence when the sets are smaller than the embedding dimension (512): a null test with "
-        "held-out real FIRST images at 80 vs 40 gave z = 4.3 (KID's z 0.9).",
+        "read its z. Frechet (FID-like) is computed in the top principal components of the reference part A (label column; "
+        "in all 512 dimensions, with fewer images than dimensions, its z was not calibrated: 4.3 in a null test with held-out "
+        "real FIRST images at 80 vs 40); it is biased upwards at these set sizes, so only its ratio to the size-matched "
+        "floor and its z mean something.",
         "PyBDSF model flux is that of the min-max-scaled images, as in the paper's Fig. 15; "
         "'PyBDSF model flux (Jy)' (LoTSS) undoes the scaling with each image's peak flux. "
         "PyBDSF rows use only images PyBDSF modelled (status ok).",

@@ -33,10 +33,9 @@ import pandas as pd
 
 from radiogen.errors import InputFileError, RadiogenError
 from radiogen.evaluation.distances import (
-    frechet_distance,
-    gaussian_fit,
     kernel_inception_distance,
     one_d_distances,
+    reference_frechet_distance,
     size_matched,
 )
 from radiogen.evaluation.pybdsf import MODEL_FLUX_UNITS
@@ -293,6 +292,7 @@ def feature_distance_table(
     seed: int,
     kid_subset_size: int = 1000,
     kid_subsets: int = 20,
+    frechet_components: int = 16,
     reference: str = "real set",
 ) -> pd.DataFrame:
     """Size-matched Frechet distance and KID of classifier embeddings, with their floors.
@@ -313,6 +313,11 @@ def feature_distance_table(
         subsets use ``default_rng([seed, 2**32 - 1])``.
     kid_subset_size, kid_subsets : int, keyword-only
         See :func:`radiogen.evaluation.distances.kernel_inception_distance`.
+    frechet_components : int, keyword-only
+        Principal components of the reference part A in which the Frechet
+        distance is computed (at most m - 1); see
+        :func:`radiogen.evaluation.distances.reference_frechet_distance`.
+        The KID uses every dimension.
     reference : str, keyword-only
         What the real set is, in words (the ``reference`` column).
 
@@ -325,14 +330,16 @@ def feature_distance_table(
 
     def metric(a, b) -> dict:
         return {
-            "frechet": frechet_distance(*gaussian_fit(a), *gaussian_fit(b)),
+            "frechet": reference_frechet_distance(a, b, components=frechet_components),
             "kid": kernel_inception_distance(a, b, subset_size=kid_subset_size, subsets=kid_subsets, rng=rng),
         }
 
     arrays = [np.asarray(x, dtype=np.float64) for x in (real, generated, *(() if classical is None else (classical,)))]
     result = size_matched(metric, arrays[0], arrays[1:], repeats=repeats, seed=seed)
+    k = min(int(frechet_components), arrays[0].shape[1], result["n_compared"] - 1)
     entries = [
-        ("frechet", "embeddings", "classifier embeddings", "Frechet", "squared embedding units"),
+        ("frechet", "embeddings", f"classifier embeddings, top {k} principal components of A", "Frechet",
+         "squared embedding units"),
         ("kid", "embeddings", "classifier embeddings", "KID", "squared kernel units"),
     ]
     return _rows(result, entries, classical=classical is not None, reference=reference)
