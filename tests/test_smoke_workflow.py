@@ -50,7 +50,7 @@ FINISHED = re.compile(r"Finished jobid: \d+ \(Rule: (\w+)\)")
 @dataclass
 class SmokeRun:
     results: Path
-    config: dict  # config.yaml merged with smoke.yaml
+    config: dict  # config.yaml merged with smoke.yaml, schema defaults filled
     rules_ran: dict  # rule -> jobs finished in the first run
     relayout_rules: dict  # the same for the run that changes only the FITS layout
     all_rules: set
@@ -95,8 +95,12 @@ def smoke(repo_root, first_zip, first_fits_dir, lotss_dr1_dir, tmp_path_factory)
     assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
 
     # The second FITS layout: set aside the first export, change only sample.fits.layout.
-    config = _merge(yaml.safe_load((repo_root / "config.yaml").read_text()),
-                    yaml.safe_load((repo_root / SMOKE_CONFIG).read_text()))
+    from radiogen.config import fill_defaults
+
+    # as the workflow sees it: the two files merged, every missing key at its schema default
+    config = fill_defaults(_merge(yaml.safe_load((repo_root / "config.yaml").read_text()),
+                                  yaml.safe_load((repo_root / SMOKE_CONFIG).read_text())),
+                           repo_root / "workflow" / "schemas" / "config.schema.yaml")
     images_layout = {}
     for sampleset in ("lotss", "first/guidance3.0"):
         kept = root / "fits_images_layout" / sampleset
