@@ -258,3 +258,19 @@ def test_generated_source_enters_the_intrinsic_sky_deconvolved_from_the_beam():
     again = signal.fftconvolve(intrinsic, kernel, mode="same")
     model = gaussian_model(shape, gaussians.tolist())
     assert np.abs(again - model).max() < 0.03 * model.max()
+
+
+def test_map_assembly_draws_gaussians_exactly_as_pybdsf():
+    """assemble.pybdsf_gaussian (no PyBDSF in the data environment) equals bdsf.functions.gaussian_fcn."""
+    from radiogen.evaluation.pybdsf_runtime import bdsf_errstate, import_bdsf
+    from radiogen.skymap.assemble import pybdsf_gaussian
+
+    import_bdsf()
+    with bdsf_errstate():
+        from bdsf.functions import gaussian_fcn
+
+        x, y = np.mgrid[:40, :30].astype(np.float64)
+        for params in ([1.0, 20.3, 14.1, 9.0, 4.0, 0.0], [2.5, 17.0, 12.5, 12.0, 3.0, 37.0],
+                       [0.7, 22.0, 16.0, 5.0, 5.0, -120.0]):
+            np.testing.assert_allclose(pybdsf_gaussian(params, x, y), gaussian_fcn(list(params), x, y),
+                                       rtol=1e-5, atol=1e-15)  # PyBDSF rounds FWHM/sigma to 2.35482

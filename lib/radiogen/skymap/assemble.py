@@ -101,17 +101,31 @@ def place_stamps(shape: tuple[int, int], stamps, ix: np.ndarray, iy: np.ndarray
     return sky, placed
 
 
+def pybdsf_gaussian(params, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """A Gaussian [peak, x0, y0, FWHM major, FWHM minor (px), theta (deg)] in PyBDSF's convention.
+
+    The same function as ``bdsf.functions.gaussian_fcn`` (theta + 90 deg from the x axis; x, y
+    as PyBDSF's (x, y)-ordered grids), written here so that the map's assembly, which runs in
+    the data environment, needs no PyBDSF (and its import, which changes numpy's error state).
+    """
+    peak, x0, y0, major, minor, theta = (float(v) for v in params)
+    fwhm_per_sigma = 2.0 * np.sqrt(2.0 * np.log(2.0))
+    angle = np.radians(theta + 90.0)
+    along = ((x - x0) * np.cos(angle) + (y - y0) * np.sin(angle)) / (major / fwhm_per_sigma)
+    across = (-(x - x0) * np.sin(angle) + (y - y0) * np.cos(angle)) / (minor / fwhm_per_sigma)
+    return peak * np.exp(-(along * along + across * across) / 2.0)
+
+
 def deconvolved_stamp(gaussians: np.ndarray, shape: tuple[int, int], *, beam_px: float) -> np.ndarray:
     """The intrinsic sky of a generated source, Jy/pixel: its model's Gaussians deconvolved from the beam.
 
     Each Gaussian (peak Jy/beam, x, y, FWHM major, minor px, theta; PyBDSF's
     convention) holds S = peak maj min / b^2 Jy; deconvolved from the circular
     beam b its axes become sqrt(theta^2 - b^2) (at least 0.3 px: a source
-    narrower than the beam is a point), drawn with PyBDSF's own function on
-    7 x 7 points per pixel and scaled so that its pixels sum to S.
+    narrower than the beam is a point), drawn in PyBDSF's convention
+    (:func:`pybdsf_gaussian`) on 7 x 7 points per pixel and scaled so that its
+    pixels sum to S.
     """
-    from bdsf.functions import gaussian_fcn
-
     out = np.zeros(shape, dtype=np.float64)
     oversample = 7
     offsets = (np.arange(oversample) + 0.5) / oversample - 0.5
@@ -123,7 +137,7 @@ def deconvolved_stamp(gaussians: np.ndarray, shape: tuple[int, int], *, beam_px:
             continue
         total = peak * major * minor / beam_px**2
         sizes = [max(np.sqrt(max(a * a - beam_px * beam_px, 0.0)), 0.3) for a in (major, minor)]
-        fine = gaussian_fcn([1.0, x, y, *sizes, theta], x_axis, y_axis).T  # PyBDSF arrays are (x, y)
+        fine = pybdsf_gaussian([1.0, x, y, *sizes, theta], x_axis, y_axis).T  # PyBDSF arrays are (x, y)
         pixels = fine.reshape(shape[0], oversample, shape[1], oversample).sum(axis=(1, 3))
         if pixels.sum() > 0:
             out += pixels * (total / pixels.sum())
