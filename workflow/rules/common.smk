@@ -34,6 +34,19 @@ validate(config, schema="../schemas/config.schema.yaml")
 # process has checked the same config.
 check_settings(config, sections=workflow.is_main_process)
 
+
+# The interferometer's tools (WSClean, python-casacore, casacore's measures data) are
+# checked when a run starts, not when its first interferometer job does (after training).
+onstart:
+    if (
+        config["skymap"]["enabled"]
+        and config["skymap"]["interferometer"]["enabled"]
+    ):
+        from radiogen.interferometer.preflight import check_tools
+
+        check_tools()
+
+
 RESULTS = config["results"]
 
 # Targets of the default `all` rule; each rule file appends its final outputs.
