@@ -261,9 +261,9 @@ def test_generated_source_enters_the_intrinsic_sky_deconvolved_from_the_beam():
 
 
 def test_map_assembly_draws_gaussians_exactly_as_pybdsf():
-    """assemble.pybdsf_gaussian (no PyBDSF in the data environment) equals bdsf.functions.gaussian_fcn."""
+    """skymap.gaussians.pybdsf_gaussian (no PyBDSF in the data environment) equals bdsf.functions.gaussian_fcn."""
     from radiogen.evaluation.pybdsf_runtime import bdsf_errstate, import_bdsf
-    from radiogen.skymap.assemble import pybdsf_gaussian
+    from radiogen.skymap.gaussians import pybdsf_gaussian
 
     import_bdsf()
     with bdsf_errstate():

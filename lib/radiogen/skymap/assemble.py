@@ -41,6 +41,7 @@ from radiogen.lotss.mosaic import jy_per_beam_scale
 from radiogen.noise import beam_correlated_noise
 from radiogen.seeds import stream
 from radiogen.skymap.catalogue import read_sources
+from radiogen.skymap.gaussians import pybdsf_gaussian
 from radiogen.skymap.geometry import beam_area_px, n_tiles, wcs_of
 from radiogen.skymap.settings import MapSettings
 from radiogen.skymap import population
@@ -99,21 +100,6 @@ def place_stamps(shape: tuple[int, int], stamps, ix: np.ndarray, iy: np.ndarray
             sky[rows, cols] += stamp[srows, scols]
         placed.append((rows, cols, srows, scols))
     return sky, placed
-
-
-def pybdsf_gaussian(params, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """A Gaussian [peak, x0, y0, FWHM major, FWHM minor (px), theta (deg)] in PyBDSF's convention.
-
-    The same function as ``bdsf.functions.gaussian_fcn`` (theta + 90 deg from the x axis; x, y
-    as PyBDSF's (x, y)-ordered grids), written here so that the map's assembly, which runs in
-    the data environment, needs no PyBDSF (and its import, which changes numpy's error state).
-    """
-    peak, x0, y0, major, minor, theta = (float(v) for v in params)
-    fwhm_per_sigma = 2.0 * np.sqrt(2.0 * np.log(2.0))
-    angle = np.radians(theta + 90.0)
-    along = ((x - x0) * np.cos(angle) + (y - y0) * np.sin(angle)) / (major / fwhm_per_sigma)
-    across = (-(x - x0) * np.sin(angle) + (y - y0) * np.cos(angle)) / (minor / fwhm_per_sigma)
-    return peak * np.exp(-(along * along + across * across) / 2.0)
 
 
 def deconvolved_stamp(gaussians: np.ndarray, shape: tuple[int, int], *, beam_px: float) -> np.ndarray:

@@ -32,6 +32,7 @@ from radiogen.evaluation.pybdsf_runtime import (
     import_bdsf,
     time_limit,
 )
+from radiogen.skymap.gaussians import pybdsf_gaussian
 
 __all__ = ["fit_gaussians", "gaussian_model", "grow_mask", "FIT_TIME_LIMIT_S"]
 
@@ -101,15 +102,13 @@ def gaussian_model(shape: tuple[int, int], gaussians: list[list[float]]) -> np.n
     """Sum of elliptical Gaussians on a (H, W) grid, unclipped (float64).
 
     Each Gaussian is [peak, x, y, fwhm_major_px, fwhm_minor_px, theta_deg] as
-    PyBDSF gives it, evaluated with PyBDSF's own ``bdsf.functions.gaussian_fcn``
-    so that the orientation convention is PyBDSF's.
+    PyBDSF gives it, in PyBDSF's convention
+    (:func:`radiogen.skymap.gaussians.pybdsf_gaussian`).
     """
-    from bdsf.functions import gaussian_fcn
-
     model = np.zeros(shape, dtype=np.float64)
     x_axis, y_axis = np.mgrid[:shape[1], :shape[0]].astype(np.float64)
     for g in gaussians:
-        model += gaussian_fcn(list(g), x_axis, y_axis).T  # PyBDSF arrays are (x, y)
+        model += pybdsf_gaussian(g, x_axis, y_axis).T  # PyBDSF arrays are (x, y)
     return model
 
 
