@@ -198,7 +198,8 @@ def test_three_known_sources_are_placed_once_and_recovered_by_pybdsf(tmp_path):
     assert (offsets < 1.0).all(), offsets  # arcsec; the beam is 6"
     pull = (truth["Recovered_flux"] - truth["Total_flux"]) / recovered.set_index("truth_row")["E_Total_flux"]
     assert (np.abs(pull) < 4).all(), pull
-    table = validate.summary_table(truth, recovered, n_input=3, rms_mjy=0.08).set_index("measure")
+    table = validate.summary_table(truth, recovered, n_input=3, rms_mjy=0.08,
+                                   beam=(6.0, 6.0, 0.0)).set_index("measure")
     assert table.loc["completeness", "value"] == 1.0 and table.loc["reliability", "value"] == 1.0
 
 
@@ -389,10 +390,11 @@ def test_counts_are_taken_after_association(tmp_path):
     truth, recovered = validate.match_catalogues(truth, recovered, radius_arcsec=6.0)
     assert list(truth["n_matches"]) == [3, 1] and list(recovered["truth_row"]) == [0, 0, 0, 1, -1]
     assert sorted(validate.associated_fluxes(truth, recovered)) == pytest.approx([1.5, 4.5, 29.0])
-    table = validate.summary_table(truth, recovered, n_input=2, rms_mjy=0.08).set_index("measure")
+    table = validate.summary_table(truth, recovered, n_input=2, rms_mjy=0.08,
+                                   beam=(6.0, 6.0, 0.0)).set_index("measure")
     assert table.loc["recovered_sources", "value"] == 5 and table.loc["associated_sources", "value"] == 3
-    validate.plot_validation(truth, recovered, tmp_path / "v.png", rms_mjy=0.08, area_deg2=0.03, beam_arcsec=6.0,
-                             title="t")
+    validate.plot_validation(truth, recovered, tmp_path / "v.png", rms_mjy=0.08, area_deg2=0.03,
+                             beam=(6.0, 6.0, 0.0), title="t")
     assert (tmp_path / "v.png").stat().st_size > 0
 
 
@@ -475,10 +477,25 @@ def test_map_of_generated_like_sources_has_noise_free_smooth_models(tmp_path):
     assert truth["Total_flux"].to_numpy() == pytest.approx(true_totals, rel=0.05)
 
 
+def test_convolved_major_axis_adds_covariances():
+    """Gaussian convolution for the size-recovery truth: axes add in quadrature when aligned, a source
+    across an elliptical beam's major axis gets sqrt(major^2 + BMIN^2) or BMAJ, whichever is larger,
+    and only the angle between source and beam matters."""
+    conv = validate.convolved_major_fwhm
+    assert conv(10.0, 4.0, 30.0, (6.0, 6.0, 0.0)) == pytest.approx(np.hypot(10.0, 6.0))
+    assert conv(10.0, 2.0, 45.0, (8.0, 4.0, 45.0)) == pytest.approx(np.hypot(10.0, 8.0))
+    assert conv(10.0, 0.0, 0.0, (8.0, 4.0, 90.0)) == pytest.approx(np.hypot(10.0, 4.0))
+    assert conv(3.0, 0.0, 0.0, (8.0, 4.0, 90.0)) == pytest.approx(np.hypot(8.0, 0.0))
+    np.testing.assert_allclose(conv([7.0, 7.0], [3.0, 3.0], [10.0, 50.0], (9.0, 5.0, 40.0)),
+                               conv([7.0, 7.0], [3.0, 3.0], [90.0, 50.0], (9.0, 5.0, 60.0)))
+
+
 def _validation_tsv(path, **values):
     rows = {"input_sources": 5, "placed_sources": 4, "recovered_sources": 3, "associated_sources": 3,
             "completeness": 0.75, "completeness_snr_ge_10": 1.0, "reliability": 1.0, "flux_ratio_median": 0.98,
-            "flux_ratio_scatter": 0.05, "offset_median_arcsec": 0.4, **values}
+            "flux_ratio_scatter": 0.05, "offset_median_arcsec": 0.4, "size_sources": 2, "size_ratio_median": 1.02,
+            "size_ratio_scatter": 0.04, "deconvolved_size_sources": 1, "deconvolved_size_ratio_median": 0.97,
+            **values}
     pd.DataFrame({"measure": list(rows), "value": list(rows.values()), "meaning": "m"}).to_csv(
         path, sep="\t", index=False)
     return path

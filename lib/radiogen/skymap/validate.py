@@ -44,14 +44,20 @@ from radiogen.lotss.mosaic import header_frequency_hz
 from radiogen.skymap.settings import MapSettings
 
 __all__ = ["find_sources", "footprint_rows", "match_catalogues", "binned_fraction", "euclidean_counts",
-           "associated_fluxes", "summary_table",
+           "associated_fluxes", "convolved_major_fwhm", "size_sample", "summary_table", "SIZE_SNR_MIN",
            "compare_summaries", "plot_comparison", "COMPARED_MEASURES",
            "plot_validation", "plot_map", "validate_map", "RECOVERED_COLUMNS"]
 
 log = logging.getLogger(__name__)
 
+#: PyBDSF's source list: fluxes in mJy (per beam for peaks), positions in deg, sizes
+#: (FWHM, the fitted ``Maj``/``Min`` including the beam, ``DC_`` deconvolved) in arcsec.
 RECOVERED_COLUMNS = ("Source_id", "RA", "DEC", "Total_flux", "E_Total_flux", "Peak_flux", "Isl_rms",
-                     "Maj", "S_Code")
+                     "Maj", "Min", "DC_Maj", "DC_Min", "S_Code")
+
+#: Sizes are compared for Gaussian truth sources matched by one PyBDSF source at a true
+#: peak S/N at least this (fainter fits are dominated by the noise).
+SIZE_SNR_MIN = 10.0
 
 
 def find_sources(map_path: str | Path, output_csv: str | Path, *, thresh_isl: float, thresh_pix: float
@@ -88,6 +94,9 @@ def find_sources(map_path: str | Path, output_csv: str | Path, *, thresh_isl: fl
             "Peak_flux": float(src.peak_flux_max) * 1e3,
             "Isl_rms": float(src.rms_isl) * 1e3,
             "Maj": float(src.size_sky[0]) * 3600.0,
+            "Min": float(src.size_sky[1]) * 3600.0,
+            "DC_Maj": float(src.deconv_size_sky[0]) * 3600.0,
+            "DC_Min": float(src.deconv_size_sky[1]) * 3600.0,
             "S_Code": str(src.code),
         })
     table = pd.DataFrame(rows, columns=list(RECOVERED_COLUMNS))
@@ -128,7 +137,9 @@ def match_catalogues(truth: pd.DataFrame, recovered: pd.DataFrame, *, radius_arc
     truth : DataFrame
         With ``n_matches``, ``Recovered_flux`` (sum of matched Total_flux,
         mJy), ``dRA``, ``dDEC`` (flux-weighted centre of the matches minus
-        truth, arcsec).
+        truth, arcsec), and ``Recovered_Maj``, ``Recovered_DC_Maj`` (arcsec:
+        the fitted and deconvolved major FWHM of a single match; NaN for none
+        or several, whose sizes are not one source's).
     recovered : DataFrame
         With ``truth_row`` (row of the truth table, -1 if none) and
         ``separation`` (arcsec to the nearest truth source).
@@ -141,6 +152,8 @@ def match_catalogues(truth: pd.DataFrame, recovered: pd.DataFrame, *, radius_arc
     truth["Recovered_flux"] = 0.0
     truth["dRA"] = np.nan
     truth["dDEC"] = np.nan
+    truth["Recovered_Maj"] = np.nan
+    truth["Recovered_DC_Maj"] = np.nan
     if len(truth) and len(recovered):
         tc = SkyCoord(truth["RA"].to_numpy() * u.deg, truth["DEC"].to_numpy() * u.deg)
         rc = SkyCoord(recovered["RA"].to_numpy() * u.deg, recovered["DEC"].to_numpy() * u.deg)
@@ -163,6 +176,9 @@ def match_catalogues(truth: pd.DataFrame, recovered: pd.DataFrame, *, radius_arc
             d_dec = group["DEC"].to_numpy() - truth.loc[row, "DEC"]
             truth.loc[row, "dRA"] = float(np.average(d_ra, weights=weight)) * 3600.0
             truth.loc[row, "dDEC"] = float(np.average(d_dec, weights=weight)) * 3600.0
+            if len(group) == 1 and "DC_Maj" in group.columns:
+                truth.loc[row, "Recovered_Maj"] = float(group["Maj"].iloc[0])
+                truth.loc[row, "Recovered_DC_Maj"] = float(group["DC_Maj"].iloc[0])
     return truth, recovered
 
 
@@ -215,9 +231,54 @@ def _flux_edges(*fluxes: np.ndarray, n_bins: int) -> np.ndarray:
     return np.logspace(np.log10(low), np.log10(high * 1.0001), n_bins + 1)
 
 
-def summary_table(truth: pd.DataFrame, recovered: pd.DataFrame, *, n_input: int, rms_mjy: float
-                  ) -> pd.DataFrame:
-    """One row per measure: name, value, what it means."""
+def convolved_major_fwhm(major, minor, pa_deg, beam: tuple[float, float, float]) -> np.ndarray:
+    """Major FWHM of Gaussians (FWHM ``major``, ``minor``, position angle ``pa_deg``) convolved
+    with an elliptical ``beam`` (BMAJ, BMIN in the same unit, BPA in deg; both angles measured
+    the same way): the covariances add, and the larger eigenvalue is the major axis squared."""
+    def covariance(a, b, angle_deg):
+        angle = np.deg2rad(np.asarray(angle_deg, dtype=float))
+        c, s = np.cos(angle), np.sin(angle)
+        a2, b2 = np.asarray(a, dtype=float) ** 2, np.asarray(b, dtype=float) ** 2
+        return a2 * c * c + b2 * s * s, a2 * s * s + b2 * c * c, (a2 - b2) * c * s
+
+    xx, yy, xy = (u + v for u, v in zip(covariance(major, minor, pa_deg), covariance(*beam)))
+    return np.sqrt((xx + yy) / 2 + np.sqrt(((xx - yy) / 2) ** 2 + xy**2))
+
+
+def size_sample(truth: pd.DataFrame, *, rms_mjy: float, beam: tuple[float, float, float]) -> pd.DataFrame:
+    """Truth rows whose recovered size can be compared with the truth, with ``Maj_expected``.
+
+    Gaussian sources (exact intrinsic axes) matched by exactly one PyBDSF source,
+    at a true peak S/N of at least :data:`SIZE_SNR_MIN`; ``Maj_expected`` (arcsec)
+    is the intrinsic Gaussian convolved with the searched map's own ``beam``
+    (BMAJ, BMIN arcsec, BPA deg: an interferometric map's restoring beam is not
+    the survey's).
+    """
+    if not {"Recovered_Maj", "Maj", "Min", "PA", "kind"} <= set(truth.columns):
+        return pd.DataFrame({name: np.zeros(0) for name in ("Maj", "Min", "PA", "Recovered_Maj",
+                                                             "Recovered_DC_Maj", "Maj_expected")})
+    keep = ((truth["kind"] == "gaussian") & (truth["n_matches"] == 1) & truth["Recovered_Maj"].notna()
+            & (truth["Peak_flux"] / rms_mjy >= SIZE_SNR_MIN))
+    sample = truth[keep]
+    return sample.assign(Maj_expected=convolved_major_fwhm(sample["Maj"], sample["Min"], sample["PA"], beam))
+
+
+def _median(values: np.ndarray) -> float:
+    values = values[np.isfinite(values)]
+    return float(np.median(values)) if values.size else float("nan")
+
+
+def _half_range(values: np.ndarray) -> float:
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return float("nan")
+    q16, q84 = np.percentile(values, [16, 84])
+    return float((q84 - q16) / 2)
+
+
+def summary_table(truth: pd.DataFrame, recovered: pd.DataFrame, *, n_input: int, rms_mjy: float,
+                  beam: tuple[float, float, float]) -> pd.DataFrame:
+    """One row per measure: name, value, what it means (``beam``: the map's, for sizes)."""
     found = truth["n_matches"] > 0
     snr = truth["Peak_flux"] / rms_mjy
     bright = snr >= 10
@@ -244,6 +305,19 @@ def summary_table(truth: pd.DataFrame, recovered: pd.DataFrame, *, n_input: int,
         ("dRA_median_arcsec", float(np.nanmedian(truth["dRA"])) if found.any() else np.nan, "RA cos(Dec) offset"),
         ("dDEC_median_arcsec", float(np.nanmedian(truth["dDEC"])) if found.any() else np.nan, "Dec offset"),
     ]
+    sized = size_sample(truth, rms_mjy=rms_mjy, beam=beam)
+    size_ratio = (sized["Recovered_Maj"] / sized["Maj_expected"]).to_numpy(dtype=float)
+    resolved = sized["Maj"] >= sized["Maj_expected"] / 2  # intrinsic size at least ~0.6 beam
+    dc_ratio = (sized["Recovered_DC_Maj"] / sized["Maj"])[resolved].to_numpy(dtype=float)
+    rows += [
+        ("size_sources", len(sized), f"Gaussian truth sources with one PyBDSF match, true S/N >= {SIZE_SNR_MIN:g}"),
+        ("size_ratio_median", _median(size_ratio), "fitted Maj / true Maj convolved with this map's beam (FWHM)"),
+        ("size_ratio_scatter", _half_range(size_ratio), "half the 16-84 percentile range of that ratio"),
+        ("deconvolved_size_sources", int(np.isfinite(dc_ratio).sum()),
+         "of those, with intrinsic Maj >= half their convolved Maj (resolved)"),
+        ("deconvolved_size_ratio_median", _median(dc_ratio),
+         "deconvolved Maj / intrinsic Maj, for those with intrinsic Maj >= half their convolved Maj"),
+    ]
     if "Requested_LAS" in truth.columns and truth["Requested_LAS"].notna().sum() >= 3:
         from radiogen.evaluation.size import size_agreement
 
@@ -261,8 +335,9 @@ def _no_data(ax) -> None:
 
 
 def plot_validation(truth: pd.DataFrame, recovered: pd.DataFrame, output: str | Path, *, rms_mjy: float,
-                    area_deg2: float, beam_arcsec: float, title: str) -> None:
-    """Four panels: completeness and reliability, flux ratio vs S/N, offsets, source counts."""
+                    area_deg2: float, beam: tuple[float, float, float], title: str) -> None:
+    """Six panels: completeness and reliability, flux ratio vs S/N, offsets, source counts,
+    and the sizes of :func:`size_sample` (fitted vs convolved truth, deconvolved vs intrinsic)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -272,7 +347,7 @@ def plot_validation(truth: pd.DataFrame, recovered: pd.DataFrame, output: str | 
     associated = associated_fluxes(truth, recovered)
     edges = _flux_edges(truth["Total_flux"], recovered["Total_flux"], associated, n_bins=n_bins)
     found = (truth["n_matches"] > 0).to_numpy()
-    fig, axes = plt.subplots(2, 2, figsize=(10, 8.5))
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
     ax = axes[0, 0]
     for frame, values, success, label in (
             (truth, truth["Total_flux"], found, "completeness (vs true flux)"),
@@ -294,8 +369,8 @@ def plot_validation(truth: pd.DataFrame, recovered: pd.DataFrame, output: str | 
         _no_data(ax)
     ax = axes[1, 0]
     ax.scatter(truth["dRA"][found], truth["dDEC"][found], s=10, alpha=0.7)
-    ax.add_patch(plt.Circle((0, 0), beam_arcsec / 2, fill=False, ls="--", color="grey", label="beam FWHM / 2"))
-    lim = max(beam_arcsec, float(np.nanmax(np.abs(truth[["dRA", "dDEC"]].to_numpy()[found]))) if found.any() else 1.0)
+    ax.add_patch(plt.Circle((0, 0), beam[0] / 2, fill=False, ls="--", color="grey", label="beam FWHM / 2"))
+    lim = max(beam[0], float(np.nanmax(np.abs(truth[["dRA", "dDEC"]].to_numpy()[found]))) if found.any() else 1.0)
     ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xlabel="ΔRA cos δ [arcsec]",
            ylabel="ΔDec [arcsec]")
     ax.legend(fontsize=8)
@@ -319,6 +394,22 @@ def plot_validation(truth: pd.DataFrame, recovered: pd.DataFrame, output: str | 
         ax.legend(fontsize=7)
     else:
         _no_data(ax)
+    sized = size_sample(truth, rms_mjy=rms_mjy, beam=beam)
+    resolved = sized["Maj"] >= sized["Maj_expected"] / 2
+    for ax, (x, y, xlabel, ylabel, what) in zip(axes[:, 2], (
+            (sized["Maj_expected"], sized["Recovered_Maj"], "true Maj convolved with the map's beam [arcsec]",
+             "PyBDSF Maj [arcsec]", "size recovery (fitted)"),
+            (sized["Maj"][resolved], sized["Recovered_DC_Maj"][resolved], "true intrinsic Maj [arcsec]",
+             "PyBDSF deconvolved Maj [arcsec]", "size recovery (deconvolved)"))):
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=f"{what}: {len(x)} Gaussians, S/N >= {SIZE_SNR_MIN:g}")
+        if len(x):
+            ax.scatter(x, y, s=10, alpha=0.7)
+            top = float(np.nanmax(np.concatenate([x.to_numpy(float), y.to_numpy(float)]))) * 1.1
+            ax.plot([0, top], [0, top], color="k", lw=0.8, label="1:1")
+            ax.set(xlim=(0, top), ylim=(0, top))
+            ax.legend(fontsize=8)
+        else:
+            _no_data(ax)
     fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, output, dpi=110)
@@ -386,12 +477,13 @@ def validate_map(map_path: str | Path, truth_csv: str | Path, recovered_csv: str
     rows = footprint_rows(footprint, header, recovered["RA"], recovered["DEC"], grow_px=grow_px)
     truth, recovered = match_catalogues(truth, recovered, radius_arcsec=settings.match_radius_arcsec,
                                         footprint_row=rows)
-    table = summary_table(truth, recovered, n_input=n_input, rms_mjy=rms_mjy)
+    beam = (float(header["BMAJ"]) * 3600.0, float(header["BMIN"]) * 3600.0, float(header.get("BPA", 0.0)))
+    table = summary_table(truth, recovered, n_input=n_input, rms_mjy=rms_mjy, beam=beam)
     with atomic_path(table_path) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.4g")
     title = f"simulated map {name}: {len(truth)} placed, {len(recovered)} recovered"
     plot_validation(truth, recovered, figure_path, rms_mjy=rms_mjy, area_deg2=size_deg**2,
-                    beam_arcsec=float(header["BMAJ"]) * 3600.0, title=title)
+                    beam=beam, title=title)
     plot_map(map_path, truth, recovered, map_figure_path, title=title)
     if len(truth) == 0:
         log.warning("%s: no source was placed on the map (every generated image was below the stamp "
@@ -403,7 +495,8 @@ def validate_map(map_path: str | Path, truth_csv: str | Path, recovered_csv: str
 #: Measures of :func:`summary_table` set side by side for two maps of one truth catalogue.
 COMPARED_MEASURES = ("placed_sources", "recovered_sources", "associated_sources", "completeness",
                      "completeness_snr_ge_10", "reliability", "flux_ratio_median", "flux_ratio_scatter",
-                     "offset_median_arcsec")
+                     "offset_median_arcsec", "size_sources", "size_ratio_median", "size_ratio_scatter",
+                     "deconvolved_size_sources", "deconvolved_size_ratio_median")
 
 
 def compare_summaries(tables: dict[str, str | Path], *, table_path: str | Path, figure_path: str | Path
