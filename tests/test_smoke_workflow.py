@@ -601,6 +601,27 @@ def test_interferometric_map_on_the_map_grid_at_the_target_noise(smoke):
     residual = fits.getdata(results / "map-residual.fits")[0, 0]
     target = smoke.config["skymap"]["noise_rms_ujy"] * 1e-6
     assert np.std(residual) == pytest.approx(target, rel=0.15)
+    # channel blocks (skymap.interferometer.channel_blocks): each block's sets, one joint noise calibration
+    from radiogen.interferometer.blocks import observation_record, read_tag
+    from radiogen.interferometer.settings import InterferometerSettings
+
+    settings = InterferometerSettings.from_mapping(smoke.config["skymap"]["interferometer"])
+    n_blocks = settings.channel_blocks
+    assert n_blocks == 2 and smoke.rules_ran.get("skymap_interferometer_block") == n_blocks
+    assert smoke.rules_ran.get("skymap_interferometer_add_noise") == n_blocks
+    calibration = json.loads((results / "noise_calibration.json").read_text())
+    assert calibration["observation"] == observation_record(settings)
+    assert calibration["target_rms_ujy"] == pytest.approx(smoke.config["skymap"]["noise_rms_ujy"])
+    assert calibration["seed"] == smoke.config["seed"] and calibration["channel_blocks"] == n_blocks
+    assert [b["block"] for b in calibration["blocks"]] == list(range(n_blocks))
+    per_block = settings.channels // n_blocks
+    for block in range(n_blocks):
+        for kind in ("predicted", "observed"):
+            tag = read_tag(results / "blocks" / str(block) / f"{kind}.ms")
+            assert tag["block"] == block and tag["channels"] == [block * per_block, (block + 1) * per_block]
+            assert tag["noise_sigma_jy"] == (None if kind == "predicted" else calibration["sigma_jy"])
+        assert Path(calibration["blocks"][block]["measurement_set"]).resolve() == (
+            results / "blocks" / str(block) / "predicted.ms").resolve()
 
 
 
