@@ -28,7 +28,9 @@ rule skymap_interferometer_block:
         header=results("skymap", "map_header.txt"),
         sky_model=results("skymap", "intrinsic_sky.fits"),
     output:
-        directory(results("skymap", "interferometer", "blocks", "{block}", "predicted.ms")),
+        directory(
+            results("skymap", "interferometer", "blocks", "{block}", "predicted.ms")
+        ),
     log:
         main=results("logs", "skymap", "interferometer_block_{block}.log"),
         wsclean=results("logs", "skymap", "interferometer_block_{block}_wsclean.log"),
@@ -83,7 +85,9 @@ rule skymap_interferometer_add_noise:
         ms=results("skymap", "interferometer", "blocks", "{block}", "predicted.ms"),
         calibration=results("skymap", "interferometer", "noise_calibration.json"),
     output:
-        directory(results("skymap", "interferometer", "blocks", "{block}", "observed.ms")),
+        directory(
+            results("skymap", "interferometer", "blocks", "{block}", "observed.ms")
+        ),
     log:
         results("logs", "skymap", "interferometer_add_noise_{block}.log"),
     benchmark:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from radiogen.interferometer.measurement_set import integration_count
+from radiogen.interferometer.measurement_set import ROWS_PER_CHUNK, integration_count
 from radiogen.interferometer.settings import InterferometerSettings
 from radiogen.interferometer.stations import load_stations
 
@@ -39,13 +39,19 @@ CORE_SECONDS = {
 #: Major cycles of the benchmark's imaging, and those assumed for a real sky (each predicts and grids again).
 MEASURED_MAJOR_CYCLES = 2
 ASSUMED_MAJOR_CYCLES = 10
-#: Peak memory, MB: (base, bytes per visibility, bytes per pixel) of the python build and of WSClean's runs.
+#: Peak memory of WSClean's runs, MB: (base, bytes per pixel), fitted to /usr/bin/time's peak at 1024^2 and
+#: 2048^2 px (24 stations, 1 h x 60 s, 4 channels; predict 81 / 199 MB, dirty 96 / 263 MB, CLEAN 111 / 311 MB).
+#: Per visibility WSClean 3.1 buffers bounded chunks (not measured; the margin covers it).
 MEMORY = {
-    "python": (100.0, 0.0, 0.0),
-    "predict": (40.0, 0.0, 40.0),
-    "dirty": (40.0, 0.0, 55.0),
-    "clean": (40.0, 0.0, 65.0),
+    "predict": (40.0, 40.0),
+    "dirty": (40.0, 55.0),
+    "clean": (40.0, 65.0),
 }
+#: The python side (casacore, numpy, astropy): MB at start, bytes per row held at once by the build (UVW,
+#: TIME, ANTENNA1/2, WEIGHT, SIGMA: ~80), and arrays of ROWS_PER_CHUNK rows x channels x 4 complex64 at once.
+PYTHON_BASE_MB = 100.0
+PYTHON_BYTES_PER_ROW = 100.0
+PYTHON_CHUNK_ARRAYS = 5
 #: Factor on every estimate (timing noise of shared nodes, I/O, the linear fits' error).
 MARGIN = 3.0
 #: The jobs (rules skymap_interferometer_<step>).
@@ -93,26 +99,32 @@ def _seconds(step: str, visibilities: float, pixels: float) -> float:
     return per_visibility * visibilities + per_pixel * pixels
 
 
-def _megabytes(run: str, visibilities: float, pixels: float) -> float:
-    base, per_visibility, per_pixel = MEMORY[run]
-    return base + (per_visibility * visibilities + per_pixel * pixels) / 1e6
+def _wsclean_megabytes(run: str, pixels: float) -> float:
+    base, per_pixel = MEMORY[run]
+    return base + per_pixel * pixels / 1e6
+
+
+def _python_megabytes(*, rows: float, channels: int) -> float:
+    chunk = min(rows, ROWS_PER_CHUNK) * channels * 4 * 8  # bytes of one complex64 array of a chunk
+    return PYTHON_BASE_MB + (PYTHON_BYTES_PER_ROW * rows + PYTHON_CHUNK_ARRAYS * chunk) / 1e6
 
 
 def job_estimate(step: str, size: ObservationSize, *, threads: int) -> tuple[float, float]:
     """Unpadded (memory MB, wall seconds) of one job of ``step`` (see :data:`STEPS`)."""
     block, total, pixels = size.block_visibilities, size.visibilities, size.pixels
+    rows, block_channels = size.baselines * size.integrations, size.channels // size.channel_blocks
     if step == "block":  # python build, then WSClean's prediction (its per-unit cost bounds predict alone)
         seconds = _seconds("build", block, pixels) + _seconds("predict_noise", block, pixels) / threads
-        memory = _megabytes("python", block, 0) + _megabytes("predict", block, pixels)
+        memory = _python_megabytes(rows=rows, channels=block_channels) + _wsclean_megabytes("predict", pixels)
     elif step == "noise":  # a dirty image of every block's unit noise (bounded by the predict + noise cost)
         seconds = _seconds("predict_noise", total, pixels) / threads
-        memory = _megabytes("python", 0, 0) + _megabytes("dirty", total, pixels)
+        memory = PYTHON_BASE_MB + _wsclean_megabytes("dirty", pixels)
     elif step == "add_noise":  # read and write the data columns of one block (bounded as the noise step)
         seconds = _seconds("predict_noise", block, 0)
-        memory = _megabytes("python", block, 0)
+        memory = _python_megabytes(rows=0, channels=0) + PYTHON_CHUNK_ARRAYS * ROWS_PER_CHUNK * block_channels * 32 / 1e6
     elif step == "image":
         seconds = _seconds("image", total, pixels) * ASSUMED_MAJOR_CYCLES / MEASURED_MAJOR_CYCLES / threads
-        memory = _megabytes("python", 0, 0) + _megabytes("clean", total, pixels)
+        memory = PYTHON_BASE_MB + _wsclean_megabytes("clean", pixels)
     else:
         raise ValueError(f"unknown interferometer step {step!r}; one of {', '.join(STEPS)}")
     return memory, seconds
