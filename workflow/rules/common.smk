@@ -194,3 +194,12 @@ def interferometer_resources(step):
         floor_mem_mb=block["mem_mb"],
         floor_runtime_min=block["runtime_min"],
     )
+
+
+def interferometer_block_sets(kind):
+    """Every channel block's measurement set of one kind (predicted or observed)."""
+    blocks = range(config["skymap"]["interferometer"]["channel_blocks"])
+    return [
+        results("skymap", "interferometer", "blocks", str(block), f"{kind}.ms")
+        for block in blocks
+    ]

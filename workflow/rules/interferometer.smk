@@ -12,15 +12,6 @@ from radiogen.interferometer.settings import (
 
 SKYMAP_INTERFEROMETER = SKYMAP["interferometer"]
 INTERFEROMETER_SETTINGS = interferometer_settings_json(SKYMAP_INTERFEROMETER)
-INTERFEROMETER_BLOCKS = [str(b) for b in range(SKYMAP_INTERFEROMETER["channel_blocks"])]
-
-
-def interferometer_block_sets(kind):
-    """Every channel block's measurement set of one kind (predicted or observed)."""
-    return expand(
-        results("skymap", "interferometer", "blocks", "{block}", f"{kind}.ms"),
-        block=INTERFEROMETER_BLOCKS,
-    )
 
 
 rule skymap_interferometer_block:

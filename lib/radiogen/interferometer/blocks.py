@@ -80,8 +80,8 @@ def check_block(ms_path: str | Path, settings: InterferometerSettings, *, seed: 
                              "channel blocks come from `radiogen interferometer block`")
     if tag["observation"] != observation_record(settings) or tag["channel_blocks"] != settings.channel_blocks:
         changed = sorted(k for k, v in observation_record(settings).items() if tag["observation"].get(k) != v)
-        raise InputFileError(f"{path}: built with other skymap.interferometer settings ({', '.join(changed) or 'channel_blocks'} "
-                             "differ); rebuild the blocks")
+        raise InputFileError(f"{path}: built with other skymap.interferometer settings "
+                             f"({', '.join(changed) or 'channel_blocks'} differ); rebuild the blocks")
     if seed is not None and tag["seed"] != seed:
         raise InputFileError(f"{path}: its noise was drawn with seed {tag['seed']}, not {seed}")
     if noise_added != (tag["noise_sigma_jy"] is not None):

@@ -13,7 +13,8 @@ Per-unit costs are those measured by ``benchmarks/bench_interferometer.py``
 core-seconds): per million visibilities 0.65 (build), 8.2 (predict + noise, which
 includes the unit-noise imaging run), 13.3 (imaging with CLEAN, 2 major cycles),
 plus per million pixels 0.03, 1.5, 5.4.  Peak memory was measured with
-``/usr/bin/time`` on WSClean 3.1 (:data:`MEMORY`).  A job's estimate is these
+``/usr/bin/time`` on WSClean 3.1 (:data:`MEMORY`;
+``benchmarks/bench_interferometer_memory.py``).  A job's estimate is these
 figures times :data:`MARGIN`; the settings ``mem_mb`` and ``runtime_min`` are
 floors (a job asks for the larger).
 """
@@ -121,7 +122,7 @@ def job_estimate(step: str, size: ObservationSize, *, threads: int) -> tuple[flo
         memory = PYTHON_BASE_MB + _wsclean_megabytes("dirty", pixels)
     elif step == "add_noise":  # read and write the data columns of one block (bounded as the noise step)
         seconds = _seconds("predict_noise", block, 0)
-        memory = _python_megabytes(rows=0, channels=0) + PYTHON_CHUNK_ARRAYS * ROWS_PER_CHUNK * block_channels * 32 / 1e6
+        memory = _python_megabytes(rows=0, channels=0) + PYTHON_CHUNK_ARRAYS * ROWS_PER_CHUNK * block_channels * 32e-6
     elif step == "image":
         seconds = _seconds("image", total, pixels) * ASSUMED_MAJOR_CYCLES / MEASURED_MAJOR_CYCLES / threads
         memory = PYTHON_BASE_MB + _wsclean_megabytes("clean", pixels)
