@@ -12,6 +12,7 @@ include: "workflow/rules/pybdsf.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/imagesets.smk"
 include: "workflow/rules/skymap.smk"
+include: "workflow/rules/interferometer.smk"
 include: "workflow/rules/size.smk"
 
 

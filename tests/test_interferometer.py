@@ -534,3 +534,106 @@ def test_intrinsic_sky_is_imaged_at_the_restoring_beam_and_a_jy_per_beam_sky_bro
     # measured: the point within a few per cent of the beam, the 6" source wider by the 6" in quadrature
     assert widths["JY/PIXEL"] == pytest.approx(beam_px, rel=0.15), (widths, beam_px)
     assert widths["JY/BEAM"] > 1.1 * widths["JY/PIXEL"], widths
+
+
+@pytest.fixture(scope="module")
+def channel_blocks(tmp_path_factory):
+    """A 4-channel observation as one block and as two (the workflow's per-block steps), with its sky."""
+    from radiogen.interferometer.map_steps import predict_block
+    from radiogen.skymap.geometry import map_header
+
+    work = tmp_path_factory.mktemp("blocks")
+    size = 240
+    header = map_header(size_px=size, name="test", centre_ra_deg=RA_DEG, centre_dec_deg=DEC_DEG)
+    header.totextfile(str(work / "map_header.txt"))
+    sky = np.zeros((size, size), dtype=np.float32)
+    sky[size // 2, size // 2], sky[size // 2 + 40, size // 2 - 70] = 0.05, 0.02  # Jy in one pixel each
+    sky_header = header.copy()
+    sky_header["BUNIT"] = "JY/PIXEL"
+    fits.PrimaryHDU(sky, header=sky_header).writeto(work / "intrinsic_sky.fits")
+    sets = {}
+    for n_blocks in (1, 2):
+        settings = _settings(channels=4, channel_blocks=n_blocks)
+        sets[n_blocks] = [work / f"of{n_blocks}" / f"{b}" / "predicted.ms" for b in range(n_blocks)]
+        for block, path in enumerate(sets[n_blocks]):
+            predict_block(work / "map_header.txt", work / "intrinsic_sky.fits", settings, block=block, seed=7,
+                          output=path, log_path=None)
+    return work, sets
+
+
+def test_channel_blocks_predict_the_channels_of_the_whole_band(channel_blocks):
+    """Each block's MODEL_DATA is its channels of the one-block prediction; same rows, UVW and unit noise
+    of its own (seeded per block)."""
+    from casacore import tables
+
+    from radiogen.interferometer.blocks import read_tag
+
+    _, sets = channel_blocks
+    with tables.table(str(sets[1][0]), ack=False) as whole:
+        model, uvw, noise = whole.getcol("MODEL_DATA"), whole.getcol("UVW"), whole.getcol("DATA")
+    with tables.table(f"{sets[1][0]}/SPECTRAL_WINDOW", ack=False) as window:
+        frequencies = window.getcell("CHAN_FREQ", 0)
+    assert model.shape[1] == 4 and np.abs(model).max() > 0.01
+    block_noise = []
+    for block, path in enumerate(sets[2]):
+        with tables.table(str(path), ack=False) as part:
+            part_model = part.getcol("MODEL_DATA")
+            np.testing.assert_array_equal(part.getcol("UVW"), uvw)
+            block_noise.append(part.getcol("DATA"))
+        channels = slice(2 * block, 2 * block + 2)
+        assert np.max(np.abs(part_model - model[:, channels])) <= 1e-5 * np.max(np.abs(model[:, channels]))
+        with tables.table(f"{path}/SPECTRAL_WINDOW", ack=False) as window:
+            np.testing.assert_allclose(window.getcell("CHAN_FREQ", 0), frequencies[channels])
+        tag = read_tag(path)
+        assert (tag["block"], tag["channel_blocks"], tag["channels"]) == (block, 2, [2 * block, 2 * block + 2])
+        assert tag["noise_sigma_jy"] is None and not path.with_name(path.name + ".tmp").exists()
+    # unit noise: standard normal parts, different in each block
+    assert np.std(block_noise[0].real) == pytest.approx(1.0, rel=0.02)
+    assert not np.allclose(block_noise[0], block_noise[1])
+    assert not np.allclose(block_noise[0], noise[:, :2])
+
+
+def test_jointly_calibrated_blocks_image_at_the_target_rms(channel_blocks):
+    """The noise calibrated on the two blocks imaged together gives the target rms in their joint image;
+    the steps refuse sets that do not belong together."""
+    import json
+
+    from radiogen.interferometer.map_steps import add_block_noise, calibrate_noise, image_observation
+
+    work, sets = channel_blocks
+    settings = _settings(channels=4, channel_blocks=2)
+    target = 200e-6
+    calibration = work / "noise_calibration.json"
+    with pytest.raises(InputFileError, match=r"channel blocks \[0\], expected each of 0 to 1"):
+        calibrate_noise(sets[2][:1], settings, header_path=work / "map_header.txt", target_rms_jy=target, seed=7,
+                        output=calibration)
+    with pytest.raises(InputFileError, match="other skymap.interferometer settings"):
+        calibrate_noise(sets[2], _settings(channels=4, channel_blocks=2, track_hours=0.5),
+                        header_path=work / "map_header.txt", target_rms_jy=target, seed=7, output=calibration)
+    noise = calibrate_noise(sets[2], settings, header_path=work / "map_header.txt", target_rms_jy=target, seed=7,
+                            output=calibration, log_path=work / "ws.log")
+    record = json.loads(calibration.read_text())
+    assert record["sigma_jy"] == pytest.approx(noise.sigma_jy) and record["target_rms_ujy"] == pytest.approx(200.0)
+    assert [(b["block"], b["channels"]) for b in record["blocks"]] == [(0, [0, 2]), (1, [2, 4])]
+    with pytest.raises(InputFileError, match="not block 0"):
+        add_block_noise(sets[2][1], calibration, settings, block=0, seed=7, output=work / "wrong.ms")
+    with pytest.raises(InputFileError, match="seed 7, not 8"):
+        add_block_noise(sets[2][0], calibration, settings, block=0, seed=8, output=work / "wrong.ms")
+    observed = [path.with_name("observed.ms") for path in sets[2]]
+    for block, (predicted, path) in enumerate(zip(sets[2], observed)):
+        assert add_block_noise(predicted, calibration, settings, block=block, seed=7, output=path) == noise.sigma_jy
+    with pytest.raises(InputFileError, match="holds unit noise only"):
+        image_observation([observed[0], sets[2][1]], settings, header_path=work / "map_header.txt",
+                          prefix=work / "wrong")
+    products = image_observation(observed, settings, header_path=work / "map_header.txt", prefix=work / "map",
+                                 log_path=work / "ws.log")
+    residual = fits.getdata(products.residual)[0, 0]
+    assert np.std(residual) == pytest.approx(target, rel=0.10)
+    restored = fits.getdata(products.restored)[0, 0]
+    assert restored[120, 120] == pytest.approx(0.05, rel=0.05)  # the 50 mJy point at the phase centre
+    # the joint image holds the whole band: its frequency is the band's centre
+    assert fits.getheader(products.restored)["CRVAL3"] == pytest.approx(144e6, rel=1e-3)
+    # the two blocks together are the whole band: its own calibration gives the same sigma (other noise draws)
+    whole = calibrate_noise(sets[1], _settings(channels=4), header_path=work / "map_header.txt",
+                            target_rms_jy=target, seed=7, output=work / "whole.json")
+    assert whole.sigma_jy == pytest.approx(noise.sigma_jy, rel=0.05)

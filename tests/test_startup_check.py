@@ -134,6 +134,9 @@ CASES = {
     "label map without a pattern": (
         "imagesets", "imagesets", {"mb": {**MIRABEST, "label_map": {"1": "FRI"}}},
         "imagesets.mb.label_map: given, but no label_pattern"),
+    "interferometer channels not a multiple of its channel blocks": (
+        "skymap.interferometer", {"skymap.interferometer.channels": 24, "skymap.interferometer.channel_blocks": 5},
+        "skymap.interferometer.channels (24) must be a multiple of skymap.interferometer.channel_blocks (5)"),
     # --- the schemas, through the same function (``radiogen config check`` had none)
     "map smaller than nothing": (None, "skymap.size_deg", 0.0, "skymap.size_deg: 0.0 is less than or equal to"),
     "map tile below 16 px": (None, "skymap.tile_px", 8, "skymap.tile_px: 8 is less than the minimum of 16"),

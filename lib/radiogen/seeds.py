@@ -40,7 +40,7 @@ STREAMS: dict[str, int] = {
     "skymap.catalogue": 600,
     "skymap.tiles": 601,
     "skymap.noise": 602,
-    "skymap.interferometer.noise": 603,  # per chunk of measurement-set rows
+    "skymap.interferometer.noise": 603,  # per channel block and chunk of measurement-set rows
     "skymap.population": 604,  # counts population: positions, fluxes, sizes
     # evaluation
     "evaluation.pybdsf": 700,  # stabilising noise per image, flux-distance subsets

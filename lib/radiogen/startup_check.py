@@ -229,6 +229,13 @@ def _skymap(config: dict) -> None:
     MapSettings.from_mapping(config["skymap"], name="skymap")
 
 
+def _skymap_interferometer(config: dict) -> None:
+    # the observation's own checks (channels against channel_blocks, ...), before any measurement set is built
+    from radiogen.interferometer.settings import InterferometerSettings
+
+    InterferometerSettings.from_mapping(config["skymap"]["interferometer"], name="skymap.interferometer")
+
+
 #: Section checks in config order: name -> check(config), which raises ConfigError.
 SECTION_CHECKS: dict[str, Callable[[dict], None]] = {
     "lotss.source": _lotss_source,
@@ -245,6 +252,7 @@ SECTION_CHECKS: dict[str, Callable[[dict], None]] = {
     "sample.guide": _sample_guides,
     "imagesets": _imagesets,
     "skymap": _skymap,
+    "skymap.interferometer": _skymap_interferometer,
 }
 
 

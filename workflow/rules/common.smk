@@ -186,3 +186,33 @@ def guide_option(dataset):
     """`--guide PATH` for `radiogen sample shard`, or nothing (classifier-free guidance)."""
     guide = guide_input(dataset).get("guide")
     return f"--guide {shlex.quote(guide)}" if guide else ""
+
+
+def interferometer_resources(step):
+    """mem_mb and runtime (minutes) of one interferometer job (rule skymap_interferometer_<step>).
+
+    Estimated from the observation's size (visibilities per channel block, map
+    pixels) with the measured per-unit costs (radiogen.interferometer.costs);
+    skymap.interferometer.mem_mb and runtime_min are floors.
+    """
+    from radiogen.interferometer.costs import job_resources
+    from radiogen.interferometer.settings import InterferometerSettings
+    from radiogen.skymap.geometry import map_size_px
+
+    block = config["skymap"]["interferometer"]
+    return job_resources(
+        step,
+        InterferometerSettings.from_mapping(block),
+        size_px=map_size_px(config["skymap"]["size_deg"]),
+        floor_mem_mb=block["mem_mb"],
+        floor_runtime_min=block["runtime_min"],
+    )
+
+
+def interferometer_block_sets(kind):
+    """Every channel block's measurement set of one kind (predicted or observed)."""
+    blocks = range(config["skymap"]["interferometer"]["channel_blocks"])
+    return [
+        results("skymap", "interferometer", "blocks", str(block), f"{kind}.ms")
+        for block in blocks
+    ]

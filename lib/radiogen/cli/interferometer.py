@@ -1,9 +1,13 @@
 """``radiogen interferometer STEP``: the map's field observed by LOFAR HBA and imaged by WSClean.
 
-Steps as the workflow runs them (``workflow/rules/skymap.smk``): ``ms`` (the
-measurement set), ``observe`` (prediction of the sky model plus thermal
-noise), ``image`` (restored, residual, model, PSF and dirty FITS),
-``figure`` (restored map, residual map and PSF with the restoring beam).
+Steps as the workflow runs them (``workflow/rules/interferometer.smk``), per
+channel block of ``skymap.interferometer.channel_blocks``: ``block`` (the
+block's measurement set, the sky model predicted into MODEL_DATA, unit noise in
+DATA), ``calibrate-noise`` (all blocks' unit noise imaged together: the noise
+sigma, as JSON), ``add-noise`` (the block's observed copy), ``image`` (all
+blocks together: restored, residual, model, PSF and dirty FITS), ``figure``
+(restored map, residual map and PSF with the restoring beam).  ``ms`` and
+``observe`` do the first three on the whole band in one process.
 ``--settings`` is the config's ``skymap.interferometer`` block as JSON.
 """
 
@@ -46,6 +50,30 @@ def cmd_observe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_block(args: argparse.Namespace) -> int:
+    from radiogen.interferometer.map_steps import predict_block
+
+    predict_block(args.header, args.sky_model, _settings(args), block=args.block, seed=args.seed,
+                  output=args.output, log_path=_wsclean_log(args))
+    return 0
+
+
+def cmd_calibrate_noise(args: argparse.Namespace) -> int:
+    from radiogen.interferometer.map_steps import calibrate_noise
+
+    calibrate_noise(args.ms, _settings(args), header_path=args.header, target_rms_jy=args.noise_rms_ujy * 1e-6,
+                    seed=args.seed, output=args.output, log_path=_wsclean_log(args))
+    return 0
+
+
+def cmd_add_noise(args: argparse.Namespace) -> int:
+    from radiogen.interferometer.map_steps import add_block_noise
+
+    add_block_noise(args.ms, args.calibration, _settings(args), block=args.block, seed=args.seed,
+                    output=args.output)
+    return 0
+
+
 def cmd_image(args: argparse.Namespace) -> int:
     from radiogen.interferometer.map_steps import image_observation
 
@@ -82,8 +110,39 @@ def register(topics) -> None:
     p.add_argument("--output", required=True, help="observed measurement set directory to write")
     p.set_defaults(func=cmd_observe)
 
+    p = sub.add_parser("block", help="one channel block: measurement set, predicted sky, unit noise")
+    p.add_argument("--header", required=True, help="map header (FITS header text): phase centre and grid")
+    p.add_argument("--sky-model", required=True,
+                   help="noise-free sky FITS on the map grid: Jy/pixel (intrinsic) or Jy/beam (already convolved)")
+    p.add_argument("--settings", required=True, help="skymap.interferometer block as JSON")
+    p.add_argument("--block", type=int, required=True, help="channel block, 0 to channel_blocks - 1")
+    p.add_argument("--seed", type=int, required=True, help="global seed (noise stream)")
+    p.add_argument("--wsclean-log", help="file to append WSClean's output to")
+    p.add_argument("--output", required=True, help="block's measurement set directory to write")
+    p.set_defaults(func=cmd_block)
+
+    p = sub.add_parser("calibrate-noise", help="noise sigma from all blocks' unit noise imaged together (JSON)")
+    p.add_argument("--ms", required=True, nargs="+", help="every block's measurement set from `block`")
+    p.add_argument("--header", required=True, help="map header (FITS header text): the imaging grid")
+    p.add_argument("--settings", required=True, help="skymap.interferometer block as JSON")
+    p.add_argument("--noise-rms-ujy", type=float, required=True, help="restored map's target rms, uJy/beam")
+    p.add_argument("--seed", type=int, required=True, help="global seed the blocks' noise was drawn with")
+    p.add_argument("--wsclean-log", help="file to append WSClean's output to")
+    p.add_argument("--output", required=True, help="calibration JSON to write")
+    p.set_defaults(func=cmd_calibrate_noise)
+
+    p = sub.add_parser("add-noise", help="a block's observed copy: DATA = MODEL_DATA + sigma x unit noise")
+    p.add_argument("--ms", required=True, help="the block's measurement set from `block`")
+    p.add_argument("--calibration", required=True, help="JSON from `calibrate-noise`")
+    p.add_argument("--settings", required=True, help="skymap.interferometer block as JSON")
+    p.add_argument("--block", type=int, required=True, help="channel block, 0 to channel_blocks - 1")
+    p.add_argument("--seed", type=int, required=True, help="global seed the blocks' noise was drawn with")
+    p.add_argument("--output", required=True, help="observed measurement set directory to write")
+    p.set_defaults(func=cmd_add_noise)
+
     p = sub.add_parser("image", help="WSClean imaging: restored, residual, model, PSF and dirty FITS")
-    p.add_argument("--ms", required=True, help="observed measurement set")
+    p.add_argument("--ms", required=True, nargs="+",
+                   help="observed measurement set, or every channel block's, imaged together")
     p.add_argument("--header", required=True, help="map header (FITS header text): the imaging grid")
     p.add_argument("--settings", required=True, help="skymap.interferometer block as JSON")
     p.add_argument("--prefix", required=True, help="output prefix: <prefix>-image.fits etc.")

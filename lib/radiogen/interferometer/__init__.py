@@ -17,6 +17,11 @@ noise.  This package observes a sky model as an interferometer does:
 5. :mod:`~radiogen.interferometer.thermal_noise` -- Gaussian noise per
    visibility, scaled so that the restored image has the rms asked for.
 
+The band can be split into channel blocks, each its own measurement set and
+job (:mod:`~radiogen.interferometer.blocks`: their records and checks;
+:mod:`~radiogen.interferometer.map_steps`: the workflow's steps), and
+:mod:`~radiogen.interferometer.costs` estimates each job's memory and time.
+
 Settings: :mod:`~radiogen.interferometer.settings` (schema section
 ``skymap.interferometer``).
 """

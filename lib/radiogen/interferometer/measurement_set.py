@@ -29,7 +29,8 @@ from radiogen.errors import ConfigError, InputFileError
 from radiogen.interferometer.settings import InterferometerSettings
 from radiogen.interferometer.stations import Stations, station_diameter_m
 
-__all__ = ["ObservationSummary", "build_measurement_set", "check_measures_data", "track_times", "phase_centre"]
+__all__ = ["ObservationSummary", "build_measurement_set", "check_measures_data", "track_times", "phase_centre",
+           "integration_count"]
 
 #: Seconds in a day / seconds in a sidereal day: sidereal time runs this much faster.
 SIDEREAL_RATE = 1.002737909350795
@@ -88,6 +89,11 @@ def phase_centre(ra_deg: float, dec_deg: float):
     return _measures().direction("J2000", quantity(ra_deg, "deg"), quantity(dec_deg, "deg"))
 
 
+def integration_count(settings: InterferometerSettings) -> int:
+    """Integrations (times) of the track: track_hours / integration_s, rounded, at least one."""
+    return max(1, int(round(settings.track_hours * 3600.0 / settings.integration_s)))
+
+
 def track_times(settings: InterferometerSettings, *, ra_deg: float, reference_xyz_m) -> np.ndarray:
     """Centres of the integrations (MJD seconds, UTC) of a track centred on transit.
 
@@ -105,7 +111,7 @@ def track_times(settings: InterferometerSettings, *, ra_deg: float, reference_xy
     last_turns = dm.measure(epoch, "LAST")["m0"]["value"] % 1.0  # local sidereal time, days (turns)
     hour_angle_turns = (last_turns - ra_deg / 360.0) % 1.0
     transit_s = midnight_mjd * 86400.0 + ((1.0 - hour_angle_turns) % 1.0) * 86400.0 / SIDEREAL_RATE
-    n_times = max(1, int(round(settings.track_hours * 3600.0 / settings.integration_s)))
+    n_times = integration_count(settings)
     offsets = (np.arange(n_times) - (n_times - 1) / 2.0) * settings.integration_s
     return transit_s + offsets
 
@@ -145,11 +151,14 @@ def _table_description(n_channels: int):
 
 
 def build_measurement_set(path: str | Path, *, stations: Stations, settings: InterferometerSettings,
-                          ra_deg: float, dec_deg: float) -> ObservationSummary:
+                          ra_deg: float, dec_deg: float, block: int | None = None) -> ObservationSummary:
     """Write the measurement set ``path`` (written beside as ``*.tmp``, then renamed).
 
     DATA and MODEL_DATA hold zeros, FLAG false, WEIGHT and SIGMA one; UVW and
-    TIME are filled.  An existing ``path`` is replaced.
+    TIME are filled.  An existing ``path`` is replaced.  With ``block`` the set
+    holds only that channel block's channels
+    (:meth:`InterferometerSettings.block_channels`); the rows, stations, times
+    and UVW are those of every block.
 
     Raises
     ------
@@ -171,7 +180,8 @@ def build_measurement_set(path: str | Path, *, stations: Stations, settings: Int
     n_stations = len(stations.names)
     antenna1, antenna2 = np.triu_indices(n_stations, k=1)
     n_baselines, n_times = len(antenna1), len(times)
-    frequencies, width = settings.channel_frequencies_hz()
+    frequencies, width = (settings.channel_frequencies_hz() if block is None
+                          else settings.block_frequencies_hz(block))
     n_channels = len(frequencies)
 
     tmp = path.with_name(path.name + ".tmp")

@@ -27,6 +27,7 @@ class InterferometerSettings:
     integration_s: float
     frequency_range_mhz: tuple[float, float]
     channels: int
+    channel_blocks: int
     min_elevation_deg: float
     robust: float
     taper_arcsec: float
@@ -69,6 +70,11 @@ class InterferometerSettings:
             raise ConfigError(f"{name}.frequency_range_mhz needs 0 < low < high MHz, got [{low}, {high}]")
         if int(self.channels) < 1:
             raise ConfigError(f"{name}.channels must be >= 1, got {self.channels}")
+        if int(self.channel_blocks) < 1:
+            raise ConfigError(f"{name}.channel_blocks must be >= 1, got {self.channel_blocks}")
+        if int(self.channels) % int(self.channel_blocks):
+            raise ConfigError(f"{name}.channels ({self.channels}) must be a multiple of {name}.channel_blocks "
+                              f"({self.channel_blocks}): every block holds the same number of channels")
         if not 0 <= self.min_elevation_deg < 90:
             raise ConfigError(f"{name}.min_elevation_deg must be within [0, 90), got {self.min_elevation_deg}")
         if not -2 <= self.robust <= 2:
@@ -91,6 +97,19 @@ class InterferometerSettings:
         low, high = (f * 1e6 for f in self.frequency_range_mhz)
         width = (high - low) / self.channels
         return [low + (i + 0.5) * width for i in range(self.channels)], width
+
+    def block_channels(self, block: int) -> range:
+        """Indices of the band's channels in channel block ``block``: [b c/K, (b+1) c/K)."""
+        if not 0 <= int(block) < self.channel_blocks:
+            raise ConfigError(f"channel block {block} does not exist: skymap.interferometer.channel_blocks is "
+                              f"{self.channel_blocks} (blocks 0 to {self.channel_blocks - 1})")
+        per_block = self.channels // self.channel_blocks
+        return range(int(block) * per_block, (int(block) + 1) * per_block)
+
+    def block_frequencies_hz(self, block: int) -> tuple[list[float], float]:
+        """Centres of the channels of block ``block`` and their width, Hz."""
+        frequencies, width = self.channel_frequencies_hz()
+        return [frequencies[i] for i in self.block_channels(block)], width
 
 
 def settings_json(block: Mapping) -> str:

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from radiogen.errors import InputFileError, RadiogenError
 from radiogen.interferometer.settings import InterferometerSettings
@@ -103,16 +104,22 @@ def imaging_arguments(settings: InterferometerSettings, *, size_px: int, scale_a
     return arguments
 
 
-def image(ms: str | Path, *, prefix: str | Path, settings: InterferometerSettings, size_px: int,
-          scale_arcsec: float, data_column: str = "DATA", clean: bool = True, log: Path | None = None,
-          timeout_s: float = 6 * 3600) -> ImagingProducts:
+def image(ms: str | Path | Sequence[str | Path], *, prefix: str | Path, settings: InterferometerSettings,
+          size_px: int, scale_arcsec: float, data_column: str = "DATA", clean: bool = True,
+          log: Path | None = None, timeout_s: float = 6 * 3600) -> ImagingProducts:
     """Image ``data_column`` of ``ms`` into ``<prefix>-{image,residual,model,psf,dirty}.fits``.
 
-    With ``clean`` False only the dirty image and PSF are meaningful (no
-    deconvolution; WSClean still writes the other files).
+    ``ms`` is one measurement set or several (channel blocks of one
+    observation): WSClean grids them together into one image, with imaging
+    weights computed over all of them.  With ``clean`` False only the dirty
+    image and PSF are meaningful (no deconvolution; WSClean still writes the
+    other files).
     """
+    sets = [str(ms)] if isinstance(ms, (str, Path)) else [str(m) for m in ms]
+    if not sets:
+        raise InputFileError("no measurement set to image")
     _run([*imaging_arguments(settings, size_px=size_px, scale_arcsec=scale_arcsec, data_column=data_column,
-                             clean=clean), "-make-psf", "-name", str(prefix), str(ms)],
+                             clean=clean), "-make-psf", "-name", str(prefix), *sets],
          log=log, timeout_s=timeout_s)
     products = ImagingProducts(*(Path(f"{prefix}-{kind}.fits")
                                  for kind in ("image", "residual", "model", "psf", "dirty")))
