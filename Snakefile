@@ -13,6 +13,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/imagesets.smk"
 include: "workflow/rules/skymap.smk"
 include: "workflow/rules/interferometer.smk"
+include: "workflow/rules/interferometer_validate.smk"
 include: "workflow/rules/size.smk"
 
 
