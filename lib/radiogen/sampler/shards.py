@@ -275,7 +275,7 @@ def write_shard(
             arrays = generate_images(
                 net, meta, batch, seed=seed, guidance=guidance, sampler=sampler, settings=settings,
                 batch_size=batch_size, device=torch_device, autocast_dtype=autocast_dtype, source=source,
-                guide=guide_net,
+                guide=guide_net, model_digest=model_id(model_path),
             )
             _write_batch(part_dir / f"batch-{int(batch[0]):09d}.h5", arrays, key)
             block_point("sample.batch", n_batch)
