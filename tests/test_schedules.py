@@ -142,6 +142,8 @@ def test_schedule_cli_file_round_trips_into_the_sampler_and_refuses_another_mode
 
     with h5py.File(path) as h5:
         np.testing.assert_allclose(h5["images"][:], ((expected.clamp(-1, 1) + 1) / 2)[:, 0].numpy(), atol=1e-6)
+        recorded = json.loads(h5.attrs["sampler"])
+    assert recorded["schedule"] == str(out) and recorded["sigmas"] == sigmas  # the set names its noise levels
 
     # another model's digest is refused, naming both
     with pytest.raises(ConfigError) as err:
