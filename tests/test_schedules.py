@@ -51,7 +51,8 @@ def test_explicit_sigmas_equal_to_karras_give_the_keyword_path_bit_for_bit(solve
     torch.testing.assert_close(as_list, by_keywords, atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("bad", [[80.0, 1.0], [80.0, 90.0, 0.0], [80.0, 1.0, 1.0, 0.0], [0.0], [80.0, float("nan"), 0.0]])
+@pytest.mark.parametrize("bad", [[80.0, 1.0], [80.0, 90.0, 0.0], [80.0, 1.0, 1.0, 0.0], [0.0],
+                                 [80.0, float("nan"), 0.0]])
 def test_bad_sigmas_are_refused(bad):
     with pytest.raises(ValueError, match="sigmas must"):
         noise_levels(bad)

@@ -96,7 +96,8 @@ def _schedule(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {args.out}: several --evaluations need '{{evaluations}}' in the file name")
     record = gits_schedule(
         args.model, solver=args.solver,
-        evaluations=args.evaluations[0] if len(args.evaluations) == 1 else args.evaluations, guidance=args.guidance, seed=args.seed,
+        evaluations=args.evaluations[0] if len(args.evaluations) == 1 else args.evaluations,
+        guidance=args.guidance, seed=args.seed,
         n_images=args.images, grid_points=args.grid_points, grid_rho=args.grid_rho, substeps=args.teacher_substeps,
         sigma_min=args.sigma_min, sigma_max=args.sigma_max, settings=json_object(args.dataset_settings),
         guide_path=args.guide, device=args.device,

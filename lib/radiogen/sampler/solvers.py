@@ -44,8 +44,9 @@ def solve(net, noise: torch.Tensor, *, solver: str = "heun", generators=None, S_
     """Images from latents ``noise`` with the named solver; ``common`` as for both samplers.
 
     ``common``: context, guidance, guide, sigmas, num_steps, sigma_min, sigma_max, rho,
-    callback, autocast_dtype (:func:`~radiogen.sampler.loop.integrate`).  The churn options (and ``generators`` for its noise) apply
-    to ``heun`` only; a multistep solver with ``S_churn > 0`` is a :class:`ConfigError`.
+    callback, autocast_dtype (:func:`~radiogen.sampler.loop.integrate`).  The churn options (and
+    ``generators`` for its noise) apply to ``heun`` only; a multistep solver with
+    ``S_churn > 0`` is a :class:`ConfigError`.
     ``schedule`` (``sample.sampler.schedule``) may only be ``karras`` here, so that a
     settings block can be passed as is: a schedule file is read, and checked against
     the model, by :func:`~radiogen.sampler.generate.schedule_levels`, whose levels are
