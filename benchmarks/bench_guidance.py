@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--solver", default="dpmpp_2m", choices=SOLVERS, help="sample.sampler.solver")
     parser.add_argument("--steps", type=int, default=15, help="solver steps (network evaluations: see --solver)")
     parser.add_argument("--rho", type=float, default=7.0, help="schedule exponent rho")
+    parser.add_argument("--schedule", help="schedule JSON (radiogen sample schedule, GITS) replacing --steps/--rho")
     parser.add_argument("--save", help="write labels, predictions and images of every (guide, w) to this .npz")
     parser.add_argument("--compare", help="an earlier --save .npz of the same latents: McNemar per (guide, w)")
     parser.add_argument("--guides", nargs="+", default=["unconditional"],
@@ -72,6 +73,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     net = load_network(args.model).eval()
+    sigmas = None
+    if args.schedule:  # a model file's digest must match the schedule's
+        from radiogen.sampler.generate import model_id
+        from radiogen.sampler.schedules import read_schedule
+
+        sigmas = read_schedule(args.schedule, model_digest=model_id(args.model))
+        args.steps = len(sigmas) - 1
     data = read_training_set(args.data)
     real = _image_stats(data.images[data.split == 0][:, 0])
     n_classes = data.context_dim
@@ -79,8 +87,9 @@ def main() -> None:
     context = torch.nn.functional.one_hot(torch.from_numpy(labels), n_classes).float()
     noise = torch.randn((labels.size, 1, *data.images.shape[-2:]),
                         generator=torch.Generator().manual_seed(args.seed))
+    levels = f"schedule {args.schedule}" if sigmas else f"rho {args.rho}"
     print(f"{args.model}: {labels.size} images per w ({args.per_class} per class), {args.solver} {args.steps} steps "
-          f"(rho {args.rho}, {network_evaluations(args.solver, args.steps)} network evaluations per image and w)")
+          f"({levels}, {network_evaluations(args.solver, args.steps)} network evaluations per image and w)")
     saved = {"labels": labels}
     correct = {}
     for guide_name in args.guides:
@@ -89,7 +98,7 @@ def main() -> None:
             start = time.perf_counter()
             with torch.no_grad():
                 x = torch.cat([solve(net, noise[i:i + 50], solver=args.solver, context=context[i:i + 50],
-                                     guidance=w, guide=guide, num_steps=args.steps, rho=args.rho)
+                                     guidance=w, guide=guide, num_steps=args.steps, rho=args.rho, sigmas=sigmas)
                                for i in range(0, labels.size, 50)])
             seconds = time.perf_counter() - start
             images = ((x.clamp(-1, 1) + 1) / 2).numpy()[:, 0]

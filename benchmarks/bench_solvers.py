@@ -9,10 +9,13 @@ and images/s on this machine.
     python benchmarks/bench_solvers.py results/models/first/model.pt --images 8 --guidance 0.75
     python benchmarks/bench_solvers.py results/models/lotss/model.pt --evaluations 5 10 25
     python benchmarks/bench_solvers.py ckpt.pt --solvers ipndm dpmpp_3m --evaluations 8 10 12 --rho 5 7 9
+    python benchmarks/bench_solvers.py model.pt --solvers ipndm unipc --evaluations 12 --schedules gits-12.json
 
 A training checkpoint works as well as a model file (FIRST: one-hot class
 context); ``--rho`` repeats every solver setting at other schedule exponents
-(the reference keeps rho = 7).
+(the reference keeps rho = 7); ``--schedules`` adds rows with the noise levels of
+schedule files (``radiogen sample schedule``, GITS) for every solver given (a model
+file only: the file's model digest is checked).
 """
 
 from __future__ import annotations
@@ -39,13 +42,14 @@ def main() -> None:
     parser.add_argument("model", help="model.pt")
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--guidance", type=float, default=0.75)
-    parser.add_argument("--evaluations", type=int, nargs="+", default=[5, 10, 15, 25, 49])
+    parser.add_argument("--evaluations", type=int, nargs="*", default=[5, 10, 15, 25, 49])
     parser.add_argument("--reference-steps", type=int, default=200, help="Heun steps of the reference")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--solvers", nargs="+", default=list(SOLVERS), choices=SOLVERS)
     parser.add_argument("--rho", type=float, nargs="+", default=[7.0], help="schedule exponents to try")
     parser.add_argument("--cache", help="reference .npy: read if it exists, else written")
+    parser.add_argument("--schedules", nargs="*", default=[], help="schedule JSON files (GITS) to add rows for")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -66,11 +70,11 @@ def main() -> None:
         context = None if getattr(net, "context_dim", 0) == 0 else torch.from_numpy(arrays["context"])
         noise, _ = image_noise(args.seed, index, image_shape(meta))
 
-    def run(solver: str, steps: int, rho: float = 7.0) -> tuple[np.ndarray, float]:
+    def run(solver: str, steps: int, rho: float = 7.0, sigmas=None) -> tuple[np.ndarray, float]:
         start = time.perf_counter()
         with torch.no_grad():
             x = solve(net, noise, solver=solver, context=context, guidance=args.guidance, num_steps=steps,
-                      rho=rho)
+                      rho=rho, sigmas=sigmas)
         seconds = time.perf_counter() - start
         return ((x.clamp(-1, 1) + 1) / 2).numpy()[:, 0], seconds
 
@@ -87,17 +91,25 @@ def main() -> None:
     ref_mean, ref_std = reference.mean(axis=(1, 2)), reference.std(axis=(1, 2))
     header = f"{'solver':>9} {'rho':>4} {'steps':>5} {'evals':>5} {'RMS vs ref':>10} {'W1 mean':>9} {'W1 std':>9} {'images/s':>9}"
     print(header)
-    for rho in args.rho:
-        for solver in args.solvers:
-            for evaluations in args.evaluations:
-                steps = _steps_for(solver, evaluations)
-                images, seconds = run(solver, steps, rho)
-                rms = float(np.sqrt(np.mean((images - reference) ** 2)))
-                w1_mean = wasserstein_distance(images.mean(axis=(1, 2)), ref_mean)
-                w1_std = wasserstein_distance(images.std(axis=(1, 2)), ref_std)
-                print(f"{solver:>9} {rho:4g} {steps:5d} {network_evaluations(solver, steps):5d} {rms:10.5f} "
-                      f"{w1_mean:9.5f} {w1_std:9.5f} {args.images / seconds:9.3f}", flush=True)
+    rows = [(rho, solver, _steps_for(solver, evaluations), None, f"{rho:g}")
+            for rho in args.rho for solver in args.solvers for evaluations in args.evaluations]
+    if args.schedules:
+        from radiogen.sampler.generate import model_id
+        from radiogen.sampler.schedules import read_schedule
 
+        digest = model_id(args.model)
+        for path in args.schedules:
+            sigmas = read_schedule(path, model_digest=digest)
+            rows += [(7.0, solver, len(sigmas) - 1, sigmas, "file") for solver in args.solvers]
+    for rho, solver, steps, sigmas, label in rows:
+        if sigmas is not None:
+            print(f"# schedule: {[round(s, 4) for s in sigmas]}", flush=True)
+        images, seconds = run(solver, steps, rho, sigmas)
+        rms = float(np.sqrt(np.mean((images - reference) ** 2)))
+        w1_mean = wasserstein_distance(images.mean(axis=(1, 2)), ref_mean)
+        w1_std = wasserstein_distance(images.std(axis=(1, 2)), ref_std)
+        print(f"{solver:>9} {label:>4} {steps:5d} {network_evaluations(solver, steps):5d} {rms:10.5f} "
+              f"{w1_mean:9.5f} {w1_std:9.5f} {args.images / seconds:9.3f}", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -306,7 +306,7 @@ def test_workflow_helpers_and_paper_defaults(repo_root):
     sample = fill_defaults({}, schema)["sample"]
     assert sample["sampler"] == {"num_steps": 25, "sigma_min": 0.002, "sigma_max": 80.0, "rho": 7.0,
                                  "S_churn": 0.0, "S_min": 0.0, "S_max": 1.0e6, "S_noise": 1.0,
-                                 "solver": "heun"}  # the paper's solver
+                                 "solver": "heun", "schedule": "karras"}  # the paper's solver and rho schedule
     assert sample["lotss"]["n_images"] == 50000 and sample["lotss"]["guidance"] == 0.1
     assert sample["first"]["n_per_class"] == 2000 and sample["first"]["guidance"] == 0.75
     assert 0.75 in sample["first"]["guidance_values"]

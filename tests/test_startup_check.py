@@ -95,6 +95,9 @@ CASES = {
     "churn with the deterministic solver": (
         "sample.sampler", "sample.sampler.S_churn", 0.5,
         "sample.sampler.S_churn (0.5) > 0 needs sample.sampler.solver heun"),
+    "schedule file missing": (
+        "sample.sampler", "sample.sampler.schedule", "no/such/gits.json",
+        "sample.sampler.schedule: no/such/gits.json is neither 'karras' nor an existing schedule file"),
     "sample device not a device": (
         "devices", "sample.device", "gpu0", "sample.device: 'gpu0' is not a torch device"),
     "classifier device not a device": (

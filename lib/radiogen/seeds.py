@@ -36,6 +36,7 @@ STREAMS: dict[str, int] = {
     "sample.context": 501,
     "sample.size": 503,
     "sample.figure": 510,
+    "sample.schedule": 511,  # teacher latents of a GITS schedule (radiogen.sampler.schedules)
     # simulated survey maps (radiogen.skymap)
     "skymap.catalogue": 600,
     "skymap.tiles": 601,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 
 import re
+from pathlib import Path
 from typing import Callable
 
 from radiogen.errors import ConfigError
@@ -133,6 +134,10 @@ def _sample_sampler(config: dict) -> None:
             f"sample.sampler.S_churn ({sampler['S_churn']}) > 0 needs sample.sampler.solver heun "
             f"({sampler['solver']} is deterministic)"
         )
+    schedule = sampler.get("schedule", "karras")
+    if schedule != "karras" and not Path(schedule).is_file():
+        # checked against the model's digest when sampling starts (radiogen.sampler.schedules.read_schedule)
+        raise ConfigError(f"sample.sampler.schedule: {schedule} is neither 'karras' nor an existing schedule file")
 
 
 #: Keys that name a torch device (``auto``: the GPU when one is visible, else the CPU).

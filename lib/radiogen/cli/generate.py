@@ -55,8 +55,8 @@ def _generate(args: argparse.Namespace) -> int:
         args.out, args.model, n=args.n, classes=args.classes, peak_flux=args.peak_flux,
         peak_flux_range=args.peak_flux_range, range_space=args.range_space, size=args.size,
         size_range=args.size_range, seed=args.seed, guidance=args.guidance, steps=args.steps, solver=args.solver,
-        rho=args.rho, guide=args.guide, device=args.device, precision=args.precision, batch_size=args.batch_size,
-        executor=args.executor,
+        rho=args.rho, guide=args.guide, schedule=args.schedule, device=args.device, precision=args.precision,
+        batch_size=args.batch_size, executor=args.executor,
         images_per_shard=args.images_per_shard, overwrite=args.overwrite, ra_deg=args.ra, dec_deg=args.dec,
         freq_stokes_axes=args.freq_stokes_axes, slurm=slurm,
     )
@@ -99,6 +99,9 @@ def register(topics) -> None:
                           "measured <= 12-evaluation choice (benchmarks/RESULTS.md)")
     how.add_argument("--rho", type=positive_float, default=config_default("sample.sampler.rho"),
                      help="noise-schedule exponent (default: sample.sampler.rho)")
+    how.add_argument("--schedule", default=config_default("sample.sampler.schedule"), metavar="karras|FILE.json",
+                     help="noise levels: the rho schedule, or a GITS file of 'radiogen sample schedule' for this "
+                          "model (default: sample.sampler.schedule)")
     how.add_argument("--guide", default="unconditional", metavar="unconditional|MODEL.pt",
                      help="what the guidance extrapolates away from: the model's own unconditional pass "
                           "(classifier-free, default) or a weaker model file of the same kind, e.g. an early "

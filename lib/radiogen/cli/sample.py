@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from radiogen.cli.generate import solver_choices
 from radiogen.cli.options import config_default, finite_float, json_object, nonnegative_float
 
 log = logging.getLogger("radiogen.sample")
@@ -80,8 +81,33 @@ def _trajectory(args: argparse.Namespace) -> int:
     steps = record_trajectory(
         net, meta, seed=args.seed, guidance=args.guidance, sampler=settings.get("sampler"),
         settings=settings.get("dataset", {}), index=args.index, device=device,
+        model_digest=generate.model_id(args.model),
     )
     plot_trajectory(steps, args.output)
+    return 0
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    from radiogen.errors import ConfigError
+    from radiogen.sampler.schedules import gits_schedule, write_schedule
+
+    _threads(args.threads)
+    if len(args.evaluations) > 1 and "{evaluations}" not in args.out:
+        raise ConfigError(f"--out {args.out}: several --evaluations need '{{evaluations}}' in the file name")
+    record = gits_schedule(
+        args.model, solver=args.solver,
+        evaluations=args.evaluations[0] if len(args.evaluations) == 1 else args.evaluations,
+        guidance=args.guidance, seed=args.seed,
+        n_images=args.images, grid_points=args.grid_points, grid_rho=args.grid_rho, substeps=args.teacher_substeps,
+        sigma_min=args.sigma_min, sigma_max=args.sigma_max, settings=json_object(args.dataset_settings),
+        guide_path=args.guide, device=args.device,
+    )
+    records = record if isinstance(record, list) else [record]
+    for one in records:
+        out = args.out.replace("{evaluations}", str(one["evaluations"]))
+        write_schedule(out, one)
+        log.info("wrote %s: %s %d evaluations, sigmas %s", out, args.solver, one["evaluations"],
+                 ", ".join(f"{s:.4g}" for s in one["sigmas"]))
     return 0
 
 
@@ -154,3 +180,33 @@ def register(topics) -> None:
     p.add_argument("--output", required=True)
     _model_checks(p)
     p.set_defaults(func=_trajectory)
+
+    p = topics.add_parser("sample", "schedule",
+                          help="GITS noise schedule for one model and solver (JSON for sample.sampler.schedule)")
+    p.add_argument("--model", required=True, help="trained model.pt")
+    p.add_argument("--solver", required=True, choices=solver_choices(), help="the solver the schedule is for")
+    p.add_argument("--evaluations", required=True, type=int, nargs="+",
+                   help="network evaluations per image (Heun: 2N - 1, odd; the multistep solvers: N); several "
+                        "share one teacher")
+    p.add_argument("--guidance", required=True, type=nonnegative_float, help="guidance strength w to sample with")
+    p.add_argument("--seed", required=True, type=int, help="global seed (teacher latents: stream sample.schedule)")
+    p.add_argument("--guide", default=None, help="weaker model.pt for autoguidance, as for sample shard")
+    p.add_argument("--images", type=int, default=config_default("sample.gits.n_images"),
+                   help="teacher latents (default: sample.gits.n_images)")
+    p.add_argument("--grid-points", type=int, default=config_default("sample.gits.grid_points"),
+                   help="fine-grid points, sigma = 0 included (default: sample.gits.grid_points)")
+    p.add_argument("--grid-rho", type=finite_float, default=config_default("sample.gits.grid_rho"),
+                   help="rho of the fine grid (default: sample.gits.grid_rho)")
+    p.add_argument("--teacher-substeps", type=int, default=config_default("sample.gits.teacher_substeps"),
+                   help="teacher Heun steps per grid interval (default: sample.gits.teacher_substeps)")
+    p.add_argument("--sigma-min", type=finite_float, default=config_default("sample.sampler.sigma_min"),
+                   help="smallest nonzero grid level (default: sample.sampler.sigma_min)")
+    p.add_argument("--sigma-max", type=finite_float, default=config_default("sample.sampler.sigma_max"),
+                   help="largest grid level (default: sample.sampler.sigma_max)")
+    p.add_argument("--dataset-settings", default="{}",
+                   help="JSON: the sample.lotss or sample.first block, for the teacher's conditioning")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, auto")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--out", required=True,
+                   help="schedule JSON to write; '{evaluations}' in the name is replaced by the budget")
+    p.set_defaults(func=_schedule)

@@ -1,7 +1,10 @@
 """Sampling generated image sets from trained diffusion models.
 
-:mod:`~radiogen.sampler.heun` holds the EDM Heun solver and classifier-free
-guidance, :mod:`~radiogen.sampler.conditioning` the peak-flux and class
+:mod:`~radiogen.sampler.heun` holds the EDM Heun solver,
+:mod:`~radiogen.sampler.loop` the step loop, noise levels and classifier-free
+guidance shared by all solvers (:mod:`~radiogen.sampler.solvers`),
+:mod:`~radiogen.sampler.schedules` GITS noise schedules,
+:mod:`~radiogen.sampler.conditioning` the peak-flux and class
 conditioning draws, :mod:`~radiogen.sampler.generate` sharded generation and
 aggregation, :mod:`~radiogen.sampler.fits_export` FITS output,
 :mod:`~radiogen.sampler.plots` the report figures and

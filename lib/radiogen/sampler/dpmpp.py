@@ -12,90 +12,65 @@ step from sigma_{i-1} to sigma_i with h_i = lambda_i - lambda_{i-1} reads
 
 (Lu et al. 2022, Alg. 2); the first step uses D_hat = D_0 (first order, DDIM)
 and the step to sigma_N = 0 returns D_hat itself.  The noise levels are those
-of :func:`~radiogen.sampler.heun.sigma_schedule`, so N steps cost N network
+of :func:`~radiogen.sampler.loop.sigma_schedule` (or any ``sigmas``), so N steps cost N network
 evaluations (Heun: 2N - 1).  Like :func:`~radiogen.sampler.heun.sample` it is a
-pure function of (net, noise, conditioning, guidance).
+pure function of (net, noise, conditioning, guidance, noise levels).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import torch
 
-from radiogen.sampler.heun import StepInfo, guided_denoiser, sigma_schedule
+from radiogen.sampler.loop import StepResult, integrate
 
-__all__ = ["sample_dpmpp_2m"]
+__all__ = ["Dpmpp2mStep", "sample_dpmpp_2m"]
 
 
-def sample_dpmpp_2m(
-    net,
-    noise: torch.Tensor,
-    *,
-    context: torch.Tensor | None = None,
-    guidance: float = 0.0,
-    num_steps: int = 10,
-    sigma_min: float = 0.002,
-    sigma_max: float = 80.0,
-    rho: float = 7.0,
-    callback: Callable[[StepInfo], None] | None = None,
-    autocast_dtype: torch.dtype | None = None,
-    guide=None,
-) -> torch.Tensor:
+class Dpmpp2mStep:
+    """DPM-Solver++(2M)'s step (module docstring), keeping the previous denoised image and step."""
+
+    def __init__(self) -> None:
+        self.denoised_prev: torch.Tensor | None = None
+        self.h_prev: float | None = None
+
+    def __call__(self, index, num_steps, x, sigma_cur, sigma_next, denoise) -> StepResult:
+        denoised = denoise(x, sigma_cur)
+        if sigma_next == 0:
+            h = math.inf  # lambda_N = +inf: the step lands on the (corrected) data prediction
+        else:
+            h = math.log(sigma_cur / sigma_next)  # h_i = lambda_i - lambda_{i-1}, lambda = -ln sigma
+        if self.denoised_prev is None or self.h_prev is None:
+            corrected = denoised  # first step: DPM-Solver++(1) = DDIM
+        else:
+            r = self.h_prev / h if math.isfinite(h) else 0.0
+            if r == 0.0:
+                corrected = denoised  # last step: the multistep term vanishes as h -> inf
+            else:
+                corrected = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * self.denoised_prev  # Alg. 2
+        ratio = sigma_next / sigma_cur
+        x_next = ratio * x + (1.0 - ratio) * corrected  # exp(-h) = sigma_i / sigma_{i-1}
+        self.denoised_prev, self.h_prev = denoised, h
+        return StepResult(x_next, x, sigma_cur, denoised)
+
+
+def sample_dpmpp_2m(net, noise: torch.Tensor, *, num_steps: int = 10, **options) -> torch.Tensor:
     """Solve the probability-flow ODE from noise to images with DPM-Solver++(2M).
 
     Parameters
     ----------
-    net
-        Denoiser ``net(x, sigma, context=None, context_mask=None)``.
-    noise
-        Standard normal latents (B, C, H, W); scaled by sigma_0 here.
-    context
-        Conditioning (B, K), or None for unconditional sampling.
-    guidance
-        Classifier-free guidance strength w, see
-        :func:`~radiogen.sampler.heun.guided_denoiser`.
-    num_steps, sigma_min, sigma_max, rho
-        Noise schedule (N steps, N network evaluations), see
-        :func:`~radiogen.sampler.heun.sigma_schedule`.
-    callback
-        Called with a :class:`~radiogen.sampler.heun.StepInfo` after every step.
-    autocast_dtype
-        Network autocast dtype, or None; the ODE state stays in float64.
-    guide
-        Guiding network for autoguidance, see
-        :func:`~radiogen.sampler.heun.guided_denoiser`.
+    net, noise
+        Denoiser and standard normal latents, see :func:`~radiogen.sampler.loop.integrate`.
+    num_steps
+        N for the rho schedule (N network evaluations), unless ``sigmas`` is given.
+    **options
+        context, guidance, sigmas, sigma_min, sigma_max, rho, callback,
+        autocast_dtype, guide: see :func:`~radiogen.sampler.loop.integrate`.
 
     Returns
     -------
     torch.Tensor
         Samples (B, C, H, W), float32, unclamped.
     """
-    device = noise.device
-    sigmas = sigma_schedule(num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho).tolist()
-    x = noise.to(torch.float64) * sigmas[0]
-    denoised_prev = None
-    h_prev = None
-    for i in range(num_steps):
-        sigma_cur, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = guided_denoiser(net, x, sigma_cur, context=context, guidance=guidance,
-                                   autocast_dtype=autocast_dtype, guide=guide)
-        if sigma_next == 0:
-            h = math.inf  # lambda_N = +inf: the step lands on the (corrected) data prediction
-        else:
-            h = math.log(sigma_cur / sigma_next)  # h_i = lambda_i - lambda_{i-1}, lambda = -ln sigma
-        if denoised_prev is None or h_prev is None:
-            corrected = denoised  # first step: DPM-Solver++(1) = DDIM
-        else:
-            r = h_prev / h if math.isfinite(h) else 0.0
-            if r == 0.0:
-                corrected = denoised  # last step: the multistep term vanishes as h -> inf
-            else:
-                corrected = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * denoised_prev  # Alg. 2
-        ratio = sigma_next / sigma_cur
-        x_next = ratio * x + (1.0 - ratio) * corrected  # exp(-h) = sigma_i / sigma_{i-1}
-        if callback is not None:
-            callback(StepInfo(i, num_steps, sigma_cur, sigma_next, x, denoised, x_next))
-        x, denoised_prev, h_prev = x_next, denoised, h
-    return x.to(device=device, dtype=torch.float32)
+    return integrate(net, noise, Dpmpp2mStep(), num_steps=num_steps, **options)

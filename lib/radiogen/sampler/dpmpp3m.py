@@ -32,67 +32,24 @@ coefficient instead, so (3M) is not (2M) at its first steps.
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import torch
 
-from radiogen.sampler.heun import StepInfo, guided_denoiser, sigma_schedule
+from radiogen.sampler.loop import StepResult, integrate
 
-__all__ = ["sample_dpmpp_3m"]
+__all__ = ["Dpmpp3mStep", "sample_dpmpp_3m"]
 
 
-def sample_dpmpp_3m(
-    net,
-    noise: torch.Tensor,
-    *,
-    context: torch.Tensor | None = None,
-    guidance: float = 0.0,
-    num_steps: int = 10,
-    sigma_min: float = 0.002,
-    sigma_max: float = 80.0,
-    rho: float = 7.0,
-    callback: Callable[[StepInfo], None] | None = None,
-    autocast_dtype: torch.dtype | None = None,
-    guide=None,
-) -> torch.Tensor:
-    """Solve the probability-flow ODE from noise to images with DPM-Solver++(3M).
+class Dpmpp3mStep:
+    """DPM-Solver++(3M)'s step (module docstring), keeping the last three (lambda, D)."""
 
-    Parameters
-    ----------
-    net
-        Denoiser ``net(x, sigma, context=None, context_mask=None)``.
-    noise
-        Standard normal latents (B, C, H, W); scaled by sigma_0 here.
-    context
-        Conditioning (B, K), or None for unconditional sampling.
-    guidance
-        Guidance strength w, see :func:`~radiogen.sampler.heun.guided_denoiser`.
-    num_steps, sigma_min, sigma_max, rho
-        Noise schedule (N steps, N network evaluations), see
-        :func:`~radiogen.sampler.heun.sigma_schedule`.
-    callback
-        Called with a :class:`~radiogen.sampler.heun.StepInfo` after every step.
-    autocast_dtype
-        Network autocast dtype, or None; the ODE state stays in float64.
-    guide
-        Guiding network for autoguidance, see
-        :func:`~radiogen.sampler.heun.guided_denoiser`.
+    def __init__(self) -> None:
+        self.history: list[tuple[float, torch.Tensor]] = []  # (lambda_j, D_j), newest last, at most 3
 
-    Returns
-    -------
-    torch.Tensor
-        Samples (B, C, H, W), float32, unclamped.
-    """
-    device = noise.device
-    sigmas = sigma_schedule(num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho).tolist()
-    x = noise.to(torch.float64) * sigmas[0]
-    history: list[tuple[float, torch.Tensor]] = []  # (lambda_j, D_j), newest last, at most 3
-    for i in range(num_steps):
-        sigma_cur, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = guided_denoiser(net, x, sigma_cur, context=context, guidance=guidance,
-                                   autocast_dtype=autocast_dtype, guide=guide)
+    def __call__(self, i, num_steps, x, sigma_cur, sigma_next, denoise) -> StepResult:
+        denoised = denoise(x, sigma_cur)
         lam = -math.log(sigma_cur)  # lambda = log(alpha / sigma), alpha = 1 (EDM)
-        history = (history + [(lam, denoised)])[-3:]
+        history = self.history = (self.history + [(lam, denoised)])[-3:]
         if sigma_next == 0:
             x_next = denoised  # lambda_N = +inf: e^-h = 0 and the data prediction is the image
         else:
@@ -115,7 +72,25 @@ def sample_dpmpp_3m(
                     x_next = x_next + c_2 * (2.0 * curvature)  # D'' = 2 D[., ., .]
                 c_1 = h + math.expm1(-h)  # int_0^h tau e^(tau-h) dtau = h - 1 + e^-h
                 x_next = x_next + c_1 * first
-        if callback is not None:
-            callback(StepInfo(i, num_steps, sigma_cur, sigma_next, x, denoised, x_next))
-        x = x_next
-    return x.to(device=device, dtype=torch.float32)
+        return StepResult(x_next, x, sigma_cur, denoised)
+
+
+def sample_dpmpp_3m(net, noise: torch.Tensor, *, num_steps: int = 10, **options) -> torch.Tensor:
+    """Solve the probability-flow ODE from noise to images with DPM-Solver++(3M).
+
+    Parameters
+    ----------
+    net, noise
+        Denoiser and standard normal latents, see :func:`~radiogen.sampler.loop.integrate`.
+    num_steps
+        N for the rho schedule (N network evaluations), unless ``sigmas`` is given.
+    **options
+        context, guidance, sigmas, sigma_min, sigma_max, rho, callback,
+        autocast_dtype, guide: see :func:`~radiogen.sampler.loop.integrate`.
+
+    Returns
+    -------
+    torch.Tensor
+        Samples (B, C, H, W), float32, unclamped.
+    """
+    return integrate(net, noise, Dpmpp3mStep(), num_steps=num_steps, **options)

@@ -42,6 +42,7 @@ __all__ = [
     "resolve_device",
     "resolve_autocast",
     "batch_size_on",
+    "schedule_levels",
     "generate_images",
 ]
 
@@ -256,9 +257,26 @@ def sampler_settings(settings: Mapping | None) -> dict:
             if value not in SOLVERS:
                 raise ConfigError(f"sample.sampler.solver must be one of {SOLVERS}, got {value!r}")
             out[key] = str(value)
+        elif key == "schedule":
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"sample.sampler.schedule must be 'karras' or a schedule file, got {value!r}")
+            out[key] = value
         else:
             out[key] = float(value) if key != "num_steps" else int(value)
     return out
+
+
+def schedule_levels(sampler: Mapping, *, model_digest: str | None) -> list[float] | None:
+    """The noise levels of ``sampler["schedule"]``: None for ``karras`` (the rho schedule), else the file's.
+
+    A file is checked against ``model_digest`` (:func:`radiogen.sampler.schedules.read_schedule`).
+    """
+    schedule = sampler.get("schedule", "karras")
+    if schedule == "karras":
+        return None
+    from radiogen.sampler.schedules import read_schedule
+
+    return read_schedule(schedule, model_digest=model_digest, solver=sampler.get("solver"))
 
 
 def generate_images(
@@ -277,6 +295,7 @@ def generate_images(
     source: str = "model",
     context: np.ndarray | None = None,
     guide=None,
+    model_digest: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Sample the images with global ``indices``; post-processed to [0, 1].
 
@@ -286,10 +305,14 @@ def generate_images(
     conditioning drawn from ``settings`` (simulated maps ask for given fluxes).
     ``guide``, a network loaded like ``net``, turns the guidance into
     autoguidance (:func:`~radiogen.sampler.heun.guided_denoiser`).
+    ``model_digest`` (:func:`model_id` of the model file) is needed when
+    ``sampler["schedule"]`` is a schedule file, to refuse one made for another model.
     """
     if not (math.isfinite(guidance) and guidance >= 0):
         raise ConfigError(f"guidance w must be a finite number >= 0, got {guidance!r}")
     sampler = sampler_settings(sampler)
+    sigmas = schedule_levels(sampler, model_digest=model_digest)
+    del sampler["schedule"]
     settings = settings or {}
     device = torch.device(device)
     indices = np.asarray(indices, dtype=np.int64)
@@ -314,6 +337,7 @@ def generate_images(
                 guide=guide,
                 autocast_dtype=autocast_dtype,
                 generators=generators,
+                sigmas=sigmas,
                 **sampler,
             )
         images[start:stop] = ((x.clamp(-1.0, 1.0) + 1.0) / 2.0).cpu().numpy()

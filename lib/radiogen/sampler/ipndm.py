@@ -13,19 +13,17 @@ with the constant-step Adams-Bashforth weights b of order k = min(i + 1, 4):
 fixed weights on the non-uniform sigma grid; the lower orders at the first
 steps replace PNDM's Runge-Kutta warm-up, which is what makes it "improved" and
 keeps one network evaluation per step).  N steps on
-:func:`~radiogen.sampler.heun.sigma_schedule` cost N evaluations; the step to
+:func:`~radiogen.sampler.loop.sigma_schedule` (or any ``sigmas``) cost N evaluations; the step to
 sigma_N = 0 is an ordinary step of the same formula.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 
-from radiogen.sampler.heun import StepInfo, guided_denoiser, sigma_schedule
+from radiogen.sampler.loop import StepResult, integrate
 
-__all__ = ["ADAMS_BASHFORTH", "sample_ipndm"]
+__all__ = ["ADAMS_BASHFORTH", "IpndmStep", "sample_ipndm"]
 
 #: Constant-step Adams-Bashforth weights of order 1-4, newest derivative first (Hairer et al., Table III.1.1).
 ADAMS_BASHFORTH = (
@@ -36,65 +34,41 @@ ADAMS_BASHFORTH = (
 )
 
 
-def sample_ipndm(
-    net,
-    noise: torch.Tensor,
-    *,
-    context: torch.Tensor | None = None,
-    guidance: float = 0.0,
-    num_steps: int = 10,
-    sigma_min: float = 0.002,
-    sigma_max: float = 80.0,
-    rho: float = 7.0,
-    max_order: int = 4,
-    callback: Callable[[StepInfo], None] | None = None,
-    autocast_dtype: torch.dtype | None = None,
-    guide=None,
-) -> torch.Tensor:
+class IpndmStep:
+    """iPNDM's Adams-Bashforth step in sigma (module docstring), keeping the last slopes."""
+
+    def __init__(self, *, max_order: int = 4) -> None:
+        if not 1 <= max_order <= len(ADAMS_BASHFORTH):
+            raise ValueError(f"max_order must be 1-{len(ADAMS_BASHFORTH)}, got {max_order}")
+        self.max_order = max_order
+        self.slopes: list[torch.Tensor] = []  # d_i, d_{i-1}, ... newest first
+
+    def __call__(self, index, num_steps, x, sigma_cur, sigma_next, denoise) -> StepResult:
+        denoised = denoise(x, sigma_cur)
+        self.slopes = [(x - denoised) / sigma_cur] + self.slopes[: self.max_order - 1]  # d_i (EDM Alg. 1, line 4)
+        weights = ADAMS_BASHFORTH[len(self.slopes) - 1]
+        x_next = x + (sigma_next - sigma_cur) * sum(b * d for b, d in zip(weights, self.slopes))  # AB step
+        return StepResult(x_next, x, sigma_cur, denoised)
+
+
+def sample_ipndm(net, noise: torch.Tensor, *, num_steps: int = 10, max_order: int = 4, **options) -> torch.Tensor:
     """Solve the probability-flow ODE from noise to images with iPNDM.
 
     Parameters
     ----------
-    net
-        Denoiser ``net(x, sigma, context=None, context_mask=None)``.
-    noise
-        Standard normal latents (B, C, H, W); scaled by sigma_0 here.
-    context
-        Conditioning (B, K), or None for unconditional sampling.
-    guidance
-        Guidance strength w, see :func:`~radiogen.sampler.heun.guided_denoiser`.
-    num_steps, sigma_min, sigma_max, rho
-        Noise schedule (N steps, N network evaluations), see
-        :func:`~radiogen.sampler.heun.sigma_schedule`.
+    net, noise
+        Denoiser and standard normal latents, see :func:`~radiogen.sampler.loop.integrate`.
+    num_steps
+        N for the rho schedule (N network evaluations), unless ``sigmas`` is given.
     max_order
         Highest Adams-Bashforth order, 1-4 (4: the published iPNDM).
-    callback
-        Called with a :class:`~radiogen.sampler.heun.StepInfo` after every step.
-    autocast_dtype
-        Network autocast dtype, or None; the ODE state stays in float64.
-    guide
-        Guiding network for autoguidance, see
-        :func:`~radiogen.sampler.heun.guided_denoiser`.
+    **options
+        context, guidance, sigmas, sigma_min, sigma_max, rho, callback,
+        autocast_dtype, guide: see :func:`~radiogen.sampler.loop.integrate`.
 
     Returns
     -------
     torch.Tensor
         Samples (B, C, H, W), float32, unclamped.
     """
-    if not 1 <= max_order <= len(ADAMS_BASHFORTH):
-        raise ValueError(f"max_order must be 1-{len(ADAMS_BASHFORTH)}, got {max_order}")
-    device = noise.device
-    sigmas = sigma_schedule(num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho).tolist()
-    x = noise.to(torch.float64) * sigmas[0]
-    slopes: list[torch.Tensor] = []  # d_i, d_{i-1}, ... newest first
-    for i in range(num_steps):
-        sigma_cur, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = guided_denoiser(net, x, sigma_cur, context=context, guidance=guidance,
-                                   autocast_dtype=autocast_dtype, guide=guide)
-        slopes = [(x - denoised) / sigma_cur] + slopes[: max_order - 1]  # d_i = dx/dsigma (EDM Alg. 1, line 4)
-        weights = ADAMS_BASHFORTH[len(slopes) - 1]
-        x_next = x + (sigma_next - sigma_cur) * sum(b * d for b, d in zip(weights, slopes))  # AB step
-        if callback is not None:
-            callback(StepInfo(i, num_steps, sigma_cur, sigma_next, x, denoised, x_next))
-        x = x_next
-    return x.to(device=device, dtype=torch.float32)
+    return integrate(net, noise, IpndmStep(max_order=max_order), num_steps=num_steps, **options)

@@ -100,9 +100,15 @@ def record_trajectory(
     settings: Mapping | None = None,
     index: int = 0,
     device: torch.device | str = "cpu",
+    model_digest: str | None = None,
 ) -> list[StepInfo]:
-    """Sample image ``index`` of a set and keep every step's x_i and D(x_i; sigma_i)."""
+    """Sample image ``index`` of a set and keep every step's x_i and D(x_i; sigma_i).
+
+    ``model_digest`` checks a schedule file in ``sampler`` (:func:`~radiogen.sampler.generate.schedule_levels`).
+    """
     sampler = generate.sampler_settings(sampler)
+    sigmas = generate.schedule_levels(sampler, model_digest=model_digest)
+    del sampler["schedule"]
     noise, generators = generate.image_noise(seed, [index], generate.image_shape(meta))
     arrays = generate.conditioning(meta, settings or {}, [index], seed=seed)
     context = torch.from_numpy(arrays["context"]).to(device)
@@ -112,7 +118,7 @@ def record_trajectory(
     with torch.no_grad():
         solve(
             net, noise.to(device), context=context,
-            guidance=float(guidance), generators=generators, callback=steps.append, **sampler,
+            guidance=float(guidance), generators=generators, callback=steps.append, sigmas=sigmas, **sampler,
         )
     return steps
 

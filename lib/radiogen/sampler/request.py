@@ -206,8 +206,8 @@ def output_kind(out: str | os.PathLike) -> str:
     return "dir"
 
 
-def _defaults(meta: Mapping, guidance: float | None, steps: int | None, solver: str, rho: float
-              ) -> tuple[float, dict]:
+def _defaults(meta: Mapping, guidance: float | None, steps: int | None, solver: str, rho: float,
+              schedule: str = _SAMPLE["sampler"]["schedule"]) -> tuple[float, dict]:
     """Guidance (the workflow's default for the model's dataset) and the sampler block."""
     from radiogen.sampler.solvers import SOLVERS
 
@@ -227,7 +227,9 @@ def _defaults(meta: Mapping, guidance: float | None, steps: int | None, solver: 
         rho_value = float("nan")
     if not (np.isfinite(rho_value) and rho_value > 0):
         raise ConfigError(f"--rho: must be a finite number > 0, got {rho!r}")
-    sampler.update(solver=str(solver), rho=rho_value)
+    if not isinstance(schedule, str) or not (schedule == "karras" or Path(schedule).is_file()):
+        raise ConfigError(f"--schedule: {schedule!r} is neither 'karras' nor an existing schedule file")
+    sampler.update(solver=str(solver), rho=rho_value, schedule=schedule)
     return guidance, sampler
 
 
@@ -259,7 +261,8 @@ def generate(model: str | os.PathLike, *, n: int, classes: Sequence[str] | None 
              size_range: Sequence[float] | None = None, seed: int = DEFAULT_SEED, guidance: float | None = None,
              steps: int | None = None, solver: str = _SAMPLE["sampler"]["solver"],
              rho: float = _SAMPLE["sampler"]["rho"], guide: str | os.PathLike | None = "unconditional",
-             device: str = "auto", precision: str = _SAMPLE["precision"],
+             schedule: str = _SAMPLE["sampler"]["schedule"], device: str = "auto",
+             precision: str = _SAMPLE["precision"],
              batch_size: int = _SAMPLE["batch_size"]) -> Generated:
     """Generate ``n`` images from a model file, in memory.
 
@@ -282,6 +285,10 @@ def generate(model: str | os.PathLike, *, n: int, classes: Sequence[str] | None 
         the measured <= 12-evaluation choice (benchmarks/RESULTS.md).
     rho : float
         Exponent of the noise-level schedule (``sample.sampler.rho``).
+    schedule : str
+        ``karras`` (the rho schedule) or a schedule file of ``radiogen sample schedule``
+        (GITS) made for this model, whose levels replace ``steps`` and ``rho``
+        (``sample.sampler.schedule``).
     guide : path or "unconditional"
         The guide of the guidance: ``"unconditional"`` (the model's own
         unconditional pass, classifier-free guidance) or a model file of the
@@ -309,7 +316,7 @@ def generate(model: str | os.PathLike, *, n: int, classes: Sequence[str] | None 
     source = str(model)
     settings = check_request(meta, n=n, classes=classes, peak_flux=peak_flux, peak_flux_range=peak_flux_range,
                              range_space=range_space, size=size, size_range=size_range, source=source)
-    guidance, sampler = _defaults(meta, guidance, steps, solver, rho)
+    guidance, sampler = _defaults(meta, guidance, steps, solver, rho, schedule)
     guide_net, _path, _name = _guide(guide, meta, source=source, device=torch_device)
     bar = Progress(int(n), f"{meta['dataset']} images", logger=log)
     done = [0]
@@ -320,7 +327,8 @@ def generate(model: str | os.PathLike, *, n: int, classes: Sequence[str] | None 
 
     arrays = gen.generate_images(net, meta, np.arange(int(n)), seed=int(seed), guidance=guidance, sampler=sampler,
                                  settings=settings, batch_size=int(batch_size), device=torch_device,
-                                 autocast_dtype=autocast_dtype, progress=progress, source=source, guide=guide_net)
+                                 autocast_dtype=autocast_dtype, progress=progress, source=source, guide=guide_net,
+                                 model_digest=gen.model_id(model))
     bar.close()
     return Generated(arrays["images"], _conditions(meta, arrays))
 
@@ -390,7 +398,8 @@ def generate_to(out: str | os.PathLike, model: str | os.PathLike, *, n: int, cla
                 size_range: Sequence[float] | None = None, seed: int = DEFAULT_SEED, guidance: float | None = None,
                 steps: int | None = None, solver: str = _SAMPLE["sampler"]["solver"],
                 rho: float = _SAMPLE["sampler"]["rho"], guide: str | os.PathLike | None = "unconditional",
-                device: str = "auto", precision: str = _SAMPLE["precision"],
+                schedule: str = _SAMPLE["sampler"]["schedule"], device: str = "auto",
+             precision: str = _SAMPLE["precision"],
                 batch_size: int = _SAMPLE["batch_size"], executor: str = "local",
                 images_per_shard: int | None = None, overwrite: bool = False,
                 ra_deg: float = _SAMPLE["fits"]["ra_deg"], dec_deg: float = _SAMPLE["fits"]["dec_deg"],
@@ -446,7 +455,7 @@ def generate_to(out: str | os.PathLike, model: str | os.PathLike, *, n: int, cla
     source = str(model)
     settings = check_request(meta, n=n, classes=classes, peak_flux=peak_flux, peak_flux_range=peak_flux_range,
                              range_space=range_space, size=size, size_range=size_range, source=source)
-    guidance, sampler = _defaults(meta, guidance, steps, solver, rho)
+    guidance, sampler = _defaults(meta, guidance, steps, solver, rho, schedule)
     _guide_net, guide_path, guide_name = _guide(guide, meta, source=source)
     if images_per_shard is None:
         images_per_shard = int(n) if executor == "local" else int(_SAMPLE[meta["dataset"]]["images_per_shard"])

@@ -45,6 +45,7 @@ from radiogen.sampler.generate import (
     batch_size_on,
     resolve_device,
     sampler_settings,
+    schedule_levels,
 )
 from radiogen.testhooks import block_point
 
@@ -127,14 +128,20 @@ def _write_arrays(h5: h5py.File, arrays: Mapping[str, np.ndarray]) -> None:
 
 def checkpoint_key(model_path: str | Path, *, seed: int, guidance: float, sampler: Mapping, settings: Mapping,
                    shard: int, images_per_shard: int, batch_size: int, device, autocast_dtype,
-                   guide: str = UNCONDITIONAL) -> str:
-    """What a shard's images depend on, as JSON: a checkpointed batch is reused only under the same key."""
-    return json.dumps({
+                   guide: str = UNCONDITIONAL, sigmas: list[float] | None = None) -> str:
+    """What a shard's images depend on, as JSON: a checkpointed batch is reused only under the same key.
+
+    ``sigmas``: the levels of a schedule file (``sample.sampler.schedule``), so that a changed file is noticed.
+    """
+    key = {
         "model_id": model_id(model_path), "seed": int(seed), "guidance": float(guidance), "guide": guide,
         "sampler": sampler_settings(sampler), "settings": dict(settings), "shard": int(shard),
         "images_per_shard": int(images_per_shard), "batch_size": int(batch_size),
         "device": torch.device(device).type, "autocast": str(autocast_dtype),
-    }, sort_keys=True, default=str)
+    }
+    if sigmas is not None:
+        key["sigmas"] = list(sigmas)
+    return json.dumps(key, sort_keys=True, default=str)
 
 
 def _write_batch(path: Path, arrays: Mapping[str, np.ndarray], key: str) -> None:
@@ -251,6 +258,9 @@ def write_shard(
     total = n_images(meta, settings, source=source)
     indices = shard_indices(shard, total=total, images_per_shard=images_per_shard)
     sampler = sampler_settings(sampler)
+    # a schedule file is checked against the model before any work; its levels are recorded with the set
+    levels = schedule_levels(sampler, model_digest=model_id(model_path))
+    recorded = sampler if levels is None else {**sampler, "sigmas": levels}
     log.info(
         "%s shard %d: images %d..%d of %d, guidance %g, %s %d steps, batch %d on %s (%s)",
         meta["dataset"], shard, indices[0], indices[-1], total, guidance, sampler["solver"], sampler["num_steps"],
@@ -261,7 +271,7 @@ def write_shard(
     part_dir = output.with_name(output.stem + ".part")
     key = checkpoint_key(model_path, seed=seed, guidance=guidance, sampler=sampler, settings=settings,
                          shard=shard, images_per_shard=images_per_shard, batch_size=batch_size,
-                         device=torch_device, autocast_dtype=autocast_dtype, guide=guide)
+                         device=torch_device, autocast_dtype=autocast_dtype, guide=guide, sigmas=levels)
     saved = _read_batches(part_dir, key)
     todo = sum(1 for start in range(0, indices.size, batch_size) if int(indices[start]) not in saved)
     if saved:
@@ -275,7 +285,7 @@ def write_shard(
             arrays = generate_images(
                 net, meta, batch, seed=seed, guidance=guidance, sampler=sampler, settings=settings,
                 batch_size=batch_size, device=torch_device, autocast_dtype=autocast_dtype, source=source,
-                guide=guide_net,
+                guide=guide_net, model_digest=model_id(model_path),
             )
             _write_batch(part_dir / f"batch-{int(batch[0]):09d}.h5", arrays, key)
             block_point("sample.batch", n_batch)
@@ -284,7 +294,7 @@ def write_shard(
     bar.close()
     arrays = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
     attrs = _attrs(meta, model_hash=model_id(model_path), seed=seed, guidance=guidance,
-                   sampler=sampler, settings=settings)
+                   sampler=recorded, settings=settings)
     attrs.update(shard=int(shard), n_shards=n_shards(total, images_per_shard), n_images_total=total,
                  images_per_shard=int(images_per_shard), guide=guide)
     with atomic_path(output) as tmp, h5py.File(tmp, "w") as h5:

@@ -7,8 +7,11 @@ evaluations for N steps and are deterministic: ``dpmpp_2m`` DPM-Solver++(2M) and
 :mod:`~radiogen.sampler.dpmpp3m`), ``ipndm`` iPNDM (Zhang & Chen 2023, as used on
 EDM by Zhou et al. 2024; :mod:`~radiogen.sampler.ipndm`), ``unipc`` UniPC (Zhao et al.
 2023, predictor-corrector, the corrector reusing the next evaluation;
-:mod:`~radiogen.sampler.unipc`).  All use the same noise
-levels (:func:`~radiogen.sampler.heun.sigma_schedule`).
+:mod:`~radiogen.sampler.unipc`).  Each module holds only its step rule; the step
+loop, the noise levels (EDM's rho schedule :func:`~radiogen.sampler.loop.sigma_schedule`,
+or an explicit ``sigmas`` sequence such as a GITS schedule of
+:mod:`~radiogen.sampler.schedules`) and the guided denoiser are shared
+(:func:`~radiogen.sampler.loop.integrate`).
 """
 
 from __future__ import annotations
@@ -36,13 +39,22 @@ def network_evaluations(solver: str, num_steps: int) -> int:
 
 
 def solve(net, noise: torch.Tensor, *, solver: str = "heun", generators=None, S_churn: float = 0.0,
-          S_min: float = 0.0, S_max: float = float("inf"), S_noise: float = 1.0, **common) -> torch.Tensor:
+          S_min: float = 0.0, S_max: float = float("inf"), S_noise: float = 1.0, schedule: str = "karras",
+          **common) -> torch.Tensor:
     """Images from latents ``noise`` with the named solver; ``common`` as for both samplers.
 
-    ``common``: context, guidance, guide, num_steps, sigma_min, sigma_max, rho,
-    callback, autocast_dtype.  The churn options (and ``generators`` for its noise) apply
-    to ``heun`` only; a multistep solver with ``S_churn > 0`` is a :class:`ConfigError`.
+    ``common``: context, guidance, guide, sigmas, num_steps, sigma_min, sigma_max, rho,
+    callback, autocast_dtype (:func:`~radiogen.sampler.loop.integrate`).  The churn options (and
+    ``generators`` for its noise) apply to ``heun`` only; a multistep solver with
+    ``S_churn > 0`` is a :class:`ConfigError`.
+    ``schedule`` (``sample.sampler.schedule``) may only be ``karras`` here, so that a
+    settings block can be passed as is: a schedule file is read, and checked against
+    the model, by :func:`~radiogen.sampler.generate.schedule_levels`, whose levels are
+    then passed as ``sigmas``.
     """
+    if schedule != "karras":
+        raise ConfigError(f"sample.sampler.schedule {schedule!r}: pass the file's levels as sigmas "
+                          "(radiogen.sampler.generate.schedule_levels checks it against the model)")
     if solver == "heun":
         return sample_heun(net, noise, generators=generators, S_churn=S_churn, S_min=S_min,
                            S_max=S_max, S_noise=S_noise, **common)

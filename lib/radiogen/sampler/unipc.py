@@ -34,14 +34,13 @@ evaluation applied to the corrected state.  N steps cost N evaluations.
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import numpy as np
 import torch
 
-from radiogen.sampler.heun import StepInfo, guided_denoiser, sigma_schedule
+from radiogen.sampler.loop import StepResult, integrate
 
-__all__ = ["unipc_weights", "sample_unipc"]
+__all__ = ["unipc_weights", "UnipcStep", "sample_unipc"]
 
 
 def unipc_weights(h: float, ratios: list[float]) -> list[float]:
@@ -84,37 +83,46 @@ def _update(x_s: torch.Tensor, lam_s: float, d_s: torch.Tensor, lam_t: float,
     return x_t
 
 
-def sample_unipc(
-    net,
-    noise: torch.Tensor,
-    *,
-    context: torch.Tensor | None = None,
-    guidance: float = 0.0,
-    num_steps: int = 10,
-    sigma_min: float = 0.002,
-    sigma_max: float = 80.0,
-    rho: float = 7.0,
-    max_order: int = 2,
-    corrector: bool = True,
-    callback: Callable[[StepInfo], None] | None = None,
-    autocast_dtype: torch.dtype | None = None,
-    guide=None,
-) -> torch.Tensor:
+class UnipcStep:
+    """UniP-p then, at the next evaluation, UniC (module docstring); keeps the history and the pending corrector."""
+
+    def __init__(self, *, max_order: int = 2, corrector: bool = True) -> None:
+        if not 1 <= max_order <= 3:
+            raise ValueError(f"max_order must be 1-3, got {max_order}")
+        self.max_order, self.corrector = max_order, corrector
+        self.history: list[tuple[float, torch.Tensor]] = []  # (lambda_j, D_j), newest last
+        self.pending = None  # the last predictor step's inputs, for UniC once D at its end is known
+
+    def __call__(self, i, num_steps, x, sigma_cur, sigma_next, denoise) -> StepResult:
+        x_evaluated = x  # the predictor's x~ (the corrector moves x, not the evaluation point)
+        denoised = denoise(x, sigma_cur)
+        lam = -math.log(sigma_cur)  # lambda = log(alpha / sigma), alpha = 1 (EDM)
+        if self.pending is not None and self.corrector:
+            x_prev, lam_prev, d_prev, others = self.pending
+            x = _update(x_prev, lam_prev, d_prev, lam, [*others, (lam, denoised)])  # UniC: r = 1 at x~
+        self.history = (self.history + [(lam, denoised)])[-self.max_order:]
+        if sigma_next == 0:
+            x_next = x - (x_evaluated - denoised)  # Euler to sigma = 0 with the last noise estimate
+            self.pending = None
+        else:
+            # orders 1, 2, .. max_order while the history fills; 2 then 1 on the last two steps to sigma > 0
+            order = min(len(self.history), max(1, num_steps - 1 - i))
+            others = self.history[-order:-1]  # the p - 1 previous denoised images
+            x_next = _update(x, lam, denoised, -math.log(sigma_next), others)  # UniP-p
+            self.pending = (x, lam, denoised, others)
+        return StepResult(x_next, x, sigma_cur, denoised)
+
+
+def sample_unipc(net, noise: torch.Tensor, *, num_steps: int = 10, max_order: int = 2, corrector: bool = True,
+                 **options) -> torch.Tensor:
     """Solve the probability-flow ODE from noise to images with UniPC (bh2, data prediction).
 
     Parameters
     ----------
-    net
-        Denoiser ``net(x, sigma, context=None, context_mask=None)``.
-    noise
-        Standard normal latents (B, C, H, W); scaled by sigma_0 here.
-    context
-        Conditioning (B, K), or None for unconditional sampling.
-    guidance
-        Guidance strength w, see :func:`~radiogen.sampler.heun.guided_denoiser`.
-    num_steps, sigma_min, sigma_max, rho
-        Noise schedule (N steps, N network evaluations), see
-        :func:`~radiogen.sampler.heun.sigma_schedule`.
+    net, noise
+        Denoiser and standard normal latents, see :func:`~radiogen.sampler.loop.integrate`.
+    num_steps
+        N for the rho schedule (N network evaluations), unless ``sigmas`` is given.
     max_order
         Highest predictor order, 1-3 (the corrector adds one).  2 (UniPC-2, third
         order; Zhao et al.'s choice for guided sampling) is the default: on the demo
@@ -122,46 +130,14 @@ def sample_unipc(
         evaluations than order 3 (benchmarks/RESULTS.md).
     corrector
         Apply UniC after every predictor step (free: it reuses the next evaluation).
-    callback
-        Called with a :class:`~radiogen.sampler.heun.StepInfo` after every step.
-    autocast_dtype
-        Network autocast dtype, or None; the ODE state stays in float64.
-    guide
-        Guiding network for autoguidance, see
-        :func:`~radiogen.sampler.heun.guided_denoiser`.
+    **options
+        context, guidance, sigmas, sigma_min, sigma_max, rho, callback,
+        autocast_dtype, guide: see :func:`~radiogen.sampler.loop.integrate`.
 
     Returns
     -------
     torch.Tensor
         Samples (B, C, H, W), float32, unclamped.
     """
-    if not 1 <= max_order <= 3:
-        raise ValueError(f"max_order must be 1-3, got {max_order}")
-    device = noise.device
-    sigmas = sigma_schedule(num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho).tolist()
-    x = noise.to(torch.float64) * sigmas[0]
-    history: list[tuple[float, torch.Tensor]] = []  # (lambda_j, D_j), newest last
-    pending = None  # the last predictor step's inputs, for UniC once D at its end is known
-    for i in range(num_steps):
-        sigma_cur, sigma_next = sigmas[i], sigmas[i + 1]
-        x_evaluated = x  # the predictor's x~ (the corrector moves x, not the evaluation point)
-        denoised = guided_denoiser(net, x, sigma_cur, context=context, guidance=guidance,
-                                   autocast_dtype=autocast_dtype, guide=guide)
-        lam = -math.log(sigma_cur)  # lambda = log(alpha / sigma), alpha = 1 (EDM)
-        if pending is not None and corrector:
-            x_prev, lam_prev, d_prev, others = pending
-            x = _update(x_prev, lam_prev, d_prev, lam, [*others, (lam, denoised)])  # UniC: r = 1 at x~
-        history = (history + [(lam, denoised)])[-max_order:]
-        if sigma_next == 0:
-            x_next = x - (x_evaluated - denoised)  # Euler to sigma = 0 with the last noise estimate
-            pending = None
-        else:
-            # orders 1, 2, .. max_order while the history fills; 2 then 1 on the last two steps to sigma > 0
-            order = min(len(history), max(1, num_steps - 1 - i))
-            others = history[-order:-1]  # the p - 1 previous denoised images
-            x_next = _update(x, lam, denoised, -math.log(sigma_next), others)  # UniP-p
-            pending = (x, lam, denoised, others)
-        if callback is not None:
-            callback(StepInfo(i, num_steps, sigma_cur, sigma_next, x, denoised, x_next))
-        x = x_next
-    return x.to(device=device, dtype=torch.float32)
+    return integrate(net, noise, UnipcStep(max_order=max_order, corrector=corrector), num_steps=num_steps,
+                     **options)
