@@ -255,6 +255,7 @@ def generate_tile(
             batch_size=batch_size, device=torch_device, autocast_dtype=autocast_dtype,
             context=_context(mine, meta, str(model_path)),
             progress=lambda done, n: bar.update(done - bar.done), source=str(model_path),
+            model_digest=generate.model_id(model_path),
         )
         bar.close()
         geometry = model_geometry(meta)
