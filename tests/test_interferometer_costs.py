@@ -64,3 +64,16 @@ def test_settings_are_floors_and_a_large_field_asks_for_hours():
     memory, seconds = costs.job_estimate("image", costs.observation_size(large, size_px=12_000), threads=2)
     assert image.runtime_min == math.ceil(seconds * costs.MARGIN / 60) > 120
     assert image.mem_mb == math.ceil(memory * costs.MARGIN) > 4000
+
+
+def test_noise_calibration_refuses_a_blank_unit_noise_image():
+    """A unit-noise image without signal (rms 0 or NaN) would put NaN or infinite noise in DATA."""
+    from radiogen.errors import InputFileError
+    from radiogen.interferometer.settings import InterferometerSettings
+    from radiogen.interferometer.thermal_noise import calibrated_noise
+
+    settings = InterferometerSettings.from_mapping(section_defaults("skymap.interferometer"))
+    for rms in (0.0, float("nan"), float("inf")):
+        with pytest.raises(InputFileError, match="unit-sigma noise has rms"):
+            calibrated_noise(target_rms_jy=80e-6, unit_image_rms=rms, settings=settings)
+    assert calibrated_noise(target_rms_jy=80e-6, unit_image_rms=2e-3, settings=settings).sigma_jy == pytest.approx(0.04)

@@ -98,6 +98,10 @@ CASES = {
     "schedule file missing": (
         "sample.sampler", "sample.sampler.schedule", "no/such/gits.json",
         "sample.sampler.schedule: no/such/gits.json is neither 'karras' nor an existing schedule file"),
+    "schedule file in the workflow": (
+        "sample.sampler", "sample.sampler.schedule", str(REPO / "config.yaml"),
+        f"sample.sampler.schedule: {REPO / 'config.yaml'} is a schedule file, made for one model, but the "
+        "workflow samples several models"),
     "sample device not a device": (
         "devices", "sample.device", "gpu0", "sample.device: 'gpu0' is not a torch device"),
     "classifier device not a device": (

@@ -138,6 +138,12 @@ def _sample_sampler(config: dict) -> None:
     if schedule != "karras" and not Path(schedule).is_file():
         # checked against the model's digest when sampling starts (radiogen.sampler.schedules.read_schedule)
         raise ConfigError(f"sample.sampler.schedule: {schedule} is neither 'karras' nor an existing schedule file")
+    if schedule != "karras":
+        # A schedule file is made for one model (its digest is recorded); the workflow samples the
+        # LoTSS and FIRST models and the map's tiles with one sampler block, so all but one would stop.
+        raise ConfigError(f"sample.sampler.schedule: {schedule} is a schedule file, made for one model, but the "
+                          "workflow samples several models with these settings; use 'karras' here and the file "
+                          "with `radiogen generate --schedule` for its model")
 
 
 #: Keys that name a torch device (``auto``: the GPU when one is visible, else the CPU).

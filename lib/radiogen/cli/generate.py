@@ -11,7 +11,7 @@ from radiogen.errors import ConfigError
 EXAMPLES = """examples:
   radiogen generate --model first.pt --class FRII -n 100 --out frii.fits
   radiogen generate --model lotss.pt --peak-flux-range 0.002 0.05 -n 1000 --out set.h5 --seed 7
-  radiogen generate --model first.pt -n 400 --out set.h5 --solver ipndm --steps 12 --rho 10
+  radiogen generate --model first.pt -n 400 --out set.h5 --solver unipc --steps 12 --rho 10
   radiogen generate --model first.pt -n 400 --out set.h5 --guide snapshots/model-step600.pt --guidance 3
   radiogen generate --model lotss.pt -n 100000 --out big/ --executor slurm --slurm-gpus 1
 """
@@ -95,7 +95,7 @@ def register(topics) -> None:
     how.add_argument("--steps", type=_positive_int, default=None,
                      help="sampler steps (default: sample.sampler.num_steps)")
     how.add_argument("--solver", choices=solver_choices(), default=config_default("sample.sampler.solver"),
-                     help="ODE solver (default: sample.sampler.solver); ipndm with --steps 12 --rho 10 is the "
+                     help="ODE solver (default: sample.sampler.solver); unipc with --steps 12 --rho 10 is the "
                           "measured <= 12-evaluation choice (benchmarks/RESULTS.md)")
     how.add_argument("--rho", type=positive_float, default=config_default("sample.sampler.rho"),
                      help="noise-schedule exponent (default: sample.sampler.rho)")

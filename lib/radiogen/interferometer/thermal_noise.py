@@ -29,7 +29,7 @@ import numpy as np
 from astropy.io import fits
 
 from radiogen import seeds
-from radiogen.errors import ConfigError
+from radiogen.errors import ConfigError, InputFileError
 from radiogen.interferometer.settings import InterferometerSettings
 from radiogen.interferometer.wsclean import image
 
@@ -85,10 +85,18 @@ def calibrated_noise(*, target_rms_jy: float, unit_image_rms: float,
     ------
     ConfigError
         The target is not a finite positive rms.
+    InputFileError
+        The unit-noise image rms is not a finite positive number.
     """
     if not (math.isfinite(target_rms_jy) and target_rms_jy > 0):
         raise ConfigError(f"skymap.noise_rms_ujy: the target rms must be a finite number > 0, got "
                           f"{target_rms_jy * 1e6} uJy/beam")
+    if not (math.isfinite(unit_image_rms) and unit_image_rms > 0):
+        # an empty or blank unit-noise image (no visibility passed the uv cut or the flags) would
+        # give NaN or infinite noise in every visibility
+        raise InputFileError(f"the image of unit-sigma noise has rms {unit_image_rms}, not a finite number > 0: "
+                             "no visibilities were imaged (check skymap.interferometer.uv_min_lambda and the "
+                             "measurement sets)")
     sigma = target_rms_jy / unit_image_rms
     _, width = settings.channel_frequencies_hz()
     sefd = sigma * math.sqrt(2.0 * width * settings.integration_s)  # the radiometer equation solved for the SEFD

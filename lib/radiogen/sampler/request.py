@@ -262,7 +262,7 @@ def generate(model: str | os.PathLike, *, n: int, classes: Sequence[str] | None 
              steps: int | None = None, solver: str = _SAMPLE["sampler"]["solver"],
              rho: float = _SAMPLE["sampler"]["rho"], guide: str | os.PathLike | None = "unconditional",
              schedule: str = _SAMPLE["sampler"]["schedule"], device: str = "auto",
-             precision: str = _SAMPLE["precision"],
+                precision: str = _SAMPLE["precision"],
              batch_size: int = _SAMPLE["batch_size"]) -> Generated:
     """Generate ``n`` images from a model file, in memory.
 
@@ -281,7 +281,7 @@ def generate(model: str | os.PathLike, *, n: int, classes: Sequence[str] | None 
         Sampler steps N (default ``sample.sampler.num_steps``).
     solver : str
         ODE solver, one of :data:`radiogen.sampler.solvers.SOLVERS`
-        (``sample.sampler.solver``); ``ipndm`` with 12 steps and ``rho=10`` is
+        (``sample.sampler.solver``); ``unipc`` with 12 steps and ``rho=10`` is
         the measured <= 12-evaluation choice (benchmarks/RESULTS.md).
     rho : float
         Exponent of the noise-level schedule (``sample.sampler.rho``).
@@ -399,7 +399,7 @@ def generate_to(out: str | os.PathLike, model: str | os.PathLike, *, n: int, cla
                 steps: int | None = None, solver: str = _SAMPLE["sampler"]["solver"],
                 rho: float = _SAMPLE["sampler"]["rho"], guide: str | os.PathLike | None = "unconditional",
                 schedule: str = _SAMPLE["sampler"]["schedule"], device: str = "auto",
-             precision: str = _SAMPLE["precision"],
+                precision: str = _SAMPLE["precision"],
                 batch_size: int = _SAMPLE["batch_size"], executor: str = "local",
                 images_per_shard: int | None = None, overwrite: bool = False,
                 ra_deg: float = _SAMPLE["fits"]["ra_deg"], dec_deg: float = _SAMPLE["fits"]["dec_deg"],

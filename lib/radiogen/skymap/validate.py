@@ -465,6 +465,10 @@ def validate_map(map_path: str | Path, truth_csv: str | Path, recovered_csv: str
             raise InputFileError(f"{path}: does not exist")
     truth = pd.read_csv(truth_csv)
     recovered = pd.read_csv(recovered_csv)
+    missing = [c for c in RECOVERED_COLUMNS if c not in recovered.columns]
+    if missing:
+        raise InputFileError(f"{recovered_csv}: no column(s) {', '.join(missing)}; it was written by an older "
+                             "`radiogen skymap find` (rerun that step)")
     n_input = len(pd.read_csv(sources_csv))
     header = fits.getheader(map_path)
     size_deg = int(header["NAXIS1"]) * abs(float(header["CDELT2"]))
