@@ -56,21 +56,8 @@ class Dpmpp2mStep:
 
 
 def sample_dpmpp_2m(net, noise: torch.Tensor, *, num_steps: int = 10, **options) -> torch.Tensor:
-    """Solve the probability-flow ODE from noise to images with DPM-Solver++(2M).
-
-    Parameters
-    ----------
-    net, noise
-        Denoiser and standard normal latents, see :func:`~radiogen.sampler.loop.integrate`.
-    num_steps
-        N for the rho schedule (N network evaluations), unless ``sigmas`` is given.
-    **options
-        context, guidance, sigmas, sigma_min, sigma_max, rho, callback,
-        autocast_dtype, guide: see :func:`~radiogen.sampler.loop.integrate`.
-
-    Returns
-    -------
-    torch.Tensor
-        Samples (B, C, H, W), float32, unclamped.
+    """Images from standard normal latents ``noise`` with DPM-Solver++(2M): one network evaluation per
+    step, ``num_steps`` steps of the rho schedule unless ``sigmas`` is given; every other
+    option and the result (B, C, H, W, float32, unclamped) as :func:`~radiogen.sampler.loop.integrate`.
     """
     return integrate(net, noise, Dpmpp2mStep(), num_steps=num_steps, **options)
