@@ -259,7 +259,8 @@ def write_shard(
     indices = shard_indices(shard, total=total, images_per_shard=images_per_shard)
     sampler = sampler_settings(sampler)
     # a schedule file is checked against the model before any work; its levels are recorded with the set
-    levels = schedule_levels(sampler, model_digest=model_id(model_path))
+    digest = model_id(model_path)  # hashed once: the model file is read whole
+    levels = schedule_levels(sampler, model_digest=digest)
     recorded = sampler if levels is None else {**sampler, "sigmas": levels}
     log.info(
         "%s shard %d: images %d..%d of %d, guidance %g, %s %d steps, batch %d on %s (%s)",
@@ -285,7 +286,7 @@ def write_shard(
             arrays = generate_images(
                 net, meta, batch, seed=seed, guidance=guidance, sampler=sampler, settings=settings,
                 batch_size=batch_size, device=torch_device, autocast_dtype=autocast_dtype, source=source,
-                guide=guide_net, model_digest=model_id(model_path),
+                guide=guide_net, model_digest=digest,
             )
             _write_batch(part_dir / f"batch-{int(batch[0]):09d}.h5", arrays, key)
             block_point("sample.batch", n_batch)
