@@ -398,6 +398,23 @@ def test_counts_are_taken_after_association(tmp_path):
     assert (tmp_path / "v.png").stat().st_size > 0
 
 
+def test_deconvolved_size_median_keeps_pybdsf_zeros_and_counts_them():
+    """Resolved Gaussians PyBDSF could not deconvolve (DC_Maj = 0) stay in the deconvolved median as zeros
+    (upper limits; dropping them would select on the outcome) and are counted; unresolved truth sources do
+    not enter it."""
+    truth = pd.DataFrame({"kind": "gaussian", "n_matches": 1, "Peak_flux": 10.0, "Min": 4.0, "PA": 0.0,
+                          "Maj": [12.0, 12.0, 12.0, 1.0],
+                          "Recovered_Maj": [13.4, 13.4, 13.4, 6.1],
+                          "Recovered_DC_Maj": [11.0, 0.0, 13.0, 0.0],
+                          "Total_flux": 10.0, "Recovered_flux": 10.0, "dRA": 0.0, "dDEC": 0.0})
+    recovered = pd.DataFrame({"truth_row": [0, 1, 2, 3], "Total_flux": 10.0})
+    table = validate.summary_table(truth, recovered, n_input=4, rms_mjy=0.08,
+                                   beam=(6.0, 6.0, 0.0)).set_index("measure")["value"]
+    assert table["size_sources"] == 4 and table["deconvolved_size_sources"] == 3
+    assert table["deconvolved_size_unresolved"] == 1
+    assert table["deconvolved_size_ratio_median"] == pytest.approx(11.0 / 12.0)
+
+
 def _noisy_cutout(source, peak_snr, rng):
     """A generated-like cutout: source x peak S/N plus beam-correlated unit noise, negatives set to 0,
     min-max scaled (as the LoTSS preprocessing and the model's images)."""
@@ -494,7 +511,8 @@ def _validation_tsv(path, **values):
     rows = {"input_sources": 5, "placed_sources": 4, "recovered_sources": 3, "associated_sources": 3,
             "completeness": 0.75, "completeness_snr_ge_10": 1.0, "reliability": 1.0, "flux_ratio_median": 0.98,
             "flux_ratio_scatter": 0.05, "offset_median_arcsec": 0.4, "size_sources": 2, "size_ratio_median": 1.02,
-            "size_ratio_scatter": 0.04, "deconvolved_size_sources": 1, "deconvolved_size_ratio_median": 0.97,
+            "size_ratio_scatter": 0.04, "deconvolved_size_sources": 1, "deconvolved_size_unresolved": 0,
+            "deconvolved_size_ratio_median": 0.97,
             **values}
     pd.DataFrame({"measure": list(rows), "value": list(rows.values()), "meaning": "m"}).to_csv(
         path, sep="\t", index=False)

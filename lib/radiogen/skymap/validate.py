@@ -315,8 +315,11 @@ def summary_table(truth: pd.DataFrame, recovered: pd.DataFrame, *, n_input: int,
         ("size_ratio_scatter", _half_range(size_ratio), "half the 16-84 percentile range of that ratio"),
         ("deconvolved_size_sources", int(np.isfinite(dc_ratio).sum()),
          "of those, with intrinsic Maj >= half their convolved Maj (resolved)"),
+        ("deconvolved_size_unresolved", int((dc_ratio == 0).sum()),
+         "of those, PyBDSF could not deconvolve (DC_Maj = 0): enter the median as 0, an upper limit"),
         ("deconvolved_size_ratio_median", _median(dc_ratio),
-         "deconvolved Maj / intrinsic Maj, for those with intrinsic Maj >= half their convolved Maj"),
+         "deconvolved Maj / intrinsic Maj, for those with intrinsic Maj >= half their convolved Maj "
+         "(PyBDSF's 0 for a fit no larger than the beam kept: leaving it out would select on the outcome)"),
     ]
     if "Requested_LAS" in truth.columns and truth["Requested_LAS"].notna().sum() >= 3:
         from radiogen.evaluation.size import size_agreement
@@ -500,7 +503,7 @@ def validate_map(map_path: str | Path, truth_csv: str | Path, recovered_csv: str
 COMPARED_MEASURES = ("placed_sources", "recovered_sources", "associated_sources", "completeness",
                      "completeness_snr_ge_10", "reliability", "flux_ratio_median", "flux_ratio_scatter",
                      "offset_median_arcsec", "size_sources", "size_ratio_median", "size_ratio_scatter",
-                     "deconvolved_size_sources", "deconvolved_size_ratio_median")
+                     "deconvolved_size_sources", "deconvolved_size_unresolved", "deconvolved_size_ratio_median")
 
 
 def compare_summaries(tables: dict[str, str | Path], *, table_path: str | Path, figure_path: str | Path
