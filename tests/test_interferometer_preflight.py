@@ -62,3 +62,15 @@ def test_workflow_stops_before_any_job_without_wsclean(tmp_path):
     assert run.returncode != 0, output[-3000:]
     assert "the imager wsclean is not installed" in output, output[-3000:]
     assert not results.exists() or not any(p.is_file() for p in results.rglob("*")), sorted(results.rglob("*"))
+
+
+@pytest.mark.skipif(shutil.which("wsclean") is None and not os.environ.get("RADIOGEN_REQUIRE_INTERFEROMETER"),
+                    reason="wsclean is not installed here")
+def test_conda_runs_leave_python_casacore_to_the_jobs_env(monkeypatch):
+    """Without python-casacore in this Python the check names it, unless the jobs run in conda envs
+    (python_packages=False, the workflow's choice under --software-deployment-method conda)."""
+    monkeypatch.setitem(sys.modules, "casacore", None)  # import casacore -> ImportError
+    monkeypatch.setitem(sys.modules, "casacore.tables", None)
+    with pytest.raises(InputFileError, match=r"python-casacore is not importable"):
+        check_tools()
+    check_tools(python_packages=False)

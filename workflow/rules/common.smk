@@ -42,9 +42,14 @@ onstart:
         config["skymap"]["enabled"]
         and config["skymap"]["interferometer"]["enabled"]
     ):
+        from snakemake.settings.types import DeploymentMethod
         from radiogen.interferometer.preflight import check_tools
 
-        check_tools()
+        # With conda, python-casacore is in the jobs' env, not necessarily in this one.
+        check_tools(
+            python_packages=DeploymentMethod.CONDA
+            not in workflow.deployment_settings.deployment_method
+        )
 
 
 RESULTS = config["results"]

@@ -15,17 +15,28 @@ __all__ = ["check_tools"]
 _HOW = "or set skymap.interferometer.enabled: false to leave the interferometer out"
 
 
-def check_tools() -> None:
+def check_tools(*, python_packages: bool = True) -> None:
     """Raise :class:`InputFileError` naming the first missing tool and how to get it.
 
     Checks, in order: ``wsclean`` on PATH, ``import casacore``, and the measures data
     that UVW computation needs.
+
+    Parameters
+    ----------
+    python_packages : bool, optional
+        Also check python-casacore and its measures data in this Python.  False when
+        the jobs run in their own conda environments (``--software-deployment-method
+        conda``): ``envs/interferometer.yaml`` installs python-casacore there, and this
+        process's environment need not have it; WSClean, a system program, is checked
+        either way.
     """
     from radiogen.interferometer.measurement_set import check_measures_data
     from radiogen.interferometer.wsclean import wsclean_executable
 
     try:
         wsclean_executable()
+        if not python_packages:
+            return
         try:
             import casacore.tables  # noqa: F401  (python-casacore, requirements-lock.txt)
         except ImportError as err:
