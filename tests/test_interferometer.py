@@ -127,6 +127,34 @@ def test_bad_settings_and_stations_are_named():
         InterferometerSettings.from_mapping({**section_defaults("skymap.interferometer"), "chanels": 3})
 
 
+def test_each_stage_reads_only_its_keys():
+    """The block and add-noise jobs get the observation's keys, the noise calibration also the weighting, the
+    imaging all: a changed CLEAN setting changes only the imaging's settings (Snakemake reruns the imaging
+    alone), a changed weighting also the calibration's; keys of later stages are None in earlier stages."""
+    import json
+
+    from radiogen.interferometer.settings import CLEAN_KEYS, STAGE_KEYS, WEIGHTING_KEYS, settings_json
+
+    block = section_defaults("skymap.interferometer")
+    assert set(STAGE_KEYS["image"]) | {"threads"} == {f.name for f in dataclasses.fields(InterferometerSettings)}
+    stages = ("observation", "noise", "image")
+    base = {stage: settings_json(block, stage=stage) for stage in stages}
+    cleaned = {stage: settings_json({**block, "auto_threshold_sigma": 2.0, "multiscale": True}, stage=stage)
+               for stage in stages}
+    weighted = {stage: settings_json({**block, "robust": 0.5}, stage=stage) for stage in stages}
+    assert [cleaned[s] == base[s] for s in stages] == [True, True, False]
+    assert [weighted[s] == base[s] for s in stages] == [True, False, False]
+    observation = InterferometerSettings.from_mapping(json.loads(base["observation"]), stage="observation")
+    assert observation.stage == "observation"
+    assert all(getattr(observation, key) is None for key in WEIGHTING_KEYS + CLEAN_KEYS)
+    noise = InterferometerSettings.from_mapping(block, stage="noise")  # the whole block: later keys left out
+    assert noise.stage == "noise" and noise.robust == -0.5 and noise.auto_mask_sigma is None
+    with pytest.raises(ConfigError, match=r"missing key\(s\) robust"):
+        InterferometerSettings.from_mapping(json.loads(base["observation"]), stage="noise")
+    with pytest.raises(ConfigError, match="max_iterations must be >= 0"):
+        InterferometerSettings.from_mapping({**block, "max_iterations": -1})
+
+
 def test_all_dutch_hba_fields_are_real_positions():
     stations = load_stations()
     assert len(stations.names) == 62  # 24 core stations as two halves + 14 remote
@@ -610,6 +638,15 @@ def test_jointly_calibrated_blocks_image_at_the_target_rms(channel_blocks):
     with pytest.raises(InputFileError, match="other skymap.interferometer settings"):
         calibrate_noise(sets[2], _settings(channels=4, channel_blocks=2, track_hours=0.5),
                         header_path=work / "map_header.txt", target_rms_jy=target, seed=7, output=calibration)
+    # a block predicted from another sky model (its record says so) does not join the others
+    from radiogen.interferometer.blocks import read_tag, write_tag
+
+    other_sky = work / "other_sky" / "1.ms"
+    shutil.copytree(sets[2][1], other_sky)
+    write_tag(other_sky, {**read_tag(other_sky), "sky_model_sha256": "0" * 64})
+    with pytest.raises(InputFileError, match="another sky model or phase centre"):
+        calibrate_noise([sets[2][0], other_sky], settings, header_path=work / "map_header.txt",
+                        target_rms_jy=target, seed=7, output=calibration)
     noise = calibrate_noise(sets[2], settings, header_path=work / "map_header.txt", target_rms_jy=target, seed=7,
                             output=calibration, log_path=work / "ws.log")
     record = json.loads(calibration.read_text())
@@ -625,6 +662,16 @@ def test_jointly_calibrated_blocks_image_at_the_target_rms(channel_blocks):
     with pytest.raises(InputFileError, match="holds unit noise only"):
         image_observation([observed[0], sets[2][1]], settings, header_path=work / "map_header.txt",
                           prefix=work / "wrong")
+    # blocks of another field, noise calibrated for another weighting: refused before WSClean runs
+    from radiogen.skymap.geometry import map_header
+
+    map_header(size_px=240, name="other", centre_ra_deg=RA_DEG + 1.0, centre_dec_deg=DEC_DEG).totextfile(
+        str(work / "other_header.txt"))
+    with pytest.raises(InputFileError, match="is not the map's centre"):
+        image_observation(observed, settings, header_path=work / "other_header.txt", prefix=work / "wrong")
+    with pytest.raises(InputFileError, match="calibrated for the weighting"):
+        image_observation(observed, _settings(channels=4, channel_blocks=2, robust=0.5),
+                          header_path=work / "map_header.txt", prefix=work / "wrong")
     products = image_observation(observed, settings, header_path=work / "map_header.txt", prefix=work / "map",
                                  log_path=work / "ws.log")
     residual = fits.getdata(products.residual)[0, 0]

@@ -608,6 +608,7 @@ def test_interferometer_channel_blocks_share_one_noise_calibration(smoke, tmp_pa
     blocks (skymap.interferometer.channel_blocks 2: rules skymap_interferometer_{block,noise,add_noise})."""
     from radiogen.interferometer.blocks import observation_record, read_tag
     from radiogen.interferometer.settings import InterferometerSettings
+    from radiogen.io import file_digest
 
     results = smoke.results / "skymap" / "interferometer"
     settings = InterferometerSettings.from_mapping(smoke.config["skymap"]["interferometer"])
@@ -625,6 +626,9 @@ def test_interferometer_channel_blocks_share_one_noise_calibration(smoke, tmp_pa
             tag = read_tag(results / "blocks" / str(block) / f"{kind}.ms")
             assert tag["block"] == block and tag["channels"] == [block * per_block, (block + 1) * per_block]
             assert tag["noise_sigma_jy"] == (None if kind == "predicted" else calibration["sigma_jy"])
+            assert tag["weighting"] == (None if kind == "predicted" else calibration["weighting"])
+            assert tag["sky_model_sha256"] == file_digest(smoke.results / "skymap" / "intrinsic_sky.fits")
+            assert tag["phase_centre_deg"] == calibration["phase_centre_deg"]
         assert Path(calibration["blocks"][block]["measurement_set"]).resolve() == (
             results / "blocks" / str(block) / "predicted.ms").resolve()
     # The thermal noise alone in the joint image is the target: the map's dirty image minus the dirty image

@@ -48,11 +48,12 @@ __all__ = [
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9+._-]*$")
 
 
-def block_values(mapping, settings_class, *, name: str, ignored=()) -> dict:
+def block_values(mapping, settings_class, *, name: str, ignored=(), optional=()) -> dict:
     """The values of a config block for the fields of the dataclass ``settings_class``.
 
     Keys in ``ignored`` (switches, job resources, sub-sections) are skipped; an
-    unknown or a missing key is a :class:`ConfigError` naming the block ``name``.
+    unknown or a missing key is a :class:`ConfigError` naming the block ``name``;
+    fields in ``optional`` may be missing and are then left out.
     """
     import dataclasses
 
@@ -60,10 +61,10 @@ def block_values(mapping, settings_class, *, name: str, ignored=()) -> dict:
     unknown = sorted(set(mapping) - known - set(ignored))
     if unknown:
         raise ConfigError(f"{name}: unknown key(s) {', '.join(unknown)}")
-    missing = sorted(known - set(mapping))
+    missing = sorted(known - set(mapping) - set(optional))
     if missing:
         raise ConfigError(f"{name}: missing key(s) {', '.join(missing)}")
-    return {key: mapping[key] for key in known}
+    return {key: mapping[key] for key in known if key in mapping}
 
 
 def load_schema(path: str | Path) -> dict:

@@ -11,7 +11,12 @@ from radiogen.interferometer.settings import (
 )
 
 SKYMAP_INTERFEROMETER = SKYMAP["interferometer"]
-INTERFEROMETER_SETTINGS = interferometer_settings_json(SKYMAP_INTERFEROMETER)
+# Each job gets the keys it reads: a changed CLEAN setting reruns the imaging only,
+# a changed weighting the noise calibration and what follows, not the prediction.
+INTERFEROMETER_SETTINGS = {
+    stage: interferometer_settings_json(SKYMAP_INTERFEROMETER, stage=stage)
+    for stage in ("observation", "noise", "image")
+}
 
 
 rule skymap_interferometer_block:
@@ -36,7 +41,7 @@ rule skymap_interferometer_block:
         mem_mb=interferometer_resources("block").mem_mb,
         runtime=interferometer_resources("block").runtime_min,
     params:
-        settings=INTERFEROMETER_SETTINGS,
+        settings=INTERFEROMETER_SETTINGS["observation"],
         seed=config["seed"],
     shell:
         "radiogen interferometer block --header {input.header:q} --sky-model {input.sky_model:q}"
@@ -62,7 +67,7 @@ rule skymap_interferometer_noise:
         mem_mb=interferometer_resources("noise").mem_mb,
         runtime=interferometer_resources("noise").runtime_min,
     params:
-        settings=INTERFEROMETER_SETTINGS,
+        settings=INTERFEROMETER_SETTINGS["noise"],
         noise_rms_ujy=SKYMAP["noise_rms_ujy"],
         seed=config["seed"],
     shell:
@@ -91,7 +96,7 @@ rule skymap_interferometer_add_noise:
         mem_mb=interferometer_resources("add_noise").mem_mb,
         runtime=interferometer_resources("add_noise").runtime_min,
     params:
-        settings=INTERFEROMETER_SETTINGS,
+        settings=INTERFEROMETER_SETTINGS["observation"],
         seed=config["seed"],
     shell:
         "radiogen interferometer add-noise --ms {input.ms:q} --calibration {input.calibration:q}"
@@ -121,7 +126,7 @@ rule skymap_interferometer_image:
         mem_mb=interferometer_resources("image").mem_mb,
         runtime=interferometer_resources("image").runtime_min,
     params:
-        settings=INTERFEROMETER_SETTINGS,
+        settings=INTERFEROMETER_SETTINGS["image"],
         prefix=lambda wildcards, output: output.restored[: -len("-image.fits")],
     shell:
         "radiogen interferometer image --ms {input.ms:q} --header {input.header:q}"

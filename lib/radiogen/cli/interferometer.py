@@ -8,7 +8,10 @@ sigma, as JSON), ``add-noise`` (the block's observed copy), ``image`` (all
 blocks together: restored, residual, model, PSF and dirty FITS), ``figure``
 (restored map, residual map and PSF with the restoring beam).  ``ms`` and
 ``observe`` do the first three on the whole band in one process.
-``--settings`` is the config's ``skymap.interferometer`` block as JSON.
+``--settings`` is the config's ``skymap.interferometer`` block as JSON; a step
+reads only its stage's keys (``radiogen.interferometer.settings.STAGE_KEYS``:
+observation for ``ms``, ``block``, ``add-noise``; with the image weighting for
+``observe`` and ``calibrate-noise``; all for ``image``), so the others may be left out.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from pathlib import Path
 from radiogen.cli.options import json_object
 
 
-def _settings(args: argparse.Namespace):
+def _settings(args: argparse.Namespace, stage: str):
+    """The ``--settings`` keys that ``stage`` reads (radiogen.interferometer.settings.STAGE_KEYS)."""
     from radiogen.interferometer.settings import InterferometerSettings
 
-    return InterferometerSettings.from_mapping(json_object(args.settings))
+    return InterferometerSettings.from_mapping(json_object(args.settings), stage=stage)
 
 
 def _wsclean_log(args: argparse.Namespace) -> Path | None:
@@ -37,14 +41,14 @@ def _wsclean_log(args: argparse.Namespace) -> Path | None:
 def cmd_ms(args: argparse.Namespace) -> int:
     from radiogen.interferometer.map_steps import write_measurement_set
 
-    write_measurement_set(args.header, _settings(args), args.output)
+    write_measurement_set(args.header, _settings(args, "observation"), args.output)
     return 0
 
 
 def cmd_observe(args: argparse.Namespace) -> int:
     from radiogen.interferometer.map_steps import observe_sky_model
 
-    observe_sky_model(args.ms, args.sky_model, _settings(args), target_rms_jy=args.noise_rms_ujy * 1e-6,
+    observe_sky_model(args.ms, args.sky_model, _settings(args, "noise"), target_rms_jy=args.noise_rms_ujy * 1e-6,
                       seed=args.seed, output=args.output, workdir=args.workdir,
                       log_path=_wsclean_log(args))
     return 0
@@ -53,7 +57,7 @@ def cmd_observe(args: argparse.Namespace) -> int:
 def cmd_block(args: argparse.Namespace) -> int:
     from radiogen.interferometer.map_steps import predict_block
 
-    predict_block(args.header, args.sky_model, _settings(args), block=args.block, seed=args.seed,
+    predict_block(args.header, args.sky_model, _settings(args, "observation"), block=args.block, seed=args.seed,
                   output=args.output, log_path=_wsclean_log(args))
     return 0
 
@@ -61,7 +65,8 @@ def cmd_block(args: argparse.Namespace) -> int:
 def cmd_calibrate_noise(args: argparse.Namespace) -> int:
     from radiogen.interferometer.map_steps import calibrate_noise
 
-    calibrate_noise(args.ms, _settings(args), header_path=args.header, target_rms_jy=args.noise_rms_ujy * 1e-6,
+    calibrate_noise(args.ms, _settings(args, "noise"), header_path=args.header,
+                    target_rms_jy=args.noise_rms_ujy * 1e-6,
                     seed=args.seed, output=args.output, log_path=_wsclean_log(args))
     return 0
 
@@ -69,7 +74,7 @@ def cmd_calibrate_noise(args: argparse.Namespace) -> int:
 def cmd_add_noise(args: argparse.Namespace) -> int:
     from radiogen.interferometer.map_steps import add_block_noise
 
-    add_block_noise(args.ms, args.calibration, _settings(args), block=args.block, seed=args.seed,
+    add_block_noise(args.ms, args.calibration, _settings(args, "observation"), block=args.block, seed=args.seed,
                     output=args.output)
     return 0
 
@@ -77,7 +82,7 @@ def cmd_add_noise(args: argparse.Namespace) -> int:
 def cmd_image(args: argparse.Namespace) -> int:
     from radiogen.interferometer.map_steps import image_observation
 
-    image_observation(args.ms, _settings(args), header_path=args.header, prefix=args.prefix,
+    image_observation(args.ms, _settings(args, "image"), header_path=args.header, prefix=args.prefix,
                       log_path=_wsclean_log(args))
     return 0
 

@@ -6,10 +6,12 @@ split into K blocks of equal size; block b holds channels [b c/K, (b+1) c/K)
 as its own measurement set, with the rows, stations, times and UVW of every
 other block.  Each block's set carries a table keyword, :data:`TAG_KEYWORD`, a
 JSON record of the observation's settings, the global seed, its block and
-channels, and (once its noise is added) the noise sigma.  The jobs that take
-several blocks, or a block and the noise calibration, compare these records
-before any work, so that sets of another configuration, a missing or doubled
-block, or noise of another calibration are refused with the file's name.
+channels, the phase centre and the SHA-256 of the sky model predicted into it,
+and (once its noise is added) the noise sigma with the image weighting it was
+calibrated for.  The jobs that take several blocks, or a block and the noise
+calibration, compare these records before any work, so that sets of another
+configuration, another field or sky, a missing or doubled block, or noise of
+another calibration are refused with the file's name.
 """
 
 from __future__ import annotations
@@ -19,34 +21,40 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from radiogen.errors import InputFileError
-from radiogen.interferometer.settings import InterferometerSettings
+import numpy as np
 
-__all__ = ["TAG_KEYWORD", "observation_record", "block_tag", "write_tag", "read_tag", "check_block", "check_blocks",
-           "check_calibration"]
+from radiogen.errors import InputFileError
+from radiogen.interferometer.settings import OBSERVATION_KEYS, WEIGHTING_KEYS, InterferometerSettings
+
+__all__ = ["TAG_KEYWORD", "observation_record", "weighting_record", "block_tag", "write_tag", "read_tag",
+           "check_block", "check_blocks", "check_calibration"]
 
 #: Keyword of the main table holding a block's record (JSON text).
 TAG_KEYWORD = "RADIOGEN_BLOCK"
-#: Settings that change how a job runs, not the visibilities.
-NOT_OBSERVATION = ("threads",)
 
 
 def observation_record(settings: InterferometerSettings) -> dict:
-    """The settings that determine the visibilities, as plain JSON values."""
+    """The settings that determine the visibilities (``OBSERVATION_KEYS``), as plain JSON values."""
     record = json.loads(json.dumps(asdict(settings)))
-    for key in NOT_OBSERVATION:
-        record.pop(key)
-    return record
+    return {key: record[key] for key in OBSERVATION_KEYS}
 
 
-def block_tag(settings: InterferometerSettings, *, block: int, seed: int,
-              noise_sigma_jy: float | None = None) -> dict:
-    """The record of channel block ``block`` (``noise_sigma_jy`` None: unit noise in DATA, not yet scaled)."""
+def weighting_record(settings: InterferometerSettings) -> dict:
+    """The image weighting (``WEIGHTING_KEYS``) that the noise is calibrated for."""
+    if settings.robust is None:
+        raise ValueError("these interferometer settings (stage observation) hold no image weighting")
+    return {key: getattr(settings, key) for key in WEIGHTING_KEYS}
+
+
+def block_tag(settings: InterferometerSettings, *, block: int, seed: int, phase_centre_deg: Sequence[float],
+              sky_model_sha256: str) -> dict:
+    """The record of predicted channel block ``block``: unit noise in DATA, so ``noise_sigma_jy`` and the
+    ``weighting`` it is calibrated for are None until the noise is added."""
     channels = settings.block_channels(block)
     return {"block": int(block), "channel_blocks": int(settings.channel_blocks),
             "channels": [channels.start, channels.stop], "seed": int(seed),
-            "noise_sigma_jy": None if noise_sigma_jy is None else float(noise_sigma_jy),
-            "observation": observation_record(settings)}
+            "phase_centre_deg": [float(v) for v in phase_centre_deg], "sky_model_sha256": str(sky_model_sha256),
+            "noise_sigma_jy": None, "weighting": None, "observation": observation_record(settings)}
 
 
 def write_tag(ms_path: str | Path, tag: Mapping) -> None:
@@ -82,6 +90,9 @@ def check_block(ms_path: str | Path, settings: InterferometerSettings, *, seed: 
         changed = sorted(k for k, v in observation_record(settings).items() if tag["observation"].get(k) != v)
         raise InputFileError(f"{path}: built with other skymap.interferometer settings "
                              f"({', '.join(changed) or 'channel_blocks'} differ); rebuild the blocks")
+    if "sky_model_sha256" not in tag:
+        raise InputFileError(f"{path}: a block record without phase centre and sky model (an older radiogen); "
+                             "rebuild the blocks")
     if seed is not None and tag["seed"] != seed:
         raise InputFileError(f"{path}: its noise was drawn with seed {tag['seed']}, not {seed}")
     if noise_added != (tag["noise_sigma_jy"] is not None):
@@ -92,18 +103,20 @@ def check_block(ms_path: str | Path, settings: InterferometerSettings, *, seed: 
 
 
 def check_blocks(ms_paths: Sequence[str | Path], settings: InterferometerSettings, *, seed: int | None,
-                 noise_added: bool) -> list[dict]:
+                 noise_added: bool, phase_centre_deg: Sequence[float] | None = None) -> list[dict]:
     """Records of ``ms_paths``, checked to be every channel block of one observation, once each.
 
     ``noise_added``: the sets must hold calibrated noise (all of the same
-    sigma), or must hold unit noise (before the calibration).  ``seed`` None
-    accepts any seed shared by all.
+    sigma and weighting), or must hold unit noise (before the calibration).
+    ``seed`` None accepts any seed shared by all.  All blocks must hold one sky
+    model at one phase centre; ``phase_centre_deg`` (RA, Dec: the map header's
+    centre) must be it.
 
     Raises
     ------
     InputFileError
-        Naming the set that is of other settings, another seed or noise, or the
-        blocks missing or given twice.
+        Naming the set that is of other settings, another field, sky, seed or
+        noise, or the blocks missing or given twice.
     """
     paths = [Path(p) for p in ms_paths]
     tags = [check_block(p, settings, seed=seed, noise_added=noise_added) for p in paths]
@@ -113,15 +126,25 @@ def check_blocks(ms_paths: Sequence[str | Path], settings: InterferometerSetting
                              f"{settings.channel_blocks - 1} once (skymap.interferometer.channel_blocks "
                              f"{settings.channel_blocks})")
     for path, tag in zip(paths, tags):
-        if tag["seed"] != tags[0]["seed"] or tag["noise_sigma_jy"] != tags[0]["noise_sigma_jy"]:
+        if tag["sky_model_sha256"] != tags[0]["sky_model_sha256"] or not np.allclose(
+                tag["phase_centre_deg"], tags[0]["phase_centre_deg"], rtol=0, atol=1e-9):
+            raise InputFileError(f"{path}: predicted from another sky model or phase centre than {paths[0]} "
+                                 f"({tag['phase_centre_deg']} vs {tags[0]['phase_centre_deg']} deg)")
+        if (tag["seed"], tag["noise_sigma_jy"], tag.get("weighting")) != (
+                tags[0]["seed"], tags[0]["noise_sigma_jy"], tags[0].get("weighting")):
             raise InputFileError(f"{path}: its noise (seed {tag['seed']}, sigma {tag['noise_sigma_jy']} Jy) is not "
                                  f"that of {paths[0]} (seed {tags[0]['seed']}, sigma {tags[0]['noise_sigma_jy']} Jy)")
+    if phase_centre_deg is not None and not np.allclose(tags[0]["phase_centre_deg"], phase_centre_deg,
+                                                        rtol=0, atol=1e-9):
+        raise InputFileError(f"{paths[0]}: phase centre {tags[0]['phase_centre_deg']} deg is not the map's "
+                             f"centre {[float(v) for v in phase_centre_deg]} deg; rebuild the blocks for this map")
     return tags
 
 
 def check_calibration(calibration: Mapping, source: str | Path, settings: InterferometerSettings, *,
-                      seed: int, block: int) -> None:
-    """Refuse a noise calibration made for other settings, another seed, or without ``block``."""
+                      seed: int, block: int, tag: Mapping) -> None:
+    """Refuse a noise calibration made for other settings, another seed, without ``block``, or on blocks of
+    another sky or field than the block record ``tag``."""
     if calibration.get("observation") != observation_record(settings):
         raise InputFileError(f"{source}: the noise was calibrated for other skymap.interferometer settings; "
                              "calibrate again")
@@ -130,3 +153,7 @@ def check_calibration(calibration: Mapping, source: str | Path, settings: Interf
     if block not in [b["block"] for b in calibration.get("blocks", [])]:
         raise InputFileError(f"{source}: calibrated on blocks {[b['block'] for b in calibration.get('blocks', [])]}, "
                              f"not on block {block}")
+    if (calibration.get("sky_model_sha256"), calibration.get("phase_centre_deg")) != (
+            tag["sky_model_sha256"], tag["phase_centre_deg"]):
+        raise InputFileError(f"{source}: calibrated on blocks of another sky model or phase centre than block "
+                             f"{block}'s; calibrate again")

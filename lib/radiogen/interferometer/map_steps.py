@@ -41,6 +41,7 @@ from astropy.wcs import WCS
 
 from radiogen.errors import InputFileError
 from radiogen.interferometer import blocks, thermal_noise, wsclean
+from radiogen.io import file_digest
 from radiogen.interferometer.measurement_set import build_measurement_set
 from radiogen.interferometer.model_image import model_header, write_model_image
 from radiogen.interferometer.settings import InterferometerSettings
@@ -162,7 +163,8 @@ def predict_block(header_path: str | Path, sky_model: str | Path, settings: Inte
         wsclean.predict(tmp, model_prefix=Path(workdir) / "sky", size_px=size, scale_arcsec=scale,
                         threads=settings.threads, log=log_path)
     thermal_noise.fill_unit_noise(tmp, seed=seed, block=block)
-    blocks.write_tag(tmp, blocks.block_tag(settings, block=block, seed=seed))
+    blocks.write_tag(tmp, blocks.block_tag(settings, block=block, seed=seed, phase_centre_deg=(ra, dec),
+                                           sky_model_sha256=file_digest(sky_model)))
     channels = settings.block_channels(block)
     log.info("block %d of %d: channels %d-%d (%.3f-%.3f MHz), %d stations, %d times, %d rows; sky model %s: "
              "%.4g Jy predicted; unit noise in DATA", block, settings.channel_blocks, channels.start,
@@ -180,11 +182,12 @@ def calibrate_noise(ms_paths: Sequence[str | Path], settings: InterferometerSett
     The blocks' unit noise is imaged together on the map's grid with the
     imaging's weights (:func:`radiogen.interferometer.thermal_noise.unit_noise_rms`).
     ``output`` records sigma, the unit-noise rms, the implied SEFD, the target,
-    the seed, the observation's settings and the blocks with their channels.
+    the seed, the observation's settings and weighting, the phase centre, the
+    sky model's SHA-256 and the blocks with their channels.
     """
     thermal_noise.calibrated_noise(target_rms_jy=target_rms_jy, unit_image_rms=1.0, settings=settings)
-    tags = blocks.check_blocks(ms_paths, settings, seed=seed, noise_added=False)
-    _, _, size, scale = imaging_grid(fits.Header.fromtextfile(str(header_path)), source=str(header_path))
+    ra, dec, size, scale = imaging_grid(fits.Header.fromtextfile(str(header_path)), source=str(header_path))
+    tags = blocks.check_blocks(ms_paths, settings, seed=seed, noise_added=False, phase_centre_deg=(ra, dec))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=output.name + ".", dir=output.parent) as workdir:
@@ -196,7 +199,8 @@ def calibrate_noise(ms_paths: Sequence[str | Path], settings: InterferometerSett
               "channel_blocks": settings.channel_blocks,
               "blocks": [{"block": tag["block"], "channels": tag["channels"], "measurement_set": str(path)}
                          for path, tag in sorted(zip(ms_paths, tags), key=lambda pair: pair[1]["block"])],
-              "observation": blocks.observation_record(settings)}
+              "observation": blocks.observation_record(settings), "weighting": blocks.weighting_record(settings),
+              "phase_centre_deg": tags[0]["phase_centre_deg"], "sky_model_sha256": tags[0]["sky_model_sha256"]}
     tmp = output.with_name(output.name + ".tmp")
     tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     os.replace(tmp, output)
@@ -218,17 +222,17 @@ def add_block_noise(ms: str | Path, calibration: str | Path, settings: Interfero
         record = json.loads(calibration.read_text())
     except (OSError, ValueError) as err:
         raise InputFileError(f"{calibration}: unreadable noise calibration ({err})") from err
-    blocks.check_calibration(record, calibration, settings, seed=seed, block=block)
     tag = blocks.check_block(ms, settings, seed=seed, noise_added=False)
     if tag["block"] != block:
         raise InputFileError(f"{ms}: holds channel block {tag['block']}, not block {block}")
+    blocks.check_calibration(record, calibration, settings, seed=seed, block=block, tag=tag)
     sigma = float(record["sigma_jy"])
     output = Path(output)
     tmp = output.with_name(output.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(ms, tmp)
     thermal_noise.apply_noise(tmp, sigma_jy=sigma)
-    blocks.write_tag(tmp, blocks.block_tag(settings, block=block, seed=seed, noise_sigma_jy=sigma))
+    blocks.write_tag(tmp, {**tag, "noise_sigma_jy": sigma, "weighting": record["weighting"]})
     _replace_directory(tmp, output)
     log.info("block %d: DATA = MODEL_DATA + %.4g Jy x unit noise (calibration %s)", block, sigma, calibration)
     return sigma
@@ -240,12 +244,17 @@ def image_observation(ms: str | Path | Sequence[str | Path], settings: Interfero
     """WSClean images of ``ms`` on the map's grid: ``<prefix>-{image,residual,model,psf,dirty}.fits``.
 
     ``ms``: one measurement set, or every channel block of one observation with
-    its noise added (checked: same settings, seed and sigma, each block once),
+    its noise added (checked: same settings, seed and sigma, each block once,
+    the map's phase centre, the noise calibrated for this image weighting),
     imaged together.
     """
     sets = [Path(ms)] if isinstance(ms, (str, Path)) else [Path(m) for m in ms]
+    ra, dec, size, scale = imaging_grid(fits.Header.fromtextfile(str(header_path)), source=str(header_path))
     if len(sets) > 1 or blocks.read_tag(sets[0]) is not None:
-        blocks.check_blocks(sets, settings, seed=None, noise_added=True)
-    _, _, size, scale = imaging_grid(fits.Header.fromtextfile(str(header_path)), source=str(header_path))
+        tags = blocks.check_blocks(sets, settings, seed=None, noise_added=True, phase_centre_deg=(ra, dec))
+        if tags[0]["weighting"] != blocks.weighting_record(settings):
+            raise InputFileError(f"{sets[0]}: its noise was calibrated for the weighting {tags[0]['weighting']}, "
+                                 f"not {blocks.weighting_record(settings)}: the image rms would miss its target; "
+                                 "calibrate the noise again")
     return wsclean.image(sets, prefix=prefix, settings=settings, size_px=size, scale_arcsec=scale,
                          data_column="DATA", log=log_path)

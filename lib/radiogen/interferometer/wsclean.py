@@ -90,11 +90,12 @@ def imaging_arguments(settings: InterferometerSettings, *, size_px: int, scale_a
     arguments = ["-use-wgridder", "-j", str(settings.threads), "-size", str(size_px), str(size_px),
                  "-scale", f"{scale_arcsec}asec", "-weight", "briggs", str(settings.robust),
                  "-minuv-l", str(settings.uv_min_lambda), "-data-column", data_column,
-                 "-no-update-model-required", "-beam-fitting-size", str(settings.beam_fitting_size)]
+                 "-no-update-model-required"]
     if settings.taper_arcsec > 0:
         arguments += ["-taper-gaussian", f"{settings.taper_arcsec}asec"]
-    if clean:
-        arguments += ["-niter", str(settings.max_iterations), "-mgain", str(settings.major_gain),
+    if clean:  # the restoring beam's fit and CLEAN: not read for a dirty image (the noise calibration's)
+        arguments += ["-beam-fitting-size", str(settings.beam_fitting_size),
+                      "-niter", str(settings.max_iterations), "-mgain", str(settings.major_gain),
                       "-auto-mask", str(settings.auto_mask_sigma),
                       "-auto-threshold", str(settings.auto_threshold_sigma)]
         if settings.multiscale:
