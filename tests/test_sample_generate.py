@@ -311,7 +311,8 @@ def test_shard_reuses_only_checkpoints_of_its_own_inputs(first_model, tmp_path):
     net, meta = generate.load_sampling_model(first_model)
     other_seed = generate.generate_images(net, meta, np.arange(4), seed=SEED + 1, guidance=0.5,
                                           sampler=SAMPLER, settings=settings, batch_size=4)
-    key = {s: shards.checkpoint_key(first_model, seed=s, guidance=0.5, device="cpu", autocast_dtype=None, **kwargs)
+    digest = generate.model_id(first_model)
+    key = {s: shards.checkpoint_key(digest, seed=s, guidance=0.5, device="cpu", autocast_dtype=None, **kwargs)
            for s in (SEED, SEED + 1)}
     for seed, used in ((SEED + 1, False), (SEED, True)):
         out = tmp_path / str(seed) / "0.h5"

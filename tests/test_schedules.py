@@ -108,7 +108,10 @@ def tiny_first(tmp_path_factory):
                                                                                   seed=2)
 
 
-def test_schedule_cli_file_round_trips_into_the_sampler_and_refuses_another_model(tiny_first, tmp_path):
+def test_schedule_cli_file_round_trips_into_the_sampler_and_refuses_another_model(tiny_first, tmp_path,
+                                                                                    monkeypatch):
+    from radiogen.sampler import schedules
+
     model, other = tiny_first
     out = tmp_path / "schedule.json"
     assert cli_main(["sample", "schedule", "--model", str(model), "--solver", "ipndm", "--evaluations", "4",
@@ -129,11 +132,24 @@ def test_schedule_cli_file_round_trips_into_the_sampler_and_refuses_another_mode
     copy = write_schedule(tmp_path / "copy.json", record)
     assert read_schedule(copy, model_digest=record["model_id"]) == sigmas
 
-    # sample.sampler.schedule: the file's levels are those the solver uses
+    # sample.sampler.schedule: the file's levels are those the solver uses; a shard of two batches reads the
+    # file and hashes the model once
     settings = {"n_per_class": 1}
     sampler = {"solver": "ipndm", "schedule": str(out), "num_steps": 25}
+    calls = {"read_schedule": 0, "model_id": 0}
+
+    def counted(name, function):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(schedules, "read_schedule", counted("read_schedule", schedules.read_schedule))
+    monkeypatch.setattr(shards, "model_id", counted("model_id", shards.model_id))
     path = shards.write_shard(model, tmp_path / "s.h5", shard=0, seed=5, guidance=1.0, settings=settings,
-                              sampler=sampler, images_per_shard=4, batch_size=4, device="cpu")
+                              sampler=sampler, images_per_shard=4, batch_size=2, device="cpu")
+    assert calls == {"read_schedule": 1, "model_id": 1}
+    monkeypatch.undo()
     net, meta = generate.load_sampling_model(model)
     noise, _ = generate.image_noise(5, np.arange(4), generate.image_shape(meta))
     context = torch.from_numpy(generate.conditioning(meta, settings, np.arange(4), seed=5)["context"])

@@ -296,6 +296,7 @@ def generate_images(
     context: np.ndarray | None = None,
     guide=None,
     model_digest: str | None = None,
+    sigmas: Sequence[float] | None = None,
 ) -> dict[str, np.ndarray]:
     """Sample the images with global ``indices``; post-processed to [0, 1].
 
@@ -306,12 +307,15 @@ def generate_images(
     ``guide``, a network loaded like ``net``, turns the guidance into
     autoguidance (:func:`~radiogen.sampler.heun.guided_denoiser`).
     ``model_digest`` (:func:`model_id` of the model file) is needed when
-    ``sampler["schedule"]`` is a schedule file, to refuse one made for another model.
+    ``sampler["schedule"]`` is a schedule file, to refuse one made for another model;
+    ``sigmas``, the levels :func:`schedule_levels` already read from that file (a
+    shard calls this once per batch), skips reading it again.
     """
     if not (math.isfinite(guidance) and guidance >= 0):
         raise ConfigError(f"guidance w must be a finite number >= 0, got {guidance!r}")
     sampler = sampler_settings(sampler)
-    sigmas = schedule_levels(sampler, model_digest=model_digest)
+    if sigmas is None:
+        sigmas = schedule_levels(sampler, model_digest=model_digest)
     del sampler["schedule"]
     settings = settings or {}
     device = torch.device(device)

@@ -126,15 +126,16 @@ def _write_arrays(h5: h5py.File, arrays: Mapping[str, np.ndarray]) -> None:
         h5.create_dataset("label", data=arrays["label"].astype(np.int64))
 
 
-def checkpoint_key(model_path: str | Path, *, seed: int, guidance: float, sampler: Mapping, settings: Mapping,
+def checkpoint_key(model_digest: str, *, seed: int, guidance: float, sampler: Mapping, settings: Mapping,
                    shard: int, images_per_shard: int, batch_size: int, device, autocast_dtype,
                    guide: str = UNCONDITIONAL, sigmas: list[float] | None = None) -> str:
     """What a shard's images depend on, as JSON: a checkpointed batch is reused only under the same key.
 
+    ``model_digest``: :func:`~radiogen.sampler.generate.model_id` of the model file.
     ``sigmas``: the levels of a schedule file (``sample.sampler.schedule``), so that a changed file is noticed.
     """
     key = {
-        "model_id": model_id(model_path), "seed": int(seed), "guidance": float(guidance), "guide": guide,
+        "model_id": model_digest, "seed": int(seed), "guidance": float(guidance), "guide": guide,
         "sampler": sampler_settings(sampler), "settings": dict(settings), "shard": int(shard),
         "images_per_shard": int(images_per_shard), "batch_size": int(batch_size),
         "device": torch.device(device).type, "autocast": str(autocast_dtype),
@@ -270,7 +271,7 @@ def write_shard(
     t0 = time.perf_counter()
     output = Path(output)
     part_dir = output.with_name(output.stem + ".part")
-    key = checkpoint_key(model_path, seed=seed, guidance=guidance, sampler=sampler, settings=settings,
+    key = checkpoint_key(digest, seed=seed, guidance=guidance, sampler=sampler, settings=settings,
                          shard=shard, images_per_shard=images_per_shard, batch_size=batch_size,
                          device=torch_device, autocast_dtype=autocast_dtype, guide=guide, sigmas=levels)
     saved = _read_batches(part_dir, key)
@@ -286,7 +287,7 @@ def write_shard(
             arrays = generate_images(
                 net, meta, batch, seed=seed, guidance=guidance, sampler=sampler, settings=settings,
                 batch_size=batch_size, device=torch_device, autocast_dtype=autocast_dtype, source=source,
-                guide=guide_net, model_digest=digest,
+                guide=guide_net, model_digest=digest, sigmas=levels,
             )
             _write_batch(part_dir / f"batch-{int(batch[0]):09d}.h5", arrays, key)
             block_point("sample.batch", n_batch)
@@ -294,7 +295,7 @@ def write_shard(
         bar.update(batch.size)
     bar.close()
     arrays = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
-    attrs = _attrs(meta, model_hash=model_id(model_path), seed=seed, guidance=guidance,
+    attrs = _attrs(meta, model_hash=digest, seed=seed, guidance=guidance,
                    sampler=recorded, settings=settings)
     attrs.update(shard=int(shard), n_shards=n_shards(total, images_per_shard), n_images_total=total,
                  images_per_shard=int(images_per_shard), guide=guide)
