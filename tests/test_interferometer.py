@@ -139,20 +139,31 @@ def test_each_stage_reads_only_its_keys():
     assert set(STAGE_KEYS["image"]) | {"threads"} == {f.name for f in dataclasses.fields(InterferometerSettings)}
     stages = ("observation", "noise", "image")
     base = {stage: settings_json(block, stage=stage) for stage in stages}
+    assert all("threads" not in json.loads(base[stage]) for stage in stages)  # the rules pass --threads
     cleaned = {stage: settings_json({**block, "auto_threshold_sigma": 2.0, "multiscale": True}, stage=stage)
                for stage in stages}
     weighted = {stage: settings_json({**block, "robust": 0.5}, stage=stage) for stage in stages}
     assert [cleaned[s] == base[s] for s in stages] == [True, True, False]
     assert [weighted[s] == base[s] for s in stages] == [True, False, False]
-    observation = InterferometerSettings.from_mapping(json.loads(base["observation"]), stage="observation")
+    observation = InterferometerSettings.from_mapping({**json.loads(base["observation"]), "threads": 2},
+                                                      stage="observation")
     assert observation.stage == "observation"
     assert all(getattr(observation, key) is None for key in WEIGHTING_KEYS + CLEAN_KEYS)
     noise = InterferometerSettings.from_mapping(block, stage="noise")  # the whole block: later keys left out
     assert noise.stage == "noise" and noise.robust == -0.5 and noise.auto_mask_sigma is None
     with pytest.raises(ConfigError, match=r"missing key\(s\) robust"):
-        InterferometerSettings.from_mapping(json.loads(base["observation"]), stage="noise")
+        InterferometerSettings.from_mapping({**json.loads(base["observation"]), "threads": 2}, stage="noise")
     with pytest.raises(ConfigError, match="max_iterations must be >= 0"):
         InterferometerSettings.from_mapping({**block, "max_iterations": -1})
+
+
+def test_phase_centres_compare_across_ra_zero_and_within_rounding():
+    from radiogen.interferometer.blocks import same_phase_centre
+
+    assert same_phase_centre([359.9999999999999, 55.0], [0.0, 55.0])
+    assert same_phase_centre([180.0 + 1e-13, 55.0], [180.0, 55.0 - 1e-13])
+    assert not same_phase_centre([180.0, 55.0], [180.0 + 1e-6, 55.0])
+    assert not same_phase_centre([180.0, 55.0], [180.0, 55.0 + 1e-6])
 
 
 def test_all_dutch_hba_fields_are_real_positions():
@@ -325,7 +336,7 @@ def test_map_steps_through_the_cli_keep_the_map_grid(tmp_path):
     sky_header["BUNIT"] = "JY/BEAM"
     fits.PrimaryHDU(sky.astype(np.float32), header=sky_header).writeto(tmp_path / "sky_model.fits")
     block = {**section_defaults("skymap.interferometer"), **dataclasses.asdict(_settings())}
-    settings = settings_json(block)
+    settings = settings_json(block, threads=True)
     assert main(["interferometer", "ms", "--header", str(header_path), "--settings", settings,
                  "--output", str(tmp_path / "observation.ms")]) == 0
     assert main(["interferometer", "observe", "--ms", str(tmp_path / "observation.ms"), "--sky-model",
@@ -407,7 +418,7 @@ def test_interferometric_map_is_searched_and_validated_like_the_image_plane_map(
     size, rms_ujy = 240, 100.0
     truth = _known_sky(tmp_path, size=size, rms_ujy=rms_ujy)
     block = {**section_defaults("skymap.interferometer"), **dataclasses.asdict(_settings())}
-    settings = settings_json(block)
+    settings = settings_json(block, threads=True)
     map_settings = map_settings_json(fill_defaults({"noise_rms_ujy": rms_ujy},
                                                    Path(__file__).resolve().parents[1] / "workflow" / "schemas"
                                                    / "skymap.schema.yaml"))
@@ -538,7 +549,7 @@ def test_intrinsic_sky_is_imaged_at_the_restoring_beam_and_a_jy_per_beam_sky_bro
     sigma_px = 6.0 / SCALE_ARCSEC / (2 * math.sqrt(2 * math.log(2)))
     convolved = flux * np.exp(-((y - source_yx[0]) ** 2 + (x - source_yx[1]) ** 2) / (2 * sigma_px**2))
     block = {**section_defaults("skymap.interferometer"), **dataclasses.asdict(_settings())}
-    settings = settings_json(block)
+    settings = settings_json(block, threads=True)
     assert main(["interferometer", "ms", "--header", str(tmp_path / "map_header.txt"), "--settings", settings,
                  "--output", str(tmp_path / "observation.ms")]) == 0
     widths = {}
@@ -672,6 +683,11 @@ def test_jointly_calibrated_blocks_image_at_the_target_rms(channel_blocks):
     with pytest.raises(InputFileError, match="calibrated for the weighting"):
         image_observation(observed, _settings(channels=4, channel_blocks=2, robust=0.5),
                           header_path=work / "map_header.txt", prefix=work / "wrong")
+    # the same field on another grid: other uv cells, other Briggs weights
+    map_header(size_px=256, name="bigger", centre_ra_deg=RA_DEG, centre_dec_deg=DEC_DEG).totextfile(
+        str(work / "bigger_header.txt"))
+    with pytest.raises(InputFileError, match="on a 240 px grid of 1.5 arcsec, not .* on 256 px"):
+        image_observation(observed, settings, header_path=work / "bigger_header.txt", prefix=work / "wrong")
     products = image_observation(observed, settings, header_path=work / "map_header.txt", prefix=work / "map",
                                  log_path=work / "ws.log")
     residual = fits.getdata(products.residual)[0, 0]

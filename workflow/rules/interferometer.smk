@@ -45,8 +45,8 @@ rule skymap_interferometer_block:
         seed=config["seed"],
     shell:
         "radiogen interferometer block --header {input.header:q} --sky-model {input.sky_model:q}"
-        " --settings {params.settings:q} --block {wildcards.block} --seed {params.seed}"
-        " --wsclean-log {log.wsclean:q} --output {output:q} > {log.main:q} 2>&1"
+        " --settings {params.settings:q} --threads {threads} --block {wildcards.block}"
+        " --seed {params.seed} --wsclean-log {log.wsclean:q} --output {output:q} > {log.main:q} 2>&1"
 
 
 rule skymap_interferometer_noise:
@@ -72,7 +72,8 @@ rule skymap_interferometer_noise:
         seed=config["seed"],
     shell:
         "radiogen interferometer calibrate-noise --ms {input.ms:q} --header {input.header:q}"
-        " --settings {params.settings:q} --noise-rms-ujy {params.noise_rms_ujy} --seed {params.seed}"
+        " --settings {params.settings:q} --threads {threads} --noise-rms-ujy {params.noise_rms_ujy}"
+        " --seed {params.seed}"
         " --wsclean-log {log.wsclean:q} --output {output:q} > {log.main:q} 2>&1"
 
 
@@ -100,8 +101,8 @@ rule skymap_interferometer_add_noise:
         seed=config["seed"],
     shell:
         "radiogen interferometer add-noise --ms {input.ms:q} --calibration {input.calibration:q}"
-        " --settings {params.settings:q} --block {wildcards.block} --seed {params.seed}"
-        " --output {output:q} > {log:q} 2>&1"
+        " --settings {params.settings:q} --threads {threads} --block {wildcards.block}"
+        " --seed {params.seed} --output {output:q} > {log:q} 2>&1"
 
 
 rule skymap_interferometer_image:
@@ -130,7 +131,8 @@ rule skymap_interferometer_image:
         prefix=lambda wildcards, output: output.restored[: -len("-image.fits")],
     shell:
         "radiogen interferometer image --ms {input.ms:q} --header {input.header:q}"
-        " --settings {params.settings:q} --prefix {params.prefix:q} --wsclean-log {log.wsclean:q}"
+        " --settings {params.settings:q} --threads {threads} --prefix {params.prefix:q}"
+        " --wsclean-log {log.wsclean:q}"
         " > {log.main:q} 2>&1"
 
 

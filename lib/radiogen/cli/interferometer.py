@@ -23,10 +23,15 @@ from radiogen.cli.options import json_object
 
 
 def _settings(args: argparse.Namespace, stage: str):
-    """The ``--settings`` keys that ``stage`` reads (radiogen.interferometer.settings.STAGE_KEYS)."""
+    """The ``--settings`` keys that ``stage`` reads (radiogen.interferometer.settings.STAGE_KEYS), with
+    ``--threads`` for ``threads`` when given (the workflow passes the job's threads so, and keeps them out of
+    the settings: another thread count reruns nothing)."""
     from radiogen.interferometer.settings import InterferometerSettings
 
-    return InterferometerSettings.from_mapping(json_object(args.settings), stage=stage)
+    mapping = json_object(args.settings)
+    if args.threads is not None:
+        mapping["threads"] = args.threads
+    return InterferometerSettings.from_mapping(mapping, stage=stage)
 
 
 def _wsclean_log(args: argparse.Namespace) -> Path | None:
@@ -99,7 +104,8 @@ def register(topics) -> None:
 
     p = sub.add_parser("ms", help="measurement set of the map's field (python-casacore)")
     p.add_argument("--header", required=True, help="map header (FITS header text)")
-    p.add_argument("--settings", required=True, help="skymap.interferometer block as JSON")
+    p.add_argument("--settings", required=True, help="skymap.interferometer block as JSON (keys of stage observation read)")
+    p.add_argument("--threads", type=int, help="threads (default: the JSON's threads)")
     p.add_argument("--output", required=True, help="measurement set directory to write")
     p.set_defaults(func=cmd_ms)
 
@@ -107,7 +113,8 @@ def register(topics) -> None:
     p.add_argument("--ms", required=True, help="measurement set from `ms`")
     p.add_argument("--sky-model", required=True,
                    help="noise-free sky FITS on the map grid: Jy/pixel (intrinsic) or Jy/beam (already convolved)")
-    p.add_argument("--settings", required=True, help="skymap.interferometer block as JSON")
+    p.add_argument("--settings", required=True, help="skymap.interferometer block as JSON (keys of stage noise read)")
+    p.add_argument("--threads", type=int, help="threads (default: the JSON's threads)")
     p.add_argument("--noise-rms-ujy", type=float, required=True, help="restored map's target rms, uJy/beam")
     p.add_argument("--seed", type=int, required=True, help="global seed (noise stream)")
     p.add_argument("--workdir", required=True, help="folder for the model and unit-noise images")
@@ -119,7 +126,8 @@ def register(topics) -> None:
     p.add_argument("--header", required=True, help="map header (FITS header text): phase centre and grid")
     p.add_argument("--sky-model", required=True,
                    help="noise-free sky FITS on the map grid: Jy/pixel (intrinsic) or Jy/beam (already convolved)")
-    p.add_argument("--settings", required=True, help="skymap.interferometer block as JSON")
+    p.add_argument("--settings", required=True, help="skymap.interferometer block as JSON (keys of stage observation read)")
+    p.add_argument("--threads", type=int, help="threads (default: the JSON's threads)")
     p.add_argument("--block", type=int, required=True, help="channel block, 0 to channel_blocks - 1")
     p.add_argument("--seed", type=int, required=True, help="global seed (noise stream)")
     p.add_argument("--wsclean-log", help="file to append WSClean's output to")
@@ -129,7 +137,8 @@ def register(topics) -> None:
     p = sub.add_parser("calibrate-noise", help="noise sigma from all blocks' unit noise imaged together (JSON)")
     p.add_argument("--ms", required=True, nargs="+", help="every block's measurement set from `block`")
     p.add_argument("--header", required=True, help="map header (FITS header text): the imaging grid")
-    p.add_argument("--settings", required=True, help="skymap.interferometer block as JSON")
+    p.add_argument("--settings", required=True, help="skymap.interferometer block as JSON (keys of stage noise read)")
+    p.add_argument("--threads", type=int, help="threads (default: the JSON's threads)")
     p.add_argument("--noise-rms-ujy", type=float, required=True, help="restored map's target rms, uJy/beam")
     p.add_argument("--seed", type=int, required=True, help="global seed the blocks' noise was drawn with")
     p.add_argument("--wsclean-log", help="file to append WSClean's output to")
@@ -139,7 +148,8 @@ def register(topics) -> None:
     p = sub.add_parser("add-noise", help="a block's observed copy: DATA = MODEL_DATA + sigma x unit noise")
     p.add_argument("--ms", required=True, help="the block's measurement set from `block`")
     p.add_argument("--calibration", required=True, help="JSON from `calibrate-noise`")
-    p.add_argument("--settings", required=True, help="skymap.interferometer block as JSON")
+    p.add_argument("--settings", required=True, help="skymap.interferometer block as JSON (keys of stage observation read)")
+    p.add_argument("--threads", type=int, help="threads (default: the JSON's threads)")
     p.add_argument("--block", type=int, required=True, help="channel block, 0 to channel_blocks - 1")
     p.add_argument("--seed", type=int, required=True, help="global seed the blocks' noise was drawn with")
     p.add_argument("--output", required=True, help="observed measurement set directory to write")
@@ -149,7 +159,8 @@ def register(topics) -> None:
     p.add_argument("--ms", required=True, nargs="+",
                    help="observed measurement set, or every channel block's, imaged together")
     p.add_argument("--header", required=True, help="map header (FITS header text): the imaging grid")
-    p.add_argument("--settings", required=True, help="skymap.interferometer block as JSON")
+    p.add_argument("--settings", required=True, help="skymap.interferometer block as JSON (keys of stage image read)")
+    p.add_argument("--threads", type=int, help="threads (default: the JSON's threads)")
     p.add_argument("--prefix", required=True, help="output prefix: <prefix>-image.fits etc.")
     p.add_argument("--wsclean-log", help="file to append WSClean's output to")
     p.set_defaults(func=cmd_image)

@@ -21,13 +21,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import numpy as np
-
 from radiogen.errors import InputFileError
 from radiogen.interferometer.settings import OBSERVATION_KEYS, WEIGHTING_KEYS, InterferometerSettings
 
-__all__ = ["TAG_KEYWORD", "observation_record", "weighting_record", "block_tag", "write_tag", "read_tag",
-           "check_block", "check_blocks", "check_calibration"]
+__all__ = ["TAG_KEYWORD", "observation_record", "weighting_record", "same_phase_centre", "block_tag", "write_tag",
+           "read_tag", "check_block", "check_blocks", "check_calibration"]
 
 #: Keyword of the main table holding a block's record (JSON text).
 TAG_KEYWORD = "RADIOGEN_BLOCK"
@@ -46,15 +44,27 @@ def weighting_record(settings: InterferometerSettings) -> dict:
     return {key: getattr(settings, key) for key in WEIGHTING_KEYS}
 
 
+def same_phase_centre(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Whether two (RA, Dec) phase centres (deg) agree to 1e-9 deg, RA across 0/360 included.
+
+    Each block job derives the centre from the map header through WCS on its own
+    node; the last bits may differ between CPUs, the field may not.
+    """
+    d_ra = (float(a[0]) - float(b[0]) + 180.0) % 360.0 - 180.0
+    return abs(d_ra) <= 1e-9 and abs(float(a[1]) - float(b[1])) <= 1e-9
+
+
 def block_tag(settings: InterferometerSettings, *, block: int, seed: int, phase_centre_deg: Sequence[float],
               sky_model_sha256: str) -> dict:
-    """The record of predicted channel block ``block``: unit noise in DATA, so ``noise_sigma_jy`` and the
-    ``weighting`` it is calibrated for are None until the noise is added."""
+    """The record of predicted channel block ``block``: unit noise in DATA, so ``noise_sigma_jy``, the
+    ``weighting`` and the image grid (``noise_grid``: size px, arcsec/px) it is calibrated for are None
+    until the noise is added."""
     channels = settings.block_channels(block)
     return {"block": int(block), "channel_blocks": int(settings.channel_blocks),
             "channels": [channels.start, channels.stop], "seed": int(seed),
             "phase_centre_deg": [float(v) for v in phase_centre_deg], "sky_model_sha256": str(sky_model_sha256),
-            "noise_sigma_jy": None, "weighting": None, "observation": observation_record(settings)}
+            "noise_sigma_jy": None, "weighting": None, "noise_grid": None,
+            "observation": observation_record(settings)}
 
 
 def write_tag(ms_path: str | Path, tag: Mapping) -> None:
@@ -86,13 +96,15 @@ def check_block(ms_path: str | Path, settings: InterferometerSettings, *, seed: 
     if tag is None:
         raise InputFileError(f"{path}: a measurement set without radiogen's block record (keyword {TAG_KEYWORD}); "
                              "channel blocks come from `radiogen interferometer block`")
-    if tag["observation"] != observation_record(settings) or tag["channel_blocks"] != settings.channel_blocks:
-        changed = sorted(k for k, v in observation_record(settings).items() if tag["observation"].get(k) != v)
-        raise InputFileError(f"{path}: built with other skymap.interferometer settings "
-                             f"({', '.join(changed) or 'channel_blocks'} differ); rebuild the blocks")
     if "sky_model_sha256" not in tag:
         raise InputFileError(f"{path}: a block record without phase centre and sky model (an older radiogen); "
                              "rebuild the blocks")
+    if tag["observation"] != observation_record(settings) or tag["channel_blocks"] != settings.channel_blocks:
+        expected = observation_record(settings)
+        changed = sorted(k for k in set(expected) | set(tag["observation"])
+                         if tag["observation"].get(k) != expected.get(k))
+        raise InputFileError(f"{path}: built with other skymap.interferometer settings "
+                             f"({', '.join(changed) or 'channel_blocks'} differ); rebuild the blocks")
     if seed is not None and tag["seed"] != seed:
         raise InputFileError(f"{path}: its noise was drawn with seed {tag['seed']}, not {seed}")
     if noise_added != (tag["noise_sigma_jy"] is not None):
@@ -126,16 +138,15 @@ def check_blocks(ms_paths: Sequence[str | Path], settings: InterferometerSetting
                              f"{settings.channel_blocks - 1} once (skymap.interferometer.channel_blocks "
                              f"{settings.channel_blocks})")
     for path, tag in zip(paths, tags):
-        if tag["sky_model_sha256"] != tags[0]["sky_model_sha256"] or not np.allclose(
-                tag["phase_centre_deg"], tags[0]["phase_centre_deg"], rtol=0, atol=1e-9):
+        if tag["sky_model_sha256"] != tags[0]["sky_model_sha256"] or not same_phase_centre(
+                tag["phase_centre_deg"], tags[0]["phase_centre_deg"]):
             raise InputFileError(f"{path}: predicted from another sky model or phase centre than {paths[0]} "
                                  f"({tag['phase_centre_deg']} vs {tags[0]['phase_centre_deg']} deg)")
-        if (tag["seed"], tag["noise_sigma_jy"], tag.get("weighting")) != (
-                tags[0]["seed"], tags[0]["noise_sigma_jy"], tags[0].get("weighting")):
+        if (tag["seed"], tag["noise_sigma_jy"], tag.get("weighting"), tag.get("noise_grid")) != (
+                tags[0]["seed"], tags[0]["noise_sigma_jy"], tags[0].get("weighting"), tags[0].get("noise_grid")):
             raise InputFileError(f"{path}: its noise (seed {tag['seed']}, sigma {tag['noise_sigma_jy']} Jy) is not "
                                  f"that of {paths[0]} (seed {tags[0]['seed']}, sigma {tags[0]['noise_sigma_jy']} Jy)")
-    if phase_centre_deg is not None and not np.allclose(tags[0]["phase_centre_deg"], phase_centre_deg,
-                                                        rtol=0, atol=1e-9):
+    if phase_centre_deg is not None and not same_phase_centre(tags[0]["phase_centre_deg"], phase_centre_deg):
         raise InputFileError(f"{paths[0]}: phase centre {tags[0]['phase_centre_deg']} deg is not the map's "
                              f"centre {[float(v) for v in phase_centre_deg]} deg; rebuild the blocks for this map")
     return tags
@@ -153,7 +164,8 @@ def check_calibration(calibration: Mapping, source: str | Path, settings: Interf
     if block not in [b["block"] for b in calibration.get("blocks", [])]:
         raise InputFileError(f"{source}: calibrated on blocks {[b['block'] for b in calibration.get('blocks', [])]}, "
                              f"not on block {block}")
-    if (calibration.get("sky_model_sha256"), calibration.get("phase_centre_deg")) != (
-            tag["sky_model_sha256"], tag["phase_centre_deg"]):
+    centre = calibration.get("phase_centre_deg")
+    if calibration.get("sky_model_sha256") != tag["sky_model_sha256"] or centre is None or not same_phase_centre(
+            centre, tag["phase_centre_deg"]):
         raise InputFileError(f"{source}: calibrated on blocks of another sky model or phase centre than block "
                              f"{block}'s; calibrate again")

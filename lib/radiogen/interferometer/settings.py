@@ -10,7 +10,8 @@ noise calibration also on the image weighting, and CLEAN's keys reach the
 imaging alone.  So a changed CLEAN setting reimages the observation without
 predicting it again, and a changed weighting recalibrates its noise; keys of
 later stages are None in an earlier stage's settings, so no job can read a key
-its rule does not pass.
+its rule does not pass.  ``threads`` reaches the jobs as ``--threads``, outside
+the settings JSON, so another thread count reruns nothing.
 """
 
 from __future__ import annotations
@@ -159,15 +160,17 @@ class InterferometerSettings:
         return [frequencies[i] for i in self.block_channels(block)], width
 
 
-def settings_json(block: Mapping, *, stage: str = "image") -> str:
-    """JSON of the keys ``stage`` reads (:data:`STAGE_KEYS`, and ``threads``) for ``--settings``.
+def settings_json(block: Mapping, *, stage: str = "image", threads: bool = False) -> str:
+    """JSON of the keys ``stage`` reads (:data:`STAGE_KEYS`) for ``--settings``.
 
     Only keys that change the stage's outputs go in, so that neither a changed
-    ``mem_mb`` nor, for the measurement sets, a changed CLEAN setting makes
-    Snakemake rerun the stage.
+    ``mem_mb`` or ``threads`` (the rules pass ``--threads`` apart) nor, for the
+    measurement sets, a changed CLEAN setting makes Snakemake rerun the stage.
+    ``threads`` True adds the block's ``threads`` (for calls without ``--threads``).
     """
     import json
 
     if stage not in STAGE_KEYS:
         raise ValueError(f"unknown interferometer stage {stage!r}; one of {', '.join(STAGE_KEYS)}")
-    return json.dumps({key: block[key] for key in STAGE_KEYS[stage] + ("threads",)}, sort_keys=True)
+    keys = STAGE_KEYS[stage] + (("threads",) if threads else ())
+    return json.dumps({key: block[key] for key in keys}, sort_keys=True)
