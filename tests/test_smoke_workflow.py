@@ -603,6 +603,27 @@ def test_interferometric_map_on_the_map_grid_at_the_target_noise(smoke):
     assert np.std(residual) == pytest.approx(target, rel=0.15)
 
 
+def test_interferometer_reruns_only_the_stages_a_changed_setting_reaches(smoke, repo_root, tmp_path):
+    """Dry runs on the finished smoke run: a CLEAN setting and another thread count reimage without
+    predicting or calibrating again; the weighting also recalibrates the noise and adds it again; the
+    prediction (block jobs) reruns for neither."""
+    interferometer = ("skymap_interferometer_block", "skymap_interferometer_noise", "skymap_interferometer_add_noise",
+                      "skymap_interferometer_image")
+
+    def scheduled(changes: dict) -> set:
+        extra = tmp_path / f"changes{len(list(tmp_path.iterdir()))}.yaml"
+        extra.write_text(yaml.safe_dump({"skymap": {"interferometer": changes}}))
+        run = _snakemake(repo_root, "-n", "--configfile", SMOKE_CONFIG, str(extra),
+                         "--config", f"results={smoke.results}", timeout=600)
+        assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+        return set(re.findall(r"^(?:local)?rule (\w+):", run.stdout, flags=re.MULTILINE)) & set(interferometer)
+
+    threads = smoke.config["skymap"]["interferometer"]["threads"]
+    assert scheduled({"auto_threshold_sigma": 2.5, "threads": threads + 1}) == {"skymap_interferometer_image"}
+    assert scheduled({"robust": 0.25}) == {"skymap_interferometer_noise", "skymap_interferometer_add_noise",
+                                           "skymap_interferometer_image"}
+
+
 def test_interferometer_channel_blocks_share_one_noise_calibration(smoke, tmp_path):
     """Each channel block built, predicted and given noise in its own jobs, the noise calibrated once on all
     blocks (skymap.interferometer.channel_blocks 2: rules skymap_interferometer_{block,noise,add_noise})."""
