@@ -523,7 +523,8 @@ def compare_summaries(tables: dict[str, str | Path], *, table_path: str | Path, 
         table = pd.read_csv(path, sep="\t", index_col="measure")
         missing = [m for m in COMPARED_MEASURES if m not in table.index]
         if missing:
-            raise InputFileError(f"{path}: not a map validation table (no {', '.join(missing)})")
+            raise InputFileError(f"{path}: lacks the measure(s) {', '.join(missing)}: not a map validation table, "
+                                 "or one of an older radiogen (validate the map again)")
         columns[label] = pd.to_numeric(table.loc[list(COMPARED_MEASURES), "value"], errors="coerce")
         meaning = table.loc[list(COMPARED_MEASURES), "meaning"] if meaning is None else meaning
     placed = {label: values["placed_sources"] for label, values in columns.items()}
