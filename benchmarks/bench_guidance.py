@@ -11,6 +11,10 @@ with their z-scores and sizes, the confusion matrix (rows: requested class) and
 the sampling time.  The latents do not depend on w, so the rows compare the
 same starting noise, and a last block compares every w with the first one image
 by image (McNemar's exact test on the images right at only one of the two).
+With ``--kid-real`` (the judge's scores of held-out real images, as the workflow
+writes them: ``results/evaluation/classes/scores/first_heldout.h5``) each line also
+gives the KID of the judge's embeddings against that set, as a z-score over its
+size-matched real-vs-real floor (the summary tables' measure and settings).
 
     python benchmarks/bench_guidance.py results/models/first/model.pt \
         --data results/first/training_set.h5 --judge results/classifier/classifier.pt \
@@ -36,9 +40,12 @@ from bench_class_usage import load_network  # this folder's script: model.pt or 
 from radiogen.classifier import classify
 from radiogen.classifier.metrics import accuracy as judge_accuracy
 from radiogen.classifier.metrics import confusion_matrix
+from radiogen.cli.evaluate import SUMMARY_DEFAULTS
+from radiogen.evaluation.classes import read_scores
 from radiogen.evaluation.distances import one_d_distances, size_matched
 from radiogen.evaluation.proportions import mcnemar_test, wilson_interval
 from radiogen.evaluation.stats import per_image_statistics
+from radiogen.evaluation.summary import feature_distance_table
 from radiogen.model.data import read_training_set
 from radiogen.sampler.solvers import SOLVERS, network_evaluations, solve
 
@@ -50,6 +57,16 @@ def _image_stats(images: np.ndarray) -> dict:
 
 def _w1(a: dict, b: dict) -> dict:
     return {name: one_d_distances(a[name], b[name], name=name)["w1"] for name in a}
+
+
+def _kid_text(real_embeddings: np.ndarray, embeddings: np.ndarray, *, seed: int) -> str:
+    row = feature_distance_table(
+        real_embeddings, embeddings, repeats=int(SUMMARY_DEFAULTS["floor_repeats"]), seed=seed,
+        kid_subset_size=int(SUMMARY_DEFAULTS["kid_subset_size"]), kid_subsets=int(SUMMARY_DEFAULTS["kid_subsets"]),
+        frechet_components=int(SUMMARY_DEFAULTS["frechet_components"]),
+    ).set_index("metric").loc["KID"]
+    z = (row["real_vs_generated"] - row["real_vs_real_floor"]) / row["floor_sd"]
+    return f"; KID z {z:.1f} ({row['n_reference']} real vs {row['n_compared']} generated)"
 
 
 def main() -> None:
@@ -67,6 +84,7 @@ def main() -> None:
     parser.add_argument("--compare", help="an earlier --save .npz of the same latents: McNemar per (guide, w)")
     parser.add_argument("--guides", nargs="+", default=["unconditional"],
                         help="unconditional (classifier-free) and/or guide model.pt / checkpoint files")
+    parser.add_argument("--kid-real", help="judge scores of held-out real images (first_heldout.h5): adds KID z")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -81,6 +99,7 @@ def main() -> None:
         sigmas = read_schedule(args.schedule, model_digest=model_id(args.model))
         args.steps = len(sigmas) - 1
     data = read_training_set(args.data)
+    kid_real = read_scores(args.kid_real)["embeddings"] if args.kid_real else None
     real = _image_stats(data.images[data.split == 0][:, 0])
     n_classes = data.context_dim
     labels = np.repeat(np.arange(n_classes), args.per_class)
@@ -102,7 +121,8 @@ def main() -> None:
                                for i in range(0, labels.size, 50)])
             seconds = time.perf_counter() - start
             images = ((x.clamp(-1, 1) + 1) / 2).numpy()[:, 0]
-            predicted = classify(images, model=args.judge)[0].argmax(1)
+            probabilities, embeddings = classify(images, model=args.judge)
+            predicted = probabilities.argmax(1)
             accuracy = judge_accuracy(labels, predicted)
             correct[guide_name, w] = predicted == labels
             saved[f"predicted|{guide_name}|{w}"] = predicted
@@ -119,7 +139,8 @@ def main() -> None:
             print(f"guide {guide_name}, w = {w:5.2f}: judge accuracy {accuracy:.3f} [{float(low):.3f}, "
                   f"{float(high):.3f}] (1-sigma Wilson); recall per class {np.round(recall, 2).tolist()}; "
                   f"W1 / floor at {matched['n_reference']} real vs {matched['n_compared']} generated: {text}; "
-                  f"confusion {confusion.tolist()}; {seconds:.0f} s", flush=True)
+                  f"confusion {confusion.tolist()}; {seconds:.0f} s"
+                  + ("" if kid_real is None else _kid_text(kid_real, embeddings, seed=args.seed)), flush=True)
     if args.save:
         np.savez_compressed(args.save, **saved)
     if args.compare:
