@@ -40,12 +40,12 @@ from bench_class_usage import load_network  # this folder's script: model.pt or 
 from radiogen.classifier import classify
 from radiogen.classifier.metrics import accuracy as judge_accuracy
 from radiogen.classifier.metrics import confusion_matrix
-from radiogen.cli.evaluate import SUMMARY_DEFAULTS
+from radiogen.config import section_defaults
 from radiogen.evaluation.classes import read_scores
 from radiogen.evaluation.distances import one_d_distances, size_matched
 from radiogen.evaluation.proportions import mcnemar_test, wilson_interval
 from radiogen.evaluation.stats import per_image_statistics
-from radiogen.evaluation.summary import feature_distance_table
+from radiogen.evaluation.summary import feature_distance_table, summary_table
 from radiogen.model.data import read_training_set
 from radiogen.sampler.solvers import SOLVERS, network_evaluations, solve
 
@@ -60,13 +60,15 @@ def _w1(a: dict, b: dict) -> dict:
 
 
 def _kid_text(real_embeddings: np.ndarray, embeddings: np.ndarray, *, seed: int) -> str:
-    row = feature_distance_table(
-        real_embeddings, embeddings, repeats=int(SUMMARY_DEFAULTS["floor_repeats"]), seed=seed,
-        kid_subset_size=int(SUMMARY_DEFAULTS["kid_subset_size"]), kid_subsets=int(SUMMARY_DEFAULTS["kid_subsets"]),
-        frechet_components=int(SUMMARY_DEFAULTS["frechet_components"]),
-    ).set_index("metric").loc["KID"]
-    z = (row["real_vs_generated"] - row["real_vs_real_floor"]) / row["floor_sd"]
-    return f"; KID z {z:.1f} ({row['n_reference']} real vs {row['n_compared']} generated)"
+    defaults = section_defaults("evaluation.summary")
+    features = feature_distance_table(
+        real_embeddings, embeddings, repeats=int(defaults["floor_repeats"]), seed=seed,
+        kid_subset_size=int(defaults["kid_subset_size"]), kid_subsets=int(defaults["kid_subsets"]),
+        frechet_components=int(defaults["frechet_components"]),
+    )
+    row = summary_table(None, features).set_index("metric").loc["KID"]
+    return (f"; KID z {row['generated_floor_z']:.1f} ({row['n_reference']} real vs {row['n_compared']} "
+            "generated)")
 
 
 def main() -> None:

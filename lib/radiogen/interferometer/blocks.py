@@ -17,6 +17,7 @@ another calibration are refused with the file's name.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -115,14 +116,18 @@ def check_block(ms_path: str | Path, settings: InterferometerSettings, *, seed: 
 
 
 def check_blocks(ms_paths: Sequence[str | Path], settings: InterferometerSettings, *, seed: int | None,
-                 noise_added: bool, phase_centre_deg: Sequence[float] | None = None) -> list[dict]:
+                 noise_added: bool, phase_centre_deg: Sequence[float] | None = None,
+                 image_grid: tuple[int, float] | None = None) -> list[dict]:
     """Records of ``ms_paths``, checked to be every channel block of one observation, once each.
 
     ``noise_added``: the sets must hold calibrated noise (all of the same
     sigma and weighting), or must hold unit noise (before the calibration).
     ``seed`` None accepts any seed shared by all.  All blocks must hold one sky
     model at one phase centre; ``phase_centre_deg`` (RA, Dec: the map header's
-    centre) must be it.
+    centre) must be it.  ``image_grid`` (size px, arcsec/px of the image to
+    make): the blocks' noise must have been calibrated for it and for the
+    weighting of ``settings`` (Briggs weights depend on the uv cells, so on the
+    grid as well as on robust, taper and uv cut).
 
     Raises
     ------
@@ -142,13 +147,22 @@ def check_blocks(ms_paths: Sequence[str | Path], settings: InterferometerSetting
                 tag["phase_centre_deg"], tags[0]["phase_centre_deg"]):
             raise InputFileError(f"{path}: predicted from another sky model or phase centre than {paths[0]} "
                                  f"({tag['phase_centre_deg']} vs {tags[0]['phase_centre_deg']} deg)")
-        if (tag["seed"], tag["noise_sigma_jy"], tag.get("weighting"), tag.get("noise_grid")) != (
-                tags[0]["seed"], tags[0]["noise_sigma_jy"], tags[0].get("weighting"), tags[0].get("noise_grid")):
+        if (tag["seed"], tag["noise_sigma_jy"], tag["weighting"], tag["noise_grid"]) != (
+                tags[0]["seed"], tags[0]["noise_sigma_jy"], tags[0]["weighting"], tags[0]["noise_grid"]):
             raise InputFileError(f"{path}: its noise (seed {tag['seed']}, sigma {tag['noise_sigma_jy']} Jy) is not "
                                  f"that of {paths[0]} (seed {tags[0]['seed']}, sigma {tags[0]['noise_sigma_jy']} Jy)")
     if phase_centre_deg is not None and not same_phase_centre(tags[0]["phase_centre_deg"], phase_centre_deg):
         raise InputFileError(f"{paths[0]}: phase centre {tags[0]['phase_centre_deg']} deg is not the map's "
                              f"centre {[float(v) for v in phase_centre_deg]} deg; rebuild the blocks for this map")
+    if image_grid is not None:
+        size, scale = image_grid
+        weighting, (noise_size, noise_scale) = tags[0]["weighting"], tags[0]["noise_grid"]
+        if weighting != weighting_record(settings) or noise_size != size or not math.isclose(
+                noise_scale, scale, rel_tol=1e-9, abs_tol=1e-8):
+            raise InputFileError(f"{paths[0]}: its noise was calibrated for the weighting {weighting} on a "
+                                 f"{noise_size} px grid of {noise_scale:.6g} arcsec, not {weighting_record(settings)} "
+                                 f"on {size} px of {scale:.6g} arcsec: the image rms would miss its target; "
+                                 "calibrate the noise again")
     return tags
 
 

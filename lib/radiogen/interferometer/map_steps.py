@@ -252,14 +252,7 @@ def image_observation(ms: str | Path | Sequence[str | Path], settings: Interfero
     sets = [Path(ms)] if isinstance(ms, (str, Path)) else [Path(m) for m in ms]
     ra, dec, size, scale = imaging_grid(fits.Header.fromtextfile(str(header_path)), source=str(header_path))
     if len(sets) > 1 or blocks.read_tag(sets[0]) is not None:
-        tags = blocks.check_blocks(sets, settings, seed=None, noise_added=True, phase_centre_deg=(ra, dec))
-        # Briggs weights depend on the uv cells, so on the image grid as well as on robust, taper and uv cut
-        calibrated_for = (tags[0]["weighting"], tags[0]["noise_grid"])
-        imaged_with = (blocks.weighting_record(settings), [size, scale])
-        if calibrated_for[0] != imaged_with[0] or not np.allclose(calibrated_for[1], imaged_with[1], rtol=1e-9):
-            raise InputFileError(f"{sets[0]}: its noise was calibrated for the weighting {calibrated_for[0]} on a "
-                                 f"{calibrated_for[1][0]} px grid of {calibrated_for[1][1]:.6g} arcsec, not "
-                                 f"{imaged_with[0]} on {size} px of {scale:.6g} arcsec: the image rms would miss "
-                                 "its target; calibrate the noise again")
+        blocks.check_blocks(sets, settings, seed=None, noise_added=True, phase_centre_deg=(ra, dec),
+                            image_grid=(size, scale))
     return wsclean.image(sets, prefix=prefix, settings=settings, size_px=size, scale_arcsec=scale,
                          data_column="DATA", log=log_path)
