@@ -45,7 +45,7 @@ from radiogen.evaluation.classes import read_scores
 from radiogen.evaluation.distances import one_d_distances, size_matched
 from radiogen.evaluation.proportions import mcnemar_test, wilson_interval
 from radiogen.evaluation.stats import per_image_statistics
-from radiogen.evaluation.summary import feature_distance_table, summary_table
+from radiogen.evaluation.summary import feature_distance_options, feature_distance_table, summary_table
 from radiogen.model.data import read_training_set
 from radiogen.sampler.solvers import SOLVERS, network_evaluations, solve
 
@@ -60,12 +60,8 @@ def _w1(a: dict, b: dict) -> dict:
 
 
 def _kid_text(real_embeddings: np.ndarray, embeddings: np.ndarray, *, seed: int) -> str:
-    defaults = section_defaults("evaluation.summary")
-    features = feature_distance_table(
-        real_embeddings, embeddings, repeats=int(defaults["floor_repeats"]), seed=seed,
-        kid_subset_size=int(defaults["kid_subset_size"]), kid_subsets=int(defaults["kid_subsets"]),
-        frechet_components=int(defaults["frechet_components"]),
-    )
+    options = feature_distance_options(section_defaults("evaluation.summary"))
+    features = feature_distance_table(real_embeddings, embeddings, seed=seed, **options)
     row = summary_table(None, features).set_index("metric").loc["KID"]
     return (f"; KID z {row['generated_floor_z']:.1f} ({row['n_reference']} real vs {row['n_compared']} "
             "generated)")

@@ -291,12 +291,9 @@ def cmd_feature_distances(args) -> int:
         real["embeddings"],
         read_scores(args.generated)["embeddings"],
         classical=read_scores(args.classical)["embeddings"] if args.classical else None,
-        repeats=int(s["floor_repeats"]),
         seed=seed_stream(args.seed, "evaluation.feature_partitions"),
-        kid_subset_size=int(s["kid_subset_size"]),
-        kid_subsets=int(s["kid_subsets"]),
-        frechet_components=int(s["frechet_components"]),
         reference=f"{real['source'] or args.real}, {real['rows']}",
+        **sm.feature_distance_options(s),
     )
     sm.write_csv(table, args.output)
     log.info("feature distances:\n%s", table.to_string(index=False))

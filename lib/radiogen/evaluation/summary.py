@@ -27,6 +27,7 @@ import html
 import json
 import logging
 import warnings
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -52,6 +53,7 @@ __all__ = [
     "distance_rows",
     "matched_distance_table",
     "feature_distance_table",
+    "feature_distance_options",
     "summary_table",
     "write_table_html",
     "write_csv",
@@ -281,6 +283,16 @@ def matched_distance_table(real: dict, generated: dict, *, classical: dict | Non
         for m, metric in (("w1", "W1"), ("ks", "KS"))
     ]
     return _rows(result, entries, classical=classical is not None, reference=reference)
+
+
+def feature_distance_options(settings: Mapping) -> dict:
+    """Keyword options of :func:`feature_distance_table` from ``evaluation.summary`` settings."""
+    return {
+        "repeats": int(settings["floor_repeats"]),
+        "kid_subset_size": int(settings["kid_subset_size"]),
+        "kid_subsets": int(settings["kid_subsets"]),
+        "frechet_components": int(settings["frechet_components"]),
+    }
 
 
 def feature_distance_table(
